@@ -1,0 +1,170 @@
+"""The scene folder on disk: ``scene.json`` plus ``assets/``, written atomically.
+
+Every file recon writes goes through :func:`atomic_write`: it is written to a
+temporary name in the same folder and renamed into place, so a killed run
+leaves either the old file or the new one, never half of one. A lock file
+stops two runs from writing one folder at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from recon.errors import InputError
+from recon.io import images as image_io
+from recon.io import ply
+from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
+
+SCENE_FILE = "scene.json"
+LOCK_FILE = ".lock"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path``; the temp file keeps the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    text = dumps(obj) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def dumps(obj: Any, indent: int = 0) -> str:
+    """JSON with two-space indentation, keeping lists of numbers (matrix rows) on one line."""
+    obj = _plain(obj)
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {dumps(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list):
+        if all(not isinstance(v, (dict, list)) for v in obj):
+            return json.dumps(obj)
+        return "[\n" + ",\n".join(inner + dumps(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, np.ndarray)):
+        return list(value) if isinstance(value, tuple) else value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class SceneStore:
+    """One scene folder: ``<root>/scene.json`` and ``<root>/assets/``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def scene_file(self) -> Path:
+        return self.root / SCENE_FILE
+
+    def exists(self) -> bool:
+        return self.scene_file.is_file()
+
+    def asset(self, relative: str) -> Path:
+        return self.root / relative
+
+    # --- scene.json ------------------------------------------------------------
+    def load(self) -> SceneGraph:
+        if not self.scene_file.is_file():
+            raise InputError(f"{self.root}: no {SCENE_FILE} here; is this a recon output folder?")
+        try:
+            data = json.loads(self.scene_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{self.scene_file}: unreadable scene file ({exc})") from None
+        return SceneGraph.from_json(data, root=self.root, where=str(self.scene_file))
+
+    def save(self, graph: SceneGraph) -> Path:
+        """Write pending assets, then ``scene.json`` (last, so it never names a missing file)."""
+        graph.root = self.root
+        self._write_pending(graph)
+        return write_json(self.scene_file, graph.to_json())
+
+    def _write_pending(self, graph: SceneGraph) -> None:
+        for node in list(graph.nodes.values()):
+            if isinstance(node, View):
+                if node.pending_image is not None:
+                    rel = f"assets/images/{node.name}.png"
+                    pixels = node.pending_image()
+                    atomic_write(self.asset(rel), lambda tmp: image_io.write_image(tmp, pixels))
+                    node.image, node.pending_image = rel, None
+                if node.pending_mask is not None:
+                    rel = f"assets/masks/{node.name}.png"
+                    mask = node.pending_mask()
+                    atomic_write(self.asset(rel), lambda tmp: image_io.write_mask(tmp, mask))
+                    node.mask, node.pending_mask = rel, None
+            elif isinstance(node, PointCloud) and node.path is None and node.points is not None:
+                rel = f"assets/{node.id.replace('/', '_')}.ply"
+                pts, cols = node.points, node.colors
+                atomic_write(self.asset(rel), lambda tmp: ply.write_points(tmp, pts, cols))
+                node.path = rel
+            elif isinstance(node, Mesh) and node.path is None:
+                raise ValueError(f"mesh node {node.id} has no file")
+
+    # --- locking ----------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``<root>/.lock`` for the duration; fail at once if another live run holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = self.root / LOCK_FILE
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _holder_alive(lock):
+                    pid = lock.read_text().split()[0] if lock.exists() else "?"
+                    raise InputError(
+                        f"{self.root}: output folder is held by another run (pid {pid}); "
+                        f"wait for it, or delete {lock} if that run is gone"
+                    ) from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            break
+        try:
+            yield
+        finally:
+            if lock.exists() and lock.read_text() == me:
+                lock.unlink()
+
+
+def _holder_alive(lock: Path) -> bool:
+    try:
+        pid_text, host = lock.read_text().split()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return True  # unreadable or being written: treat as held
+    if host != socket.gethostname():
+        return True  # cannot check another machine's processes
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
