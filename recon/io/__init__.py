@@ -1,0 +1,169 @@
+"""Scene importers and exporters.
+
+:func:`import_scene` recognises the layout of a folder (or a ``transforms.json``
+file), reads it into a :class:`~recon.scene.graph.SceneGraph` in recon's
+conventions, and checks it: every image readable and of its camera's size,
+every mask of its image's size, every pose finite and rigid. Nothing is
+written; images that must change (undistortion, down-sampling) are rewritten
+when the graph is first saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from recon.errors import InputError
+from recon.io import images as image_io
+from recon.scene.camera import has_distortion
+from recon.scene.graph import SceneGraph, View
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read a scene; see :class:`recon.config.DataConfig` for the meaning of each."""
+
+    downscale: int = 1
+    light: int = 3
+    strict: bool = False
+    masks: bool = True
+    spare_split: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str
+    detect: Callable[[Path], bool]
+    read: Callable[[Path, ImportOptions], SceneGraph]
+
+
+def layouts() -> list[Layout]:
+    """Known layouts, most specific first (an images-only folder matches almost anything)."""
+    from recon.io import colmap, dtu, folder, spare, transforms
+
+    return [transforms.LAYOUT, colmap.LAYOUT, dtu.IDR_LAYOUT, spare.LAYOUT, dtu.RECTIFIED_LAYOUT, folder.LAYOUT]
+
+
+def detect_layout(path: Path) -> Layout:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir() and not any(path.iterdir()):
+        raise InputError(f"{path}: folder is empty")
+    known = layouts()
+    for layout in known:
+        if layout.detect(path):
+            return layout
+    looked_for = "; ".join(f"{lay.name} ({lay.description})" for lay in known)
+    raise InputError(f"{path}: unknown scene layout; looked for {looked_for}")
+
+
+def import_scene(path: Path, options: ImportOptions = ImportOptions()) -> SceneGraph:
+    """Read and check the scene at ``path``; raises :class:`InputError` on bad input."""
+    path = Path(path).resolve()
+    layout = detect_layout(path)
+    graph = layout.read(path, options)
+    graph.source.setdefault("path", str(path))
+    graph.source["layout"] = layout.name
+    _check(graph)
+    graph.source["digest"] = _digest(graph, options)
+    _prepare_rewrites(graph, options)
+    return graph
+
+
+def _check(graph: SceneGraph) -> None:
+    views = graph.views()
+    if not any(v.image for v in views):
+        raise InputError(f"{graph.source.get('path')}: no images found")
+    sizes: dict[str, tuple[int, int, str]] = {}
+    for view in views:
+        if view.image is None:
+            continue
+        size = image_io.probe_image(Path(view.image))
+        if view.camera is not None:
+            cam = graph.camera_of(view)
+            if size != (cam.width, cam.height):
+                raise InputError(
+                    f"{view.image}: image is {size[0]}x{size[1]} but its camera expects {cam.width}x{cam.height}"
+                )
+        sensor = graph.camera_of(view).sensor if view.camera else "uncalibrated"
+        first = sizes.setdefault(sensor, (size[0], size[1], view.image))
+        if size != first[:2]:
+            raise InputError(
+                f"{view.image}: image is {size[0]}x{size[1]} but {Path(first[2]).name} from the same camera "
+                f"is {first[0]}x{first[1]}; images of one camera must share a size"
+            )
+        if view.mask is not None:
+            msize = image_io.probe_image(Path(view.mask))
+            if msize != size:
+                raise InputError(f"{view.mask}: mask is {msize[0]}x{msize[1]} but its image is {size[0]}x{size[1]}")
+
+
+def _digest(graph: SceneGraph, options: ImportOptions) -> str:
+    """Content key of the input: files (by size and modification time), calibration and options."""
+    h = hashlib.sha256()
+    h.update(json.dumps(vars(options), sort_keys=True).encode())
+    files = set(graph.source.pop("files", []))
+    for view in graph.views():
+        files.update(p for p in (view.image, view.mask) if p)
+    for name in sorted(files):
+        st = Path(name).stat()
+        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    for cam in graph.cameras():
+        h.update(cam.K.tobytes() + cam.world_to_camera.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
+    """Undistort and down-sample: adjust cameras now, rewrite images on first save."""
+    factor = int(options.downscale)
+    if factor < 1:
+        raise InputError(f"downscale must be a positive integer, got {factor}")
+    for view in graph.views():
+        cam = graph.nodes.get(view.camera) if view.camera else None
+        dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None
+        if factor == 1 and dist is None:
+            continue
+        K = cam.K.copy() if cam is not None else None
+        if view.image is not None:
+            view.pending_image = _rewriter(Path(view.image), K, dist, factor, mask=False)
+        if view.mask is not None:
+            view.pending_mask = _rewriter(Path(view.mask), K, dist, factor, mask=True)
+    for cam in graph.cameras():
+        cam.distortion = None
+        if factor > 1:
+            cam.K = cam.K.copy()
+            cam.K[:2] /= factor
+            cam.width //= factor
+            cam.height //= factor
+    if factor > 1:
+        graph.meta["downscale"] = factor
+
+
+def _rewriter(path: Path, K: np.ndarray | None, dist: np.ndarray | None, factor: int, mask: bool):
+    def produce() -> np.ndarray:
+        pixels = image_io.read_mask(path).astype(np.float32) if mask else image_io.read_image(path)
+        if dist is not None and K is not None:
+            pixels = image_io.undistort(pixels, K, dist, order=0 if mask else 1)
+        pixels = image_io.downsample(pixels, factor)
+        return pixels > 0.5 if mask else pixels
+
+    return produce
+
+
+def new_view(index: int, name: str, image: Path | None, camera: str | None = None, mask: Path | None = None) -> View:
+    """A view node with the standard id for its index."""
+    return View(
+        id=f"view/{index:04d}",
+        name=name,
+        index=index,
+        image=str(image) if image is not None else None,
+        camera=camera,
+        mask=str(mask) if mask is not None else None,
+    )

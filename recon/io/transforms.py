@@ -1,0 +1,196 @@
+"""nerfstudio / instant-ngp ``transforms.json``: reader and writer.
+
+Layout: camera-to-world matrices in the OpenGL convention (x right, y up,
+z back) per frame; intrinsics ``fl_x fl_y cx cy w h`` at the top level or per
+frame, or ``camera_angle_x`` (and ``camera_angle_y``); OpenCV distortion
+``k1 k2 k3 p1 p2``; optional ``aabb_scale``, ``applied_transform``,
+``ply_file_path``, per-frame ``mask_path``. Frames whose image is missing are
+skipped with a warning that names them (an error with ``strict``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon.errors import InputError
+from recon.io import ImportOptions, Layout, new_view
+from recon.io import images as image_io
+from recon.io import ply
+from recon.scene.camera import (
+    check_intrinsics,
+    check_pose,
+    focal_from_fov,
+    intrinsics_matrix,
+    opengl_from_world_to_camera,
+    transform_world_to_camera,
+    world_to_camera_from_opengl,
+)
+from recon.scene.graph import Camera, PointCloud, SceneGraph
+
+FILE_NAME = "transforms.json"
+_INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
+                   "k1", "k2", "k3", "k4", "p1", "p2", "camera_model")
+_PERSPECTIVE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+
+
+def _find(path: Path) -> Path | None:
+    if path.is_file() and path.suffix == ".json":
+        return path
+    if path.is_dir() and (path / FILE_NAME).is_file():
+        return path / FILE_NAME
+    return None
+
+
+def read(path: Path, options: ImportOptions) -> SceneGraph:
+    json_path = _find(path)
+    assert json_path is not None
+    where = str(json_path)
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise InputError(f"{where}: no frames")
+    root = json_path.parent
+    graph = SceneGraph(name=root.name, source={"path": str(json_path), "files": [str(json_path)]})
+    graph.meta["transforms"] = {k: meta[k] for k in ("aabb_scale", "applied_transform") if k in meta}
+
+    missing: list[str] = []
+    sensors: dict[tuple, str] = {}  # identical intrinsics share a sensor
+    for i, frame in enumerate(frames):
+        fwhere = f"{where}: frame {i}"
+        if "file_path" not in frame or "transform_matrix" not in frame:
+            raise InputError(f"{fwhere}: needs file_path and transform_matrix")
+        image = _image_path(root, frame["file_path"])
+        if image is None:
+            missing.append(str(frame["file_path"]))
+            continue
+        intr = {**{k: meta[k] for k in _INTRINSIC_KEYS if k in meta}, **{k: frame[k] for k in _INTRINSIC_KEYS if k in frame}}
+        K, w, h, dist = _intrinsics(intr, image, fwhere)
+        key = (K.tobytes(), w, h, None if dist is None else dist.tobytes())
+        sensor = sensors.setdefault(key, str(len(sensors)))
+        matrix = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        if matrix.shape not in ((4, 4), (3, 4)):
+            raise InputError(f"{fwhere}: transform_matrix must be 4x4, got shape {matrix.shape}")
+        c2w = check_pose(matrix, f"{fwhere} ({frame['file_path']})")
+        w2c = world_to_camera_from_opengl(c2w)
+        cam = graph.add(Camera(id=f"camera/{i:04d}", K=K, world_to_camera=w2c, width=w, height=h,
+                               distortion=dist, sensor=sensor))
+        mask = None
+        if options.masks and "mask_path" in frame:
+            mask = _image_path(root, frame["mask_path"])
+            if mask is None:
+                raise InputError(f"{fwhere}: mask {frame['mask_path']} is missing")
+        graph.add(new_view(i, Path(frame["file_path"]).stem, image, cam.id, mask))
+
+    if missing:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        message = f"{where}: {len(missing)} frame(s) name images that do not exist: {listed}"
+        if options.strict:
+            raise InputError(message)
+        warnings.warn(message + " (skipped)", stacklevel=2)
+        graph.meta["skipped_frames"] = missing
+
+    if "ply_file_path" in meta:
+        ply_path = root / meta["ply_file_path"]
+        if not ply_path.is_file():
+            raise InputError(f"{where}: ply_file_path {meta['ply_file_path']} does not exist")
+        points, colors = ply.read_points(ply_path)
+        graph.add(PointCloud(id="points/sfm", path=str(ply_path), count=len(points), kind="sfm"))
+        graph.source["files"].append(str(ply_path))
+    return graph
+
+
+def _image_path(root: Path, file_path: str) -> Path | None:
+    p = (root / file_path).resolve()
+    if p.is_file():
+        return p
+    if not p.suffix:  # Blender-style "./train/r_0"
+        for suffix in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
+            if p.with_suffix(suffix).is_file():
+                return p.with_suffix(suffix)
+    return None
+
+
+def _intrinsics(intr: dict[str, Any], image: Path, where: str) -> tuple[np.ndarray, int, int, np.ndarray | None]:
+    model = intr.get("camera_model", "OPENCV")
+    if model not in _PERSPECTIVE_MODELS:
+        raise InputError(f"{where}: camera_model {model} is not supported (recon reads perspective OPENCV cameras)")
+    if "w" in intr and "h" in intr:
+        w, h = int(intr["w"]), int(intr["h"])
+    else:
+        w, h = image_io.probe_image(image)
+    if "fl_x" in intr:
+        fx = float(intr["fl_x"])
+        fy = float(intr.get("fl_y", fx))
+    elif "camera_angle_x" in intr:
+        fx = focal_from_fov(float(intr["camera_angle_x"]), w)
+        fy = focal_from_fov(float(intr["camera_angle_y"]), h) if "camera_angle_y" in intr else fx
+    else:
+        raise InputError(f"{where}: no focal length (fl_x or camera_angle_x)")
+    K = check_intrinsics(intrinsics_matrix(fx, fy, float(intr.get("cx", w / 2.0)), float(intr.get("cy", h / 2.0))), where)
+    if float(intr.get("k4", 0.0)) != 0.0:
+        raise InputError(f"{where}: k4 is a fisheye coefficient; recon reads perspective OPENCV cameras")
+    dist = np.array([float(intr.get(k, 0.0)) for k in ("k1", "k2", "p1", "p2", "k3")])
+    return K, w, h, (dist if np.any(dist != 0.0) else None)
+
+
+def write(graph: SceneGraph, out_path: Path) -> Path:
+    """Write the graph's posed views as ``transforms.json`` in the dataset's frame.
+
+    Image paths are relative to the file when possible. Intrinsics go to the
+    top level when every camera shares them, else to each frame.
+    """
+    from recon.scene.store import write_json
+
+    out_path = Path(out_path)
+    views = [v for v in graph.views() if v.camera is not None and v.image is not None]
+    if not views:
+        raise InputError(f"{graph.name}: no posed views with images to export")
+    cams = [graph.camera_of(v) for v in views]
+
+    def intr(cam: Camera) -> dict[str, Any]:
+        return {"fl_x": cam.K[0, 0], "fl_y": cam.K[1, 1], "cx": cam.K[0, 2], "cy": cam.K[1, 2],
+                "w": cam.width, "h": cam.height}
+
+    shared = all(intr(c) == intr(cams[0]) for c in cams)
+    meta: dict[str, Any] = {"camera_model": "OPENCV"}
+    if shared:
+        meta.update(intr(cams[0]))
+    meta.update(graph.meta.get("transforms", {}))
+    frames = []
+    for view, cam in zip(views, cams):
+        w2c = transform_world_to_camera(cam.world_to_camera, graph.to_dataset)
+        frame: dict[str, Any] = {
+            "file_path": _relative(graph.resolve(view.image), out_path.parent),
+            "transform_matrix": opengl_from_world_to_camera(w2c).tolist(),
+        }
+        if view.mask:
+            frame["mask_path"] = _relative(graph.resolve(view.mask), out_path.parent)
+        if not shared:
+            frame.update(intr(cam))
+        frames.append(frame)
+    meta["frames"] = frames
+    return write_json(out_path, meta)
+
+
+def _relative(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), start.resolve())
+    except ValueError:  # another drive
+        return str(path.resolve())
+
+
+LAYOUT = Layout(
+    name="transforms",
+    description="nerfstudio/instant-ngp transforms.json",
+    detect=lambda p: _find(p) is not None,
+    read=read,
+)

@@ -1,0 +1,60 @@
+"""Progress bars and the console, shared by every command (rich, on stderr).
+
+Library code reports progress through :func:`track` and :func:`task`; when
+recon is used as a library with progress disabled, they cost nothing.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+_enabled = True
+T = TypeVar("T")
+
+
+def set_enabled(enabled: bool) -> None:
+    global _enabled
+    _enabled = enabled
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+        disable=not _enabled or not console.is_terminal,
+    )
+
+
+class Task:
+    def __init__(self, progress: Progress | None, task_id: int | None):
+        self._progress = progress
+        self._task_id = task_id
+
+    def advance(self, amount: float = 1.0) -> None:
+        if self._progress is not None and self._task_id is not None:
+            self._progress.advance(self._task_id, amount)
+
+    def update(self, description: str) -> None:
+        if self._progress is not None and self._task_id is not None:
+            self._progress.update(self._task_id, description=description)
+
+
+@contextmanager
+def task(description: str, total: float) -> Iterator[Task]:
+    """A progress bar for ``total`` units of work; call ``advance()`` as they finish."""
+    with _progress() as progress:
+        yield Task(progress, progress.add_task(description, total=total))
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar."""
+    items = list(items) if total is None else items
+    with task(description, total if total is not None else len(items)) as t:  # type: ignore[arg-type]
+        for item in items:
+            yield item
+            t.advance()
