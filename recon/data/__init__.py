@@ -1,0 +1,1 @@
+"""Synthetic scenes with exact ground truth (recon data synth)."""
