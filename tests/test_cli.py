@@ -1,0 +1,249 @@
+"""The recon command: runs, resumes, exports round-trip, and bad input gets one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import shutil
+
+import numpy as np
+import pytest
+from builders import build_colmap, build_transforms
+from PIL import Image
+
+from recon.cli import main
+from recon.io import import_scene
+from recon.scene.store import SceneStore
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_run_writes_scene_config_and_metrics(synthetic_scene, tmp_path, capsys):
+    assert run("run", synthetic_scene, "--views", 4, "--out", tmp_path / "out") == 0
+    out = tmp_path / "out" / "mug"
+    graph = SceneStore(out).load()
+    assert len(graph.views("train")) == 4 and len(graph.views("test")) == 8
+    assert (out / "config.yaml").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["stages"]["views"]["train"]) == 4
+    assert "views" in capsys.readouterr().err  # the summary table
+
+
+def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path):
+    from recon.config import load_config
+    from recon.pipeline import run_scene
+
+    first = run_scene(synthetic_scene, load_config("default", {"views.count": 3}), tmp_path)
+    assert [o.status for o in first.outcomes] == ["ran", "ran"]
+    again = run_scene(synthetic_scene, load_config("default", {"views.count": 3}), tmp_path)
+    assert [o.status for o in again.outcomes] == ["reused", "reused"]
+    changed = run_scene(synthetic_scene, load_config("default", {"views.count": 5}), tmp_path)
+    assert [o.status for o in changed.outcomes] == ["reused", "ran"]
+    assert len(changed.graph.views("train")) == 5
+
+
+def test_transforms_round_trip_through_run_and_export(synthetic_scene, tmp_path):
+    root = build_transforms(synthetic_scene, tmp_path / "tf")
+    assert run("run", root, "--views", 4, "--out", tmp_path / "out") == 0
+    assert run("export", tmp_path / "out" / "tf", "--format", "transforms", "--to", tmp_path / "back" / "transforms.json") == 0
+    before = json.loads((root / "transforms.json").read_text())
+    after = json.loads((tmp_path / "back" / "transforms.json").read_text())
+    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "aabb_scale"):
+        assert after[key] == pytest.approx(before[key], abs=1e-6)
+    assert len(after["frames"]) == len(before["frames"])
+    for a, b in zip(after["frames"], before["frames"]):
+        np.testing.assert_allclose(a["transform_matrix"], b["transform_matrix"], atol=1e-6)
+        assert (tmp_path / "back" / a["file_path"]).resolve() == (root / b["file_path"]).resolve()
+
+
+def test_synthetic_scene_round_trips_through_export(synthetic_scene, tmp_path):
+    assert run("run", synthetic_scene, "--views", 3, "--out", tmp_path / "out") == 0
+    assert run("export", tmp_path / "out" / "mug") == 0
+    exported = import_scene(tmp_path / "out" / "mug" / "export" / "transforms.json")
+    truth = import_scene(synthetic_scene)
+    from recon.scene.camera import transform_world_to_camera
+
+    for a, b in zip(exported.cameras(), truth.cameras()):
+        np.testing.assert_allclose(a.K, b.K, atol=1e-6)
+        np.testing.assert_allclose(a.world_to_camera, transform_world_to_camera(b.world_to_camera, truth.to_dataset), atol=1e-6)
+
+
+def test_colmap_export_reads_back_in_pycolmap(synthetic_scene, tmp_path):
+    import pycolmap
+
+    root = build_colmap(synthetic_scene, tmp_path / "c")
+    assert run("run", root, "--out", tmp_path / "out") == 0
+    assert run("export", tmp_path / "out" / "c", "--format", "colmap", "--to", tmp_path / "model") == 0
+    original = pycolmap.Reconstruction(str(root / "sparse" / "0"))
+    exported = pycolmap.Reconstruction(str(tmp_path / "model"))
+    assert exported.num_images() == original.num_images() and exported.num_points3D() == 50
+    by_name = {im.name: im for im in original.images.values()}
+    for im in exported.images.values():
+        np.testing.assert_allclose(im.cam_from_world().matrix(), by_name[im.name].cam_from_world().matrix(), atol=1e-6)
+
+
+def test_views_split_and_strategies(synthetic_scene, tmp_path):
+    from recon.config import load_config
+    from recon.pipeline import run_scene
+
+    graph = run_scene(synthetic_scene, load_config("default", {"views.count": 3, "views.strategy": "even"}), tmp_path).graph
+    assert [v.index for v in graph.views("train")] == [0, 6, 11]
+    graph = run_scene(synthetic_scene, load_config("default", {"views.count": 3}), tmp_path / "b").graph
+    from itertools import combinations
+
+    from recon.scene.camera import camera_center
+
+    centers = {v.index: camera_center(graph.camera_of(v).world_to_camera) for v in graph.views()}
+    spread = lambda ids: min(np.linalg.norm(centers[a] - centers[b]) for a, b in combinations(ids, 2))  # noqa: E731
+    chosen = [v.index for v in graph.views("train")]
+    best = max(spread(ids) for ids in combinations(centers, 3))
+    assert spread(chosen) >= 0.5 * best  # farthest-point sampling is within 2x of the widest spread
+    mean = np.mean(list(centers.values()), axis=0)
+    first = min(centers, key=lambda i: np.linalg.norm(centers[i] - mean))
+    assert first in chosen
+    from recon.errors import InputError
+
+    with pytest.raises(InputError, match="split dtu needs view 25 but the scene has views 0..11"):
+        run_scene(synthetic_scene, load_config("default", {"views.count": 2, "views.split": "dtu"}), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_synth_command_writes_the_idr_layout_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "knot"
+    assert run("data", "synth", out, "--scene", "knot", "--views", 3, "--width", 32, "--height", 24, "--no-aux") == 0
+    assert sorted(p.name for p in (out / "image").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert (out / "gt" / "mesh.ply").is_file() and (out / "gt" / "points.ply").is_file()
+    assert not (out / "depth").exists()
+    assert run("data", "synth", out, "--scene", "knot") == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_synthetic_ground_truth_agrees_with_masks_and_depth(synthetic_scene):
+    from scipy.spatial import cKDTree
+
+    from recon.io.ply import read_points
+    from recon.scene.camera import project
+
+    graph = import_scene(synthetic_scene)
+    points, _ = read_points(synthetic_scene / "gt" / "points.ply")  # dataset frame (mm), 3 mm apart
+    tree = cKDTree(points)
+    to_world = np.linalg.inv(graph.to_dataset)
+    world = points @ to_world[:3, :3].T + to_world[:3, 3]
+    for view in graph.views()[:4]:
+        cam = graph.camera_of(view)
+        uv, _ = project(world, cam.K, cam.world_to_camera)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+        px = uv[inside].astype(int)
+        mask = np.asarray(Image.open(view.mask)) > 127
+        assert mask[px[:, 1], px[:, 0]].mean() > 0.97  # every surface point lands on the object
+        # Every object pixel's depth, lifted to 3D, lies on the ground-truth surface.
+        depth = np.load(synthetic_scene / "depth" / f"{view.index:06d}.npz")["depth"] / 100.0
+        v, u = np.nonzero(mask & (depth > 0))
+        rays = np.stack([u + 0.5, v + 0.5, np.ones_like(u, dtype=float)], axis=1) @ np.linalg.inv(cam.K).T
+        cam_pts = rays * depth[v, u][:, None]
+        w2c = cam.world_to_camera
+        pts = (cam_pts - w2c[:3, 3]) @ w2c[:3, :3]
+        pts = pts @ graph.to_dataset[:3, :3].T + graph.to_dataset[:3, 3]
+        dist, _ = tree.query(pts)
+        assert np.median(dist) < 2.0 and np.mean(dist < 4.0) > 0.95
+
+
+# --- bad input: one line naming the file and the problem, exit 2, nothing written ---------------
+
+
+def expect_error(capsys, argv, pattern, out_dir=None):
+    code = run(*argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("recon: error: ")
+    assert pattern in err[0], err[0]
+    if out_dir is not None:
+        assert not (out_dir / "scene.json").exists()
+    return err[0]
+
+
+@pytest.fixture
+def transforms_scene(synthetic_scene, tmp_path):
+    return build_transforms(synthetic_scene, tmp_path / "tf")
+
+
+def test_bad_missing_image_under_strict(transforms_scene, tmp_path, capsys):
+    (transforms_scene / "images" / "000002.png").unlink()
+    expect_error(capsys, ["run", transforms_scene, "--strict", "--out", tmp_path / "out"],
+                 "name images that do not exist: images/000002.png", tmp_path / "out" / "tf")
+
+
+def test_bad_unreadable_image(transforms_scene, tmp_path, capsys):
+    (transforms_scene / "images" / "000004.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    expect_error(capsys, ["run", transforms_scene, "--out", tmp_path / "out"], "000004.png: cannot read image",
+                 tmp_path / "out" / "tf")
+
+
+def test_bad_images_of_different_sizes(transforms_scene, tmp_path, capsys):
+    Image.new("RGB", (64, 48)).save(transforms_scene / "images" / "000005.png")
+    expect_error(capsys, ["run", transforms_scene, "--out", tmp_path / "out"],
+                 "000005.png: image is 64x48 but its camera expects 80x60", tmp_path / "out" / "tf")
+
+
+def test_bad_images_of_different_sizes_without_cameras(synthetic_scene, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic_scene / "image", photos)
+    Image.new("RGB", (64, 48)).save(photos / "000007.png")
+    expect_error(capsys, ["run", photos, "--out", tmp_path / "out"], "000007.png: image is 64x48 but", tmp_path / "out" / "photos")
+
+
+def test_bad_fewer_images_than_views(synthetic_scene, tmp_path, capsys):
+    expect_error(capsys, ["run", synthetic_scene, "--views", 20, "--out", tmp_path / "out"],
+                 "12 usable images, fewer than --views 20", tmp_path / "out" / "mug")
+
+
+def test_bad_camera_without_image(synthetic_scene, tmp_path, capsys):
+    scene = tmp_path / "scan9"
+    shutil.copytree(synthetic_scene, scene)
+    (scene / "image" / "000011.png").unlink()
+    (scene / "mask" / "011.png").unlink()
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "out"], "cameras.npz: world_mat_11 has no image",
+                 tmp_path / "out" / "scan9")
+
+
+def test_bad_image_without_camera(synthetic_scene, tmp_path, capsys):
+    scene = tmp_path / "scan9"
+    shutil.copytree(synthetic_scene, scene)
+    shutil.copy(scene / "image" / "000011.png", scene / "image" / "000012.png")
+    shutil.copy(scene / "mask" / "011.png", scene / "mask" / "012.png")
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "out"], "000012.png: image has no camera",
+                 tmp_path / "out" / "scan9")
+
+
+@pytest.mark.parametrize("value,problem", [(float("nan"), "NaN"), (0.0, "not invertible")])
+def test_bad_pose(transforms_scene, tmp_path, capsys, value, problem):
+    meta = json.loads((transforms_scene / "transforms.json").read_text())
+    if np.isnan(value):
+        meta["frames"][3]["transform_matrix"][0][0] = value
+    else:
+        meta["frames"][3]["transform_matrix"] = [[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 1]]
+    (transforms_scene / "transforms.json").write_text(json.dumps(meta))
+    line = expect_error(capsys, ["run", transforms_scene, "--out", tmp_path / "out"], problem, tmp_path / "out" / "tf")
+    assert "frame 3" in line and "transforms.json" in line
+
+
+def test_bad_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    expect_error(capsys, ["run", tmp_path / "empty", "--out", tmp_path / "out"], "empty: folder is empty")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_output_folder_held_by_another_run(synthetic_scene, tmp_path, capsys):
+    out = tmp_path / "out" / "mug"
+    out.mkdir(parents=True)
+    (out / ".lock").write_text(f"{os.getppid()} {socket.gethostname()}\n")
+    expect_error(capsys, ["run", synthetic_scene, "--out", tmp_path / "out"], "output folder is held by another run", out)
+
+
+def test_bad_preset_and_override(synthetic_scene, tmp_path, capsys):
+    expect_error(capsys, ["run", synthetic_scene, "--config", "nope", "--out", tmp_path / "o"], "unknown preset 'nope'")
+    expect_error(capsys, ["run", synthetic_scene, "--set", "views.nope=1", "--out", tmp_path / "o"],
+                 "unknown config key views.nope")

@@ -1,0 +1,150 @@
+"""Importers: every layout, built in its own format, imports to the known cameras."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from builders import build_colmap, build_images, build_rectified, build_spare, build_transforms, dataset_cameras
+
+from recon.errors import InputError
+from recon.io import ImportOptions, detect_layout, import_scene
+from recon.io import images as image_io
+from recon.scene.camera import camera_center, project, transform_world_to_camera
+from recon.scene.graph import Mesh, PointCloud
+
+
+def assert_same_cameras(graph, truth, indices=None, atol=1e-6):
+    """Each view's camera, taken to the dataset frame, projects like the true one."""
+    indices = indices if indices is not None else range(len(truth))
+    views = {v.index: v for v in graph.views()}
+    rng = np.random.default_rng(0)
+    for i in indices:
+        K, w2c, w, h = truth[i]
+        cam = graph.camera_of(views[i])
+        assert (cam.width, cam.height) == (w, h)
+        np.testing.assert_allclose(cam.K, K, atol=atol * max(1.0, K.max()))
+        got = transform_world_to_camera(cam.world_to_camera, graph.to_dataset)
+        pts = camera_center(w2c) + 500 * w2c[2, :3] + rng.normal(size=(10, 3)) * 50
+        np.testing.assert_allclose(project(pts, cam.K, got)[0], project(pts, K, w2c)[0], atol=atol * 1e3)
+
+
+def test_idr_synthetic_scene(synthetic_scene):
+    graph = import_scene(synthetic_scene)
+    assert graph.source["layout"] == "dtu-idr"
+    assert len(graph.views()) == 12
+    assert all(v.mask is not None for v in graph.views())
+    assert isinstance(graph.nodes["mesh/ground_truth"], Mesh)
+    assert isinstance(graph.nodes["points/ground_truth"], PointCloud)
+    # The normalised frame puts the object inside the unit sphere and cameras ~5.8 away.
+    centers = np.stack([camera_center(c.world_to_camera) for c in graph.cameras()])
+    assert np.allclose(np.linalg.norm(centers, axis=1), graph.meta["synthetic"]["camera_distance"] / 100.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_frame,angle", [(False, False), (True, False), (False, True)])
+def test_transforms_json(synthetic_scene, tmp_path, per_frame, angle):
+    root = build_transforms(synthetic_scene, tmp_path / "tf", per_frame=per_frame, angle=angle)
+    graph = import_scene(root)
+    assert graph.source["layout"] == "transforms"
+    assert graph.meta["transforms"]["aabb_scale"] == 4
+    assert_same_cameras(graph, dataset_cameras(synthetic_scene))
+    assert len({c.sensor for c in graph.cameras()}) == 1
+
+
+def test_transforms_missing_frames_warn_or_fail_when_strict(synthetic_scene, tmp_path):
+    root = build_transforms(synthetic_scene, tmp_path / "tf")
+    (root / "images" / "000003.png").unlink()
+    with pytest.warns(UserWarning, match="000003.png"):
+        graph = import_scene(root)
+    assert len(graph.views()) == 11
+    with pytest.raises(InputError, match="name images that do not exist: images/000003.png"):
+        import_scene(root, ImportOptions(strict=True))
+
+
+def test_transforms_distortion_is_undistorted_on_import(synthetic_scene, tmp_path):
+    root = build_transforms(synthetic_scene, tmp_path / "tf")
+    meta = json.loads((root / "transforms.json").read_text())
+    meta.update(k1=-0.1, p1=0.001)
+    (root / "transforms.json").write_text(json.dumps(meta))
+    graph = import_scene(root)
+    view = graph.views()[0]
+    assert graph.camera_of(view).distortion is None
+    assert view.pending_image is not None
+    pixels = view.pending_image()
+    original = image_io.read_image(root / "images" / "000000.png")
+    assert pixels.shape == original.shape
+    assert np.abs(pixels - original).mean() > 1e-3
+
+
+def test_downscale_scales_intrinsics_and_images(synthetic_scene):
+    graph = import_scene(synthetic_scene, ImportOptions(downscale=2))
+    view = graph.views()[0]
+    cam = graph.camera_of(view)
+    assert (cam.width, cam.height) == (40, 30)
+    assert cam.K[0, 0] == pytest.approx(1.8075 * 80 / 2)
+    assert view.pending_image().shape == (30, 40, 3)
+    assert view.pending_mask().shape == (30, 40)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_colmap_model(synthetic_scene, tmp_path, binary):
+    root = build_colmap(synthetic_scene, tmp_path / "colmap", binary=binary)
+    assert (root / "sparse" / "0" / ("cameras.bin" if binary else "cameras.txt")).is_file()
+    graph = import_scene(root)
+    assert graph.source["layout"] == "colmap"
+    assert_same_cameras(graph, dataset_cameras(synthetic_scene))
+    assert graph.nodes["points/sfm"].count == 50
+
+
+@pytest.mark.parametrize("calibration", ["cal18", "mvsnet"])
+def test_dtu_rectified(synthetic_scene, tmp_path, calibration):
+    scene = build_rectified(synthetic_scene, tmp_path / "DTU", calibration=calibration)
+    graph = import_scene(scene)
+    assert graph.source["layout"] == "dtu-rectified"
+    assert graph.meta["scan"] == 24
+    assert all(v.mask is not None and v.name.endswith("_3_r5000") for v in graph.views())
+    assert_same_cameras(graph, dataset_cameras(synthetic_scene), atol=1e-5)
+    centers = np.stack([camera_center(c.world_to_camera) for c in graph.cameras()])
+    assert np.linalg.norm(centers, axis=1).mean() == pytest.approx(3.0)
+    other_light = import_scene(scene, ImportOptions(light=0))
+    assert other_light.views()[0].name.endswith("_0_r5000")
+
+
+def test_spare_scene(synthetic_scene, tmp_path):
+    scene = build_spare(synthetic_scene, tmp_path / "spare")
+    graph = import_scene(scene)
+    assert graph.source["layout"] == "spare"
+    roles = {v.index: (v.role, v.image is not None) for v in graph.views()}
+    assert roles == {1: ("train", True), 4: ("train", True), 7: ("train", True), 2: ("test", False), 9: ("test", False)}
+    assert graph.meta["spare"]["track"] == 1
+    assert_same_cameras(graph, dataset_cameras(synthetic_scene), indices=[1, 2, 4, 7, 9], atol=1e-5)
+
+
+def test_images_only_folder(synthetic_scene, tmp_path):
+    graph = import_scene(build_images(synthetic_scene, tmp_path / "photos"))
+    assert graph.source["layout"] == "images"
+    assert len(graph.views()) == 12 and all(v.camera is None for v in graph.views())
+
+
+def test_unknown_layout_lists_what_was_looked_for(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="unknown scene layout; looked for transforms.*colmap.*dtu-idr.*spare.*images"):
+        detect_layout(tmp_path)
+
+
+def test_idr_camera_without_image_and_image_without_camera(synthetic_scene, tmp_path):
+    scene = tmp_path / "scan1"
+    shutil.copytree(synthetic_scene, scene)
+    (scene / "image" / "000011.png").unlink()
+    (scene / "mask" / "011.png").unlink()
+    with pytest.raises(InputError, match="world_mat_11 has no image"):
+        import_scene(scene)
+    shutil.rmtree(scene)
+    shutil.copytree(synthetic_scene, scene)
+    mats = dict(np.load(scene / "cameras.npz"))
+    del mats["world_mat_11"]
+    np.savez(scene / "cameras.npz", **mats)
+    with pytest.raises(InputError, match=r"000011.png: image has no camera \(no world_mat_11"):
+        import_scene(scene)
