@@ -1,0 +1,138 @@
+"""Render Gaussian splats (3DGS or 2DGS) from a batch of cameras: one function, two backends.
+
+:func:`render` takes the raw, optimisable parameters (the dict the
+optimiser and gsplat's densification strategies share) and returns RGB,
+alpha, expected depth, median depth and, for 2DGS, normals. On CUDA it calls
+gsplat 1.5.3 (``rasterization``, ``rasterization_2dgs``); elsewhere, or when
+asked, recon's exact reference rasterizer (reference.py).
+
+Parameters (``N`` Gaussians): ``means`` [N, 3]; ``quats`` [N, 4] (w, x, y, z,
+not necessarily normalised); ``scales`` [N, 3] as log scales (2DGS uses the
+first two); ``opacities`` [N] as logits; ``sh0`` [N, 1, 3] and optionally
+``shN`` [N, K-1, 3] spherical-harmonic colour coefficients (see sh.py).
+Cameras follow recon/scene/camera.py: ``viewmats`` [C, 4, 4] world-to-camera
+(OpenCV), ``Ks`` [C, 3, 3] pixel intrinsics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recon.render import reference, sh
+
+Backend = Literal["auto", "gsplat", "reference"]
+
+
+@dataclass
+class Render:
+    """Outputs of :func:`render` for C cameras of H x W pixels."""
+
+    rgb: Tensor  # [C, H, W, 3]
+    alpha: Tensor  # [C, H, W, 1]
+    depth: Tensor  # [C, H, W, 1] expected camera depth (sum w z / sum w)
+    median_depth: Tensor | None  # [C, H, W, 1]; None for 3DGS through gsplat
+    normals: Tensor | None = None  # [C, H, W, 3] world frame, 2DGS only
+    depth_normals: Tensor | None = None  # [C, H, W, 3] world normals of the depth map, 2DGS only
+    distortion: Tensor | None = None  # [C, H, W, 1] 2DGS depth distortion
+    info: dict = field(default_factory=dict)  # what gsplat's densification strategies read
+
+
+def resolve_backend(backend: Backend, device: torch.device) -> str:
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" else "reference"
+    if backend == "gsplat" and device.type != "cuda":
+        raise ValueError("the gsplat backend needs CUDA tensors")
+    return backend
+
+
+def colour_coefficients(splats: dict[str, Tensor]) -> Tensor:
+    return torch.cat([splats["sh0"], splats["shN"]], 1) if "shN" in splats else splats["sh0"]
+
+
+def render(
+    splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int, *,
+    kind: Literal["3dgs", "2dgs"] = "3dgs", sh_degree: int = 0, backgrounds: Tensor | None = None,
+    backend: Backend = "auto", near: float = 0.01, far: float = 1e10, eps2d: float = 0.3,
+    antialiased: bool = False, absgrad: bool = False, distloss: bool = False,
+) -> Render:
+    """Render the splats from every camera; differentiable with respect to the splats.
+
+    ``backgrounds`` [C, 3] is blended behind the splats. ``absgrad`` and
+    ``distloss`` are gsplat options (AbsGS gradients for densification, the
+    2DGS distortion output); the reference backend always provides distortion.
+    """
+    means = splats["means"]
+    quats = splats["quats"]
+    scales = torch.exp(splats["scales"])
+    opacities = torch.sigmoid(splats["opacities"])
+    coeffs = colour_coefficients(splats)
+    use = resolve_backend(backend, means.device)
+    if use == "gsplat":
+        return _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, kind, sh_degree,
+                              backgrounds, near, far, eps2d, antialiased, absgrad, distloss)
+    campos = torch.linalg.inv(viewmats)[:, :3, 3]
+    colors = sh.evaluate(sh_degree, means[None] - campos[:, None], coeffs[None])
+    out = reference.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind=kind,
+                              near=near, far=far, eps2d=eps2d, antialiased=antialiased, backgrounds=backgrounds)
+    result = Render(rgb=out["colors"], alpha=out["alphas"], depth=out["depths"], median_depth=out["median_depths"],
+                    info=out["info"])
+    if kind == "2dgs":
+        c2w_rot = viewmats[:, :3, :3].transpose(1, 2)
+        result.normals = torch.einsum("cij,chwj->chwi", c2w_rot, out["normals"])
+        result.depth_normals = depth_to_normals(result.depth, viewmats, Ks)
+        result.distortion = out["distortion"]
+    return result
+
+
+def _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, kind, sh_degree,
+                   backgrounds, near, far, eps2d, antialiased, absgrad, distloss) -> Render:
+    import gsplat
+
+    if kind == "3dgs":
+        colors, alphas, info = gsplat.rasterization(
+            means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, near_plane=near, far_plane=far,
+            eps2d=eps2d, sh_degree=sh_degree, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
+            absgrad=absgrad, rasterize_mode="antialiased" if antialiased else "classic",
+        )
+        return Render(rgb=colors[..., :3], alpha=alphas, depth=colors[..., 3:4], median_depth=None, info=info)
+    colors, alphas, normals, depth_normals, distort, median, info = gsplat.rasterization_2dgs(
+        means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, near_plane=near, far_plane=far,
+        eps2d=eps2d, sh_degree=sh_degree, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
+        absgrad=absgrad, distloss=distloss,
+    )
+    if depth_normals is not None and depth_normals.dim() == 3:  # gsplat squeezes a batch of one
+        depth_normals = depth_normals[None]
+    return Render(rgb=colors[..., :3], alpha=alphas, depth=colors[..., 3:4], median_depth=median, normals=normals,
+                  depth_normals=depth_normals, distortion=distort, info=info)
+
+
+def pixel_rays(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+    """Ray origins [C, 3] and directions [C, H, W, 3] (unnormalised, z = 1 in the camera) through pixel centres."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=Ks.dtype, device=Ks.device),
+                            torch.arange(width, dtype=Ks.dtype, device=Ks.device), indexing="ij")
+    fx, fy = Ks[:, 0, 0, None, None], Ks[:, 1, 1, None, None]
+    cx, cy = Ks[:, 0, 2, None, None], Ks[:, 1, 2, None, None]
+    cam = torch.stack([(xs + 0.5 - cx) / fx, (ys + 0.5 - cy) / fy, torch.ones_like(xs).expand_as(fx * xs)], -1)
+    c2w = torch.linalg.inv(viewmats)
+    dirs = torch.einsum("cij,chwj->chwi", c2w[:, :3, :3], cam)
+    return c2w[:, :3, 3], dirs
+
+
+def depth_to_points(depth: Tensor, viewmats: Tensor, Ks: Tensor) -> Tensor:
+    """World points [C, H, W, 3] of a z-depth map [C, H, W, 1]."""
+    origins, dirs = pixel_rays(viewmats, Ks, depth.shape[2], depth.shape[1])
+    return origins[:, None, None] + depth * dirs
+
+
+def depth_to_normals(depth: Tensor, viewmats: Tensor, Ks: Tensor) -> Tensor:
+    """World normals [C, H, W, 3] of a depth map by central differences (zero on the border), facing the camera."""
+    p = depth_to_points(depth, viewmats, Ks)
+    down = p[:, 2:, 1:-1] - p[:, :-2, 1:-1]
+    right = p[:, 1:-1, 2:] - p[:, 1:-1, :-2]
+    n = F.normalize(torch.linalg.cross(down, right, dim=-1), dim=-1)
+    return F.pad(n, (0, 0, 1, 1, 1, 1))
