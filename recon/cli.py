@@ -49,6 +49,8 @@ class Run:
     """Output folder name (default: the scene folder's name)."""
     force: bool = False
     """Redo every stage even when a finished one could be reused."""
+    until: str | None = None
+    """Stop after this stage (views, init, optimize, ...)."""
     set: tuple[str, ...] = ()
     """Config overrides, section.key=value (e.g. views.strategy=even)."""
 
@@ -128,7 +130,7 @@ def run_command(args: Run) -> None:
         overrides["data.spare_split"] = args.spare_split
     overrides["device"] = args.device
     cfg = load_config(args.config, overrides)
-    result = run_scene(args.scene, cfg, args.out, name=args.name, force=args.force)
+    result = run_scene(args.scene, cfg, args.out, name=args.name, force=args.force, until=args.until)
 
     table = Table(title=f"recon run: {result.graph.name}", title_justify="left")
     table.add_column("stage")
@@ -141,14 +143,19 @@ def run_command(args: Run) -> None:
     progress.console.print(f"wrote {result.out_dir / 'scene.json'}")
 
 
+SUMMARY_KEYS = ("views", "layout", "train", "test", "source", "points", "psnr", "ssim", "psnr_masked", "ssim_masked",
+                "lpips", "gaussians", "backend")
+
+
 def _summarise(metrics: dict) -> str:
     parts = []
-    for key, value in metrics.items():
-        if isinstance(value, list):
-            if key in ("train", "test"):
-                parts.append(f"{key}: {len(value)}")
+    for key in SUMMARY_KEYS:
+        value = metrics.get(key)
+        if value is None:
             continue
-        if isinstance(value, float):
+        if isinstance(value, list):
+            value = len(value)
+        elif isinstance(value, float):
             value = f"{value:.4g}"
         parts.append(f"{key}: {value}")
     return ", ".join(parts)

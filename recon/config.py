@@ -53,11 +53,90 @@ class ViewsConfig:
 
 
 @dataclass
+class InitConfig:
+    """Where the optimiser's first Gaussians come from."""
+
+    source: Literal["auto", "sfm", "hull", "random"] = "auto"
+    """auto: SfM points if the scene has them, else a visual hull when every training view has a mask, else random."""
+    points: int = 20_000
+    """Number of points for the hull and random initialisations."""
+    hull_resolution: int = 96
+    """Voxels per axis of the carving grid."""
+
+
+@dataclass
+class OptimizeConfig:
+    """Gaussian splatting optimisation (gsplat on CUDA, the reference rasterizer elsewhere)."""
+
+    kind: Literal["3dgs", "2dgs"] = "3dgs"
+    steps: int = 3000
+    strategy: Literal["default", "mcmc"] = "default"
+    """gsplat densification strategy: DefaultStrategy (3DGS paper) or MCMCStrategy (needs CUDA)."""
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000
+    """Steps between raising the active spherical-harmonics degree by one."""
+    use_masks: bool = True
+    """Train on the masked object (target composited on the background) when the training views have masks."""
+    background: Literal["auto", "random", "black", "white"] = "auto"
+    """auto: random behind masked targets when masks exist, else black."""
+    ssim_weight: float = 0.2
+    lr_means: float = 1.6e-4
+    """Times the scene radius; decays exponentially to 1% over the run."""
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacities: float = 5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 2.5e-3 / 20
+    init_opacity: float = 0.1
+    init_scale: float = 1.0
+    """Times the mean distance to the three nearest initial points."""
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+    grow_grad2d: float = 2e-4
+    prune_opacity: float = 0.005
+    absgrad: bool = False
+    mcmc_cap: int = 200_000
+    antialiased: bool = False
+    # Sparse-view regularisers; each is off at 0 / false.
+    mask_weight: float = 0.0
+    """Alpha supervised by the object mask (when the training views have masks)."""
+    opacity_reg: float = 0.0
+    scale_reg: float = 0.0
+    hull_prune: bool = False
+    """Prune Gaussians that project outside a training view's mask (free space by the visual hull)."""
+    min_views: int = 0
+    """Prune Gaussians seen (at least half a pixel of blending weight) by fewer training views; 0 is off."""
+    prune_every: int = 500
+    depth_smooth: float = 0.0
+    """Edge-aware total variation of the rendered depth."""
+    distortion: float = 0.0
+    """2DGS depth distortion."""
+    normal_consistency: float = 0.0
+    """2DGS: rendered normals agree with the normals of the rendered depth."""
+    pseudo_views: float = 0.0
+    """Weight of pseudo-view consistency: a jittered camera's render against the training image warped into it."""
+    pseudo_jitter: float = 0.08
+    """Jitter of pseudo views, as a rotation about the scene centre in radians."""
+    regularize_from: int = 500
+    """Step from which the geometric regularisers (depth, distortion, normals, pseudo views) apply."""
+    checkpoint_every: int = 500
+    cpu_steps: int = 300
+    """Steps when running on the CPU reference rasterizer (a smoke test, not a reconstruction)."""
+    cpu_max_width: int = 100
+    """Image width the CPU reference rasterizer trains and renders at."""
+    cpu_points: int = 4000
+    """At most this many initial splats on the CPU (a random subset of the init points)."""
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; one section per stage."""
 
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preset: str = "default"
@@ -66,18 +145,28 @@ class RunConfig:
 def load_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- preset YAML <- overrides (dotted keys or nested dicts)."""
     cfg = RunConfig()
+    _apply_preset(cfg, preset, seen=())
+    cfg.preset = preset
+    for key, value in (overrides or {}).items():
+        _apply(cfg, _nest(key, value), "command line")
+    return cfg
+
+
+def _apply_preset(cfg: RunConfig, preset: str, seen: tuple[str, ...]) -> None:
+    """Apply a preset, after the preset it names as ``base`` (if any)."""
     path = preset_path(preset)
+    if str(path) in seen:
+        raise InputError(f"{path}: presets name each other as base in a loop")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a preset must be a mapping of sections")
+    base = data.pop("base", None)
+    if base is not None:
+        _apply_preset(cfg, str(base), seen + (str(path),))
     _apply(cfg, data, str(path))
-    cfg.preset = preset
-    for key, value in (overrides or {}).items():
-        _apply(cfg, _nest(key, value), "command line")
-    return cfg
 
 
 def preset_path(preset: str) -> Path:

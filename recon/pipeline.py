@@ -51,14 +51,15 @@ def import_options(cfg: RunConfig) -> ImportOptions:
     return ImportOptions(downscale=d.downscale, light=d.light, strict=d.strict, masks=d.masks, spare_split=d.spare_split)
 
 
-def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = None, force: bool = False) -> RunResult:
-    """Import ``scene``, run every stage, and write ``<out_root>/<name>/``."""
+def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = None, force: bool = False,
+              until: str | None = None) -> RunResult:
+    """Import ``scene``, run the stages (up to and including ``until``), and write ``<out_root>/<name>/``."""
+    modules = stage_registry.load(until)
     t0 = time.perf_counter()
     graph = import_scene(scene, import_options(cfg))
     import_seconds = time.perf_counter() - t0
     if name:
         graph.name = name
-    modules = stage_registry.load()
     for module in modules:
         validate = getattr(module, "validate", None)
         if validate is not None:

@@ -22,7 +22,7 @@ def run(*argv) -> int:
 
 
 def test_run_writes_scene_config_and_metrics(synthetic_scene, tmp_path, capsys):
-    assert run("run", synthetic_scene, "--views", 4, "--out", tmp_path / "out") == 0
+    assert run("run", synthetic_scene, "--views", 4, "--out", tmp_path / "out", "--until", "views") == 0
     out = tmp_path / "out" / "mug"
     graph = SceneStore(out).load()
     assert len(graph.views("train")) == 4 and len(graph.views("test")) == 8
@@ -36,18 +36,22 @@ def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path):
     from recon.config import load_config
     from recon.pipeline import run_scene
 
-    first = run_scene(synthetic_scene, load_config("default", {"views.count": 3}), tmp_path)
-    assert [o.status for o in first.outcomes] == ["ran", "ran"]
-    again = run_scene(synthetic_scene, load_config("default", {"views.count": 3}), tmp_path)
-    assert [o.status for o in again.outcomes] == ["reused", "reused"]
-    changed = run_scene(synthetic_scene, load_config("default", {"views.count": 5}), tmp_path)
-    assert [o.status for o in changed.outcomes] == ["reused", "ran"]
+    small = {"init.points": 200, "init.hull_resolution": 24}
+    first = run_scene(synthetic_scene, load_config("default", {"views.count": 3, **small}), tmp_path, until="init")
+    assert [o.status for o in first.outcomes] == ["ran", "ran", "ran"]
+    again = run_scene(synthetic_scene, load_config("default", {"views.count": 3, **small}), tmp_path, until="init")
+    assert [o.status for o in again.outcomes] == ["reused", "reused", "reused"]
+    changed = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small}), tmp_path, until="init")
+    assert [o.status for o in changed.outcomes] == ["reused", "ran", "ran"]
+    init_only = run_scene(synthetic_scene, load_config("default", {"views.count": 5, "init.points": 300}), tmp_path,
+                          until="init")
+    assert [o.status for o in init_only.outcomes] == ["reused", "reused", "ran"]
     assert len(changed.graph.views("train")) == 5
 
 
 def test_transforms_round_trip_through_run_and_export(synthetic_scene, tmp_path):
     root = build_transforms(synthetic_scene, tmp_path / "tf")
-    assert run("run", root, "--views", 4, "--out", tmp_path / "out") == 0
+    assert run("run", root, "--views", 4, "--out", tmp_path / "out", "--until", "views") == 0
     assert run("export", tmp_path / "out" / "tf", "--format", "transforms", "--to", tmp_path / "back" / "transforms.json") == 0
     before = json.loads((root / "transforms.json").read_text())
     after = json.loads((tmp_path / "back" / "transforms.json").read_text())
@@ -60,7 +64,7 @@ def test_transforms_round_trip_through_run_and_export(synthetic_scene, tmp_path)
 
 
 def test_synthetic_scene_round_trips_through_export(synthetic_scene, tmp_path):
-    assert run("run", synthetic_scene, "--views", 3, "--out", tmp_path / "out") == 0
+    assert run("run", synthetic_scene, "--views", 3, "--out", tmp_path / "out", "--until", "views") == 0
     assert run("export", tmp_path / "out" / "mug") == 0
     exported = import_scene(tmp_path / "out" / "mug" / "export" / "transforms.json")
     truth = import_scene(synthetic_scene)
@@ -75,7 +79,7 @@ def test_colmap_export_reads_back_in_pycolmap(synthetic_scene, tmp_path):
     import pycolmap
 
     root = build_colmap(synthetic_scene, tmp_path / "c")
-    assert run("run", root, "--out", tmp_path / "out") == 0
+    assert run("run", root, "--out", tmp_path / "out", "--until", "views") == 0
     assert run("export", tmp_path / "out" / "c", "--format", "colmap", "--to", tmp_path / "model") == 0
     original = pycolmap.Reconstruction(str(root / "sparse" / "0"))
     exported = pycolmap.Reconstruction(str(tmp_path / "model"))
@@ -89,9 +93,10 @@ def test_views_split_and_strategies(synthetic_scene, tmp_path):
     from recon.config import load_config
     from recon.pipeline import run_scene
 
-    graph = run_scene(synthetic_scene, load_config("default", {"views.count": 3, "views.strategy": "even"}), tmp_path).graph
+    graph = run_scene(synthetic_scene, load_config("default", {"views.count": 3, "views.strategy": "even"}), tmp_path,
+                      until="views").graph
     assert [v.index for v in graph.views("train")] == [0, 6, 11]
-    graph = run_scene(synthetic_scene, load_config("default", {"views.count": 3}), tmp_path / "b").graph
+    graph = run_scene(synthetic_scene, load_config("default", {"views.count": 3}), tmp_path / "b", until="views").graph
     from itertools import combinations
 
     from recon.scene.camera import camera_center
@@ -247,3 +252,11 @@ def test_bad_preset_and_override(synthetic_scene, tmp_path, capsys):
     expect_error(capsys, ["run", synthetic_scene, "--config", "nope", "--out", tmp_path / "o"], "unknown preset 'nope'")
     expect_error(capsys, ["run", synthetic_scene, "--set", "views.nope=1", "--out", tmp_path / "o"],
                  "unknown config key views.nope")
+
+
+def test_bad_photos_without_poses_fail_before_writing(synthetic_scene, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic_scene / "image", photos)
+    expect_error(capsys, ["run", photos, "--views", 3, "--out", tmp_path / "out"], "the views have no camera poses",
+                 tmp_path / "out" / "photos")
+    assert not (tmp_path / "out").exists()

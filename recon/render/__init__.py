@@ -58,25 +58,29 @@ def render(
     splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int, *,
     kind: Literal["3dgs", "2dgs"] = "3dgs", sh_degree: int = 0, backgrounds: Tensor | None = None,
     backend: Backend = "auto", near: float = 0.01, far: float = 1e10, eps2d: float = 0.3,
-    antialiased: bool = False, absgrad: bool = False, distloss: bool = False,
+    antialiased: bool = False, absgrad: bool = False, distloss: bool = False, colors: Tensor | None = None,
 ) -> Render:
     """Render the splats from every camera; differentiable with respect to the splats.
 
     ``backgrounds`` [C, 3] is blended behind the splats. ``absgrad`` and
     ``distloss`` are gsplat options (AbsGS gradients for densification, the
     2DGS distortion output); the reference backend always provides distortion.
+    ``colors`` [N, D] replaces the spherical-harmonic colours with arbitrary
+    per-splat channels (``rgb`` then has D channels).
     """
     means = splats["means"]
     quats = splats["quats"]
     scales = torch.exp(splats["scales"])
     opacities = torch.sigmoid(splats["opacities"])
-    coeffs = colour_coefficients(splats)
+    coeffs = colour_coefficients(splats) if colors is None else colors
+    degree = sh_degree if colors is None else None
     use = resolve_backend(backend, means.device)
     if use == "gsplat":
-        return _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, kind, sh_degree,
+        return _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, kind, degree,
                               backgrounds, near, far, eps2d, antialiased, absgrad, distloss)
-    campos = torch.linalg.inv(viewmats)[:, :3, 3]
-    colors = sh.evaluate(sh_degree, means[None] - campos[:, None], coeffs[None])
+    if colors is None:
+        campos = torch.linalg.inv(viewmats)[:, :3, 3]
+        colors = sh.evaluate(sh_degree, means[None] - campos[:, None], coeffs[None])
     out = reference.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind=kind,
                               near=near, far=far, eps2d=eps2d, antialiased=antialiased, backgrounds=backgrounds)
     result = Render(rgb=out["colors"], alpha=out["alphas"], depth=out["depths"], median_depth=out["median_depths"],
@@ -99,7 +103,7 @@ def _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width,
             eps2d=eps2d, sh_degree=sh_degree, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
             absgrad=absgrad, rasterize_mode="antialiased" if antialiased else "classic",
         )
-        return Render(rgb=colors[..., :3], alpha=alphas, depth=colors[..., 3:4], median_depth=None, info=info)
+        return Render(rgb=colors[..., :-1], alpha=alphas, depth=colors[..., -1:], median_depth=None, info=info)
     colors, alphas, normals, depth_normals, distort, median, info = gsplat.rasterization_2dgs(
         means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, near_plane=near, far_plane=far,
         eps2d=eps2d, sh_degree=sh_degree, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
@@ -107,7 +111,7 @@ def _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width,
     )
     if depth_normals is not None and depth_normals.dim() == 3:  # gsplat squeezes a batch of one
         depth_normals = depth_normals[None]
-    return Render(rgb=colors[..., :3], alpha=alphas, depth=colors[..., 3:4], median_depth=median, normals=normals,
+    return Render(rgb=colors[..., :-1], alpha=alphas, depth=colors[..., -1:], median_depth=median, normals=normals,
                   depth_normals=depth_normals, distortion=distort, info=info)
 
 

@@ -12,8 +12,16 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-PIPELINE: tuple[str, ...] = ("views",)
+from recon.errors import InputError
+
+PIPELINE: tuple[str, ...] = ("views", "init", "optimize")
 
 
-def load() -> list[ModuleType]:
-    return [importlib.import_module(f"recon.stages.{name}") for name in PIPELINE]
+def load(until: str | None = None) -> list[ModuleType]:
+    """The stage modules in order, up to and including ``until``."""
+    names = list(PIPELINE)
+    if until is not None:
+        if until not in names:
+            raise InputError(f"--until {until}: unknown stage (stages: {', '.join(names)})")
+        names = names[: names.index(until) + 1]
+    return [importlib.import_module(f"recon.stages.{name}") for name in names]

@@ -1,0 +1,1 @@
+"""Evaluation: image metrics, geometry metrics, pose metrics."""

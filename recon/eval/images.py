@@ -1,0 +1,115 @@
+"""Image metrics: PSNR, SSIM, their masked (DTU-protocol) variants, and LPIPS when its weights are local.
+
+Definitions, for images in [0, 1]:
+
+* PSNR: ``-10 log10(MSE)`` over all pixels and channels.
+* SSIM: Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5),
+  ``C1 = 0.01^2``, ``C2 = 0.03^2``, averaged over the valid (unpadded) window
+  positions and the three channels, as in the 3DGS code base and the sparse-view
+  papers built on it.
+* Masked, as RegNeRF's DTU evaluation defines them: PSNR over the pixels whose
+  mask is set; SSIM and LPIPS on both images composited onto white outside the
+  mask.
+* LPIPS (AlexNet) only when the ``lpips`` package and torchvision's AlexNet
+  weights are already on disk; otherwise it is reported as unavailable with the
+  reason, never estimated.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
+    """PSNR of [H, W, 3] images; with a bool mask [H, W], over the masked pixels only."""
+    err = (a - b) ** 2
+    if mask is not None:
+        err = err[mask]
+    mse = float(err.mean())
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] @ g[None, :])[None, None].expand(3, 1, size, size).contiguous()
+
+
+def ssim_map(a: Tensor, b: Tensor) -> Tensor:
+    """SSIM map [B, 3, H-10, W-10] of images [B, 3, H, W] (differentiable; used as a loss too)."""
+    w = _gaussian_window(device=a.device, dtype=a.dtype)
+    mu_a = F.conv2d(a, w, groups=3)
+    mu_b = F.conv2d(b, w, groups=3)
+    var_a = F.conv2d(a * a, w, groups=3) - mu_a**2
+    var_b = F.conv2d(b * b, w, groups=3) - mu_b**2
+    cov = F.conv2d(a * b, w, groups=3) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+def ssim(a: Tensor, b: Tensor) -> float:
+    """SSIM of [H, W, 3] images."""
+    return float(ssim_map(a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]).mean())
+
+
+def composite_white(image: Tensor, mask: Tensor) -> Tensor:
+    m = mask[..., None].to(image.dtype)
+    return image * m + (1.0 - m)
+
+
+@lru_cache(maxsize=1)
+def _lpips_model():
+    """(model, None) when LPIPS can run offline, else (None, reason)."""
+    try:
+        import lpips  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        return None, f"the lpips package is not installed ({exc.name})"
+    hub = torch.hub.get_dir()
+    import glob
+    import os
+
+    if not glob.glob(os.path.join(hub, "checkpoints", "alexnet-owt-*.pth")):
+        return None, f"AlexNet weights are not in {hub}/checkpoints (LPIPS needs them; nothing is downloaded)"
+    import lpips
+
+    return lpips.LPIPS(net="alex", verbose=False).eval(), None
+
+
+def lpips_status() -> str | None:
+    """None when LPIPS is available, else why not."""
+    return _lpips_model()[1]
+
+
+def lpips(a: Tensor, b: Tensor) -> float | None:
+    model, _ = _lpips_model()
+    if model is None:
+        return None
+    model = model.to(a.device)
+    with torch.no_grad():
+        return float(model(a.permute(2, 0, 1)[None] * 2 - 1, b.permute(2, 0, 1)[None] * 2 - 1).mean())
+
+
+def image_metrics(render: Tensor, target: Tensor, mask: Tensor | None = None) -> dict[str, float | None]:
+    """All metrics of one view: psnr, ssim, lpips and, with a mask, their masked variants."""
+    out: dict[str, float | None] = {"psnr": psnr(render, target), "ssim": ssim(render, target), "lpips": lpips(render, target)}
+    if mask is not None and bool(mask.any()):
+        a, b = composite_white(render, mask), composite_white(target, mask)
+        out.update(psnr_masked=psnr(render, target, mask), ssim_masked=ssim(a, b), lpips_masked=lpips(a, b))
+    return out
+
+
+def mean_metrics(per_view: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Mean of each metric over views (None where a metric is unavailable)."""
+    keys = {k for m in per_view for k in m}
+    out: dict[str, float | None] = {}
+    for k in sorted(keys):
+        values = [m[k] for m in per_view if m.get(k) is not None]
+        out[k] = float(sum(values) / len(values)) if values else None
+    return out

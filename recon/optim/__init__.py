@@ -1,0 +1,1 @@
+"""Optimisation helpers: losses and sparse-view regularisers shared by the optimize and prior stages."""

@@ -1,0 +1,114 @@
+"""Losses and sparse-view regularisers of the optimize stage.
+
+Image tensors are [C, H, W, 3], depths and alphas [C, H, W, 1], cameras as in
+recon/render/__init__.py. Each regulariser is a plain function; the stage
+switches them on from the config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recon.eval.images import ssim_map
+from recon.render import depth_to_points
+
+
+def photometric(render: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
+    """(1 - w) L1 + w (1 - SSIM), the 3DGS loss."""
+    l1 = (render - target).abs().mean()
+    if ssim_weight == 0:
+        return l1
+    s = ssim_map(render.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)).mean()
+    return (1 - ssim_weight) * l1 + ssim_weight * (1 - s)
+
+
+def depth_smoothness(depth: Tensor, image: Tensor, alpha: Tensor, scale: float) -> Tensor:
+    """Edge-aware total variation of depth (in units of ``scale``) where the render is opaque."""
+    d = depth[..., 0] / scale
+    w = alpha[..., 0].detach() > 0.5
+    gx = (image[:, :, 1:] - image[:, :, :-1]).abs().mean(-1)
+    gy = (image[:, 1:] - image[:, :-1]).abs().mean(-1)
+    tx = (d[:, :, 1:] - d[:, :, :-1]).abs() * torch.exp(-10 * gx) * (w[:, :, 1:] & w[:, :, :-1])
+    ty = (d[:, 1:] - d[:, :-1]).abs() * torch.exp(-10 * gy) * (w[:, 1:] & w[:, :-1])
+    return tx.mean() + ty.mean()
+
+
+def normal_consistency(normals: Tensor, depth_normals: Tensor, alpha: Tensor) -> Tensor:
+    """2DGS: 1 - <rendered normal, normal of the rendered depth>, weighted by opacity."""
+    return (alpha[..., 0].detach() - (normals * depth_normals * alpha.detach()).sum(-1)).mean()
+
+
+def rotation_about(axis: Tensor, angle: float) -> Tensor:
+    axis = axis / axis.norm()
+    K = torch.zeros(3, 3, dtype=axis.dtype, device=axis.device)
+    K[0, 1], K[0, 2], K[1, 2] = -axis[2], axis[1], -axis[0]
+    K = K - K.T
+    return torch.eye(3, dtype=axis.dtype, device=axis.device) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
+def jitter_camera(viewmat: Tensor, center: Tensor, max_angle: float, generator: torch.Generator) -> Tensor:
+    """A pseudo camera: the training camera rotated about ``center`` by up to ``max_angle`` radians.
+
+    The rotation axis is random and perpendicular to the viewing direction, so
+    the pseudo camera sees the scene from a nearby point on the same sphere.
+    """
+    c2w = torch.linalg.inv(viewmat)
+    view_dir = c2w[:3, 2]
+    rnd = torch.randn(3, generator=generator, dtype=viewmat.dtype).to(viewmat.device)
+    axis = torch.linalg.cross(view_dir, rnd)
+    angle = (torch.rand(1, generator=generator).item() * 2 - 1) * max_angle
+    R = rotation_about(axis, angle)
+    new = c2w.clone()
+    new[:3, :3] = R @ c2w[:3, :3]
+    new[:3, 3] = R @ (c2w[:3, 3] - center) + center
+    return torch.linalg.inv(new)
+
+
+def warp_consistency(rgb_p: Tensor, depth_p: Tensor, alpha_p: Tensor, vm_p: Tensor, K_p: Tensor,
+                     image_t: Tensor, depth_t: Tensor, vm_t: Tensor, K_t: Tensor, tolerance: float) -> Tensor:
+    """L1 between a pseudo view's render and the training image warped into it through the rendered depth.
+
+    Shapes: rgb_p [H, W, 3], depth_p / alpha_p [H, W, 1], image_t [H, W, 3],
+    depth_t [H, W, 1] (the training view's own rendered depth, detached, for the
+    occlusion test). Pixels count where the pseudo render is opaque, lands
+    inside the training image and is not hidden there (depths agree within
+    ``tolerance``).
+    """
+    h, w = rgb_p.shape[:2]
+    pts = depth_to_points(depth_p[None], vm_p[None], K_p[None])[0]  # [H, W, 3]
+    cam = pts @ vm_t[:3, :3].T + vm_t[:3, 3]
+    z = cam[..., 2:3]
+    uv = (cam @ K_t.T)[..., :2] / z.clamp_min(1e-6)
+    grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], -1)[None]
+    warped = F.grid_sample(image_t.permute(2, 0, 1)[None], grid, align_corners=False, padding_mode="border")[0].permute(1, 2, 0)
+    seen_depth = F.grid_sample(depth_t.permute(2, 0, 1)[None], grid.detach(), align_corners=False, mode="nearest")[0].permute(1, 2, 0)
+    inside = (grid.abs() < 1).all(-1)[0] & (z[..., 0] > 0)
+    valid = inside & (alpha_p[..., 0].detach() > 0.5) & ((z - seen_depth).abs()[..., 0].detach() < tolerance)
+    if not bool(valid.any()):
+        return rgb_p.sum() * 0
+    return ((rgb_p - warped).abs().mean(-1) * valid).sum() / valid.sum()
+
+
+@torch.no_grad()
+def outside_hull(means: Tensor, viewmats: Tensor, Ks: Tensor, masks: Tensor, dilate: int = 2) -> Tensor:
+    """Bool [N]: the centre projects into some training view outside its (dilated) object mask."""
+    C, H, W = masks.shape
+    m = masks.float()[:, None]
+    if dilate:
+        m = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
+    m = m[:, 0] > 0.5
+    out = torch.zeros(len(means), dtype=torch.bool, device=means.device)
+    for c in range(C):
+        cam = means @ viewmats[c, :3, :3].T + viewmats[c, :3, 3]
+        z = cam[:, 2]
+        uv = (cam @ Ks[c].T)[:, :2] / z.clamp_min(1e-6)[:, None]
+        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        hit = torch.zeros_like(out)
+        hit[inside] = ~m[c, v[inside], u[inside]]
+        out |= hit
+    return out

@@ -1,0 +1,93 @@
+"""Views as tensors, and the scene's extent: what the init, optimize and evaluate stages share.
+
+A :class:`Frames` batch holds images [V, H, W, 3], masks [V, H, W] (or None),
+world-to-camera matrices [V, 4, 4] and intrinsics [V, 3, 3] for views of one
+size, in the conventions of camera.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon.errors import InputError
+from recon.io import images as image_io
+from recon.scene.camera import camera_center, viewing_direction
+from recon.scene.graph import SceneGraph, View
+
+
+@dataclass
+class Frames:
+    names: list[str]
+    images: Tensor | None  # [V, H, W, 3] float32 in [0, 1]; None for views without images
+    masks: Tensor | None  # [V, H, W] bool
+    viewmats: Tensor  # [V, 4, 4]
+    Ks: Tensor  # [V, 3, 3]
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to(self, device: torch.device) -> "Frames":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Frames(self.names, move(self.images), move(self.masks), self.viewmats.to(device), self.Ks.to(device),
+                      self.width, self.height)
+
+
+def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_images: bool = True) -> Frames:
+    """Read the views' images and masks (area-down-sampled by ``factor``) and stack their cameras."""
+    if not views:
+        raise InputError(f"{graph.name}: no views to load")
+    cams = [graph.camera_of(v) for v in views]
+    sizes = {(c.width, c.height) for c in cams}
+    if len(sizes) != 1:
+        raise InputError(f"{graph.name}: views of different sizes ({sorted(sizes)}) cannot be batched")
+    width, height = sizes.pop()
+    images, masks = [], []
+    if with_images and all(v.image for v in views):
+        for v in views:
+            images.append(image_io.downsample(image_io.read_image(graph.resolve(v.image)), factor))
+            if v.mask:
+                masks.append(image_io.downsample(image_io.read_mask(graph.resolve(v.mask)).astype(np.float32), factor) > 0.5)
+    Ks = np.stack([c.K for c in cams]).copy()
+    Ks[:, :2] /= factor
+    return Frames(
+        names=[v.name for v in views],
+        images=torch.from_numpy(np.stack(images)).float() if images else None,
+        masks=torch.from_numpy(np.stack(masks)) if masks and len(masks) == len(views) else None,
+        viewmats=torch.from_numpy(np.stack([c.world_to_camera for c in cams])).float(),
+        Ks=torch.from_numpy(Ks).float(),
+        width=width // factor,
+        height=height // factor,
+    )
+
+
+def scene_bounds(graph: SceneGraph, views: list[View]) -> tuple[np.ndarray, float]:
+    """(centre [3], radius) of the region the cameras look at.
+
+    The centre is the point nearest (least squares) to the cameras' optical axes;
+    the radius is what fills each camera's narrower half field of view at its
+    distance, averaged over the cameras.
+    """
+    cams = [graph.camera_of(v) for v in views]
+    centers = np.stack([camera_center(c.world_to_camera) for c in cams])
+    dirs = np.stack([viewing_direction(c.world_to_camera) for c in cams])
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for c, d in zip(centers, dirs):
+        M = np.eye(3) - np.outer(d, d)
+        A += M
+        b += M @ c
+    if len(cams) > 1 and np.linalg.cond(A) < 1e8:
+        focus = np.linalg.solve(A, b)
+    else:  # parallel axes: look one mean camera distance ahead
+        focus = centers.mean(0) + dirs.mean(0) * np.linalg.norm(centers - centers.mean(0), axis=1).mean()
+    radii = []
+    for cam, c in zip(cams, centers):
+        half_fov = min(np.arctan(0.5 * cam.width / cam.K[0, 0]), np.arctan(0.5 * cam.height / cam.K[1, 1]))
+        radii.append(np.linalg.norm(c - focus) * np.sin(half_fov))
+    return focus, float(np.mean(radii))

@@ -1,0 +1,330 @@
+"""Optimize stage: sparse-view 3DGS or 2DGS from the training views, through gsplat on CUDA.
+
+From the init points, splats are optimised against the training images with
+the 3DGS loss (L1 + SSIM), densified and pruned by one of gsplat's strategies
+(``DefaultStrategy`` or ``MCMCStrategy``), with the spherical-harmonics degree
+raised over time. The sparse-view regularisers of :class:`recon.config.OptimizeConfig`
+are switched on by the presets: mask supervision of alpha, opacity and scale
+regularisation, pruning of floaters outside the masks' visual hull or seen by
+too few views, edge-aware depth smoothness (3DGS), depth distortion and
+normal consistency (2DGS), and pseudo-view consistency (a jittered camera's
+render against the training image warped into it through the rendered depth).
+
+Without CUDA, the stage trains on recon's reference rasterizer at a small
+resolution for ``cpu_steps`` steps: a smoke test of the whole pipeline, not a
+reconstruction, and it says so.
+
+A step whose loss or parameters are not finite stops the stage; the last good
+checkpoint (saved every ``checkpoint_every`` steps) stays in
+``assets/optimize/checkpoint.pt``.
+
+Outputs: the ``gaussians/final`` node and ``assets/splats.ply`` (3DGS PLY
+layout), renders of the test views in ``assets/renders/``, the loss curve in
+``assets/optimize/loss.json``, and ``metrics/optimize`` (PSNR, SSIM, masked
+PSNR/SSIM when masks exist, LPIPS when its weights are on disk).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recon import progress
+from recon.config import OptimizeConfig, RunConfig
+from recon.errors import InputError, StageError
+from recon.eval.images import image_metrics, lpips_status, mean_metrics
+from recon.io import images as image_io
+from recon.io import ply
+from recon.optim import regularizers as reg
+from recon.render import render
+from recon.render.splats import init_splats, save_ply
+from recon.scene.frames import Frames, load_frames, scene_bounds
+from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
+from recon.scene.store import atomic_write, write_json
+
+NAME = "optimize"
+CONFIG = "optimize"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def validate(graph: SceneGraph, cfg: RunConfig) -> None:
+    if cfg.optimize.strategy == "mcmc" and resolve_device(cfg.device).type != "cuda":
+        raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); use strategy=default on the CPU")
+
+
+def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
+    oc = cfg.optimize
+    device = resolve_device(cfg.device)
+    train_views = graph.views("train")
+    if any(v.camera is None for v in train_views):
+        raise InputError(f"{graph.name}: training views have no camera poses; the poses stage must estimate them first")
+    cam0 = graph.camera_of(train_views[0])
+    on_gpu = device.type == "cuda"
+    factor = 1 if on_gpu else max(1, math.ceil(cam0.width / oc.cpu_max_width))
+    steps = oc.steps if on_gpu else min(oc.steps, oc.cpu_steps)
+    if not on_gpu:
+        warnings.warn(f"optimize: no CUDA device; training on the reference rasterizer at "
+                      f"{cam0.width // factor}x{cam0.height // factor} for {steps} steps from at most "
+                      f"{oc.cpu_points} splats (a smoke test of the pipeline, not a reconstruction)", stacklevel=2)
+    torch.manual_seed(cfg.seed)
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    frames = load_frames(graph, train_views, factor).to(device)
+    center, radius = scene_bounds(graph, train_views)
+    init = graph.nodes.get("points/init")
+    if init is None:
+        raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
+    points, colors = ply.read_points(graph.resolve(init.path))
+    if not on_gpu and len(points) > oc.cpu_points:
+        keep = np.random.default_rng(cfg.seed).choice(len(points), oc.cpu_points, replace=False)
+        points, colors = points[keep], colors[keep]
+    trainer = Trainer(oc, frames, points, colors, center, radius, steps, device, cfg.seed,
+                      checkpoint=graph.resolve("assets/optimize/checkpoint.pt"))
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+
+    splats = trainer.splats
+    save_path = graph.resolve("assets/splats.ply")
+    atomic_write(save_path, lambda tmp: save_ply(tmp, splats, oc.kind))
+    write_json(graph.resolve("assets/optimize/loss.json"),
+               {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
+    trainer.checkpoint.unlink(missing_ok=True)
+    made_from = ["points/init"] + [v.id for v in train_views]
+    graph.replace(Gaussians(id="gaussians/final", path="assets/splats.ply", count=int(len(splats["means"])),
+                            kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
+
+    metrics = evaluate_test_views(graph, trainer, factor)
+    metrics.update(
+        gaussians=int(len(splats["means"])), steps=steps, backend="gsplat" if on_gpu else "reference",
+        train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
+        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
+    )
+    graph.replace(Metrics(id="metrics/optimize", values=metrics, provenance=Provenance(NAME, made_from=["gaussians/final"])))
+    return graph
+
+
+def evaluate_test_views(graph: SceneGraph, trainer: "Trainer", factor: int) -> dict:
+    """Render every posed test view; write the renders; metrics against the images that exist."""
+    test = [v for v in graph.views("test") if v.camera is not None]
+    per_view: dict[str, dict] = {}
+    if not test:
+        return {"test_views": 0}
+    frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
+    for i, view in enumerate(test):
+        rgb = trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height)
+        image = rgb.clamp(0, 1).cpu()
+        out = graph.resolve(f"assets/renders/{view.name}.png")
+        atomic_write(out, lambda tmp: image_io.write_image(tmp, image.numpy()))
+        if view.image is not None:
+            target = frames.images[i].cpu() if frames.images is not None else None
+            mask = frames.masks[i].cpu() if frames.masks is not None else None
+            if target is not None:
+                per_view[view.name] = image_metrics(image, target, mask)
+    summary = mean_metrics(list(per_view.values())) if per_view else {}
+    status = lpips_status()
+    return {**summary, "test_views": len(test), "lpips_status": status or "available", "per_view": per_view}
+
+
+class Trainer:
+    """The optimisation loop: gsplat's strategy hooks around a plain Adam step."""
+
+    log_every = 10
+
+    def __init__(self, oc: OptimizeConfig, frames: Frames, points: np.ndarray, colors: np.ndarray,
+                 center: np.ndarray, radius: float, steps: int, device: torch.device, seed: int, checkpoint: Path):
+        self.oc, self.frames, self.steps, self.device = oc, frames, steps, device
+        self.center = torch.tensor(center, dtype=torch.float32, device=device)
+        self.radius = radius
+        self.backend = "gsplat" if device.type == "cuda" else "reference"
+        self.generator = torch.Generator().manual_seed(seed)
+        self.checkpoint = checkpoint
+        self.losses: list[float] = []  # mean total loss per log_every steps
+        self.photometric: list[float] = []  # mean photometric term per log_every steps
+        self.photometric_sum = torch.zeros((), device=device)
+        raw = init_splats(points, colors, oc.sh_degree, oc.kind, oc.init_scale, oc.init_opacity, device)
+        self.splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in raw.items()})
+        lrs = {"means": oc.lr_means * radius, "scales": oc.lr_scales, "quats": oc.lr_quats,
+               "opacities": oc.lr_opacities, "sh0": oc.lr_sh0, "shN": oc.lr_shN}
+        self.optimizers = {k: torch.optim.Adam([{"params": p, "lr": lrs[k], "name": k}], eps=1e-15)
+                           for k, p in self.splats.items()}
+        self.means_lr0 = lrs["means"]
+        self.strategy, self.state = self._strategy()
+        self.use_masks = oc.use_masks and frames.masks is not None
+        bg = oc.background if oc.background != "auto" else ("random" if self.use_masks else "black")
+        self.background = bg
+
+    def _strategy(self):
+        from gsplat.strategy import DefaultStrategy, MCMCStrategy
+
+        oc = self.oc
+        if oc.strategy == "mcmc":
+            strategy = MCMCStrategy(cap_max=oc.mcmc_cap, refine_start_iter=oc.refine_start,
+                                    refine_stop_iter=min(oc.refine_stop, self.steps), refine_every=oc.refine_every)
+            strategy.check_sanity(self.splats, self.optimizers)
+            return strategy, strategy.initialize_state()
+        strategy = DefaultStrategy(
+            prune_opa=oc.prune_opacity, grow_grad2d=oc.grow_grad2d, refine_start_iter=oc.refine_start,
+            refine_stop_iter=min(oc.refine_stop, self.steps), refine_every=oc.refine_every, absgrad=oc.absgrad,
+            key_for_gradient="gradient_2dgs" if oc.kind == "2dgs" else "means2d",
+        )
+        strategy.check_sanity(self.splats, self.optimizers)
+        return strategy, strategy.initialize_state(scene_scale=self.radius)
+
+    # --- one step -------------------------------------------------------------------------------
+    def _render(self, viewmats, Ks, backgrounds, sh_degree, distloss=False):
+        return render(self.splats, viewmats, Ks, self.frames.width, self.frames.height, kind=self.oc.kind,
+                      sh_degree=sh_degree, backgrounds=backgrounds, backend=self.backend,
+                      antialiased=self.oc.antialiased, absgrad=self.oc.absgrad, distloss=distloss)
+
+    def _backgrounds(self, count: int) -> torch.Tensor:
+        if self.background == "random":
+            return torch.rand(count, 3, generator=self.generator).to(self.device)
+        value = 1.0 if self.background == "white" else 0.0
+        return torch.full((count, 3), value, device=self.device)
+
+    def step(self, step: int, index: int) -> torch.Tensor:
+        oc, f = self.oc, self.frames
+        sh_degree = min(step // max(1, oc.sh_degree_interval), oc.sh_degree)
+        regularize = step >= oc.regularize_from
+        pseudo = regularize and oc.pseudo_views > 0
+        vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
+        if pseudo:
+            pv = reg.jitter_camera(vm[0], self.center, oc.pseudo_jitter, self.generator)
+            vm, K = torch.stack([vm[0], pv]), K.expand(2, 3, 3)
+        bgs = self._backgrounds(len(vm))
+        out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
+        self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)
+        target = f.images[index]
+        mask = f.masks[index] if self.use_masks else None
+        if mask is not None:
+            m = mask[..., None].float()
+            target = target * m + bgs[0] * (1 - m)
+        loss = reg.photometric(out.rgb[:1], target[None], oc.ssim_weight)
+        self.photometric_sum += loss.detach()
+        if mask is not None and oc.mask_weight > 0:
+            loss = loss + oc.mask_weight * (out.alpha[0, ..., 0] - mask.float()).abs().mean()
+        if oc.opacity_reg > 0:
+            loss = loss + oc.opacity_reg * torch.sigmoid(self.splats["opacities"]).mean()
+        if oc.scale_reg > 0:
+            loss = loss + oc.scale_reg * torch.exp(self.splats["scales"]).mean() / self.radius
+        if regularize and oc.depth_smooth > 0 and oc.kind == "3dgs":
+            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.images[index : index + 1], out.alpha[:1], self.radius)
+        if regularize and oc.kind == "2dgs":
+            if oc.distortion > 0:
+                loss = loss + oc.distortion * out.distortion[:1].mean()
+            if oc.normal_consistency > 0:
+                loss = loss + oc.normal_consistency * reg.normal_consistency(out.normals[:1], out.depth_normals[:1], out.alpha[:1])
+        if pseudo:
+            loss = loss + oc.pseudo_views * reg.warp_consistency(
+                out.rgb[1], out.depth[1], out.alpha[1], vm[1], K[1], target, out.depth[0].detach(), vm[0], K[0],
+                tolerance=0.03 * self.radius)
+        if not torch.isfinite(loss):
+            raise _NonFinite(step)
+        loss.backward()
+        if oc.strategy == "mcmc":
+            self.strategy.step_post_backward(self.splats, self.optimizers, self.state, step, out.info,
+                                             lr=self.optimizers["means"].param_groups[0]["lr"])
+        else:
+            self.strategy.step_post_backward(self.splats, self.optimizers, self.state, step, out.info, packed=False)
+        for opt in self.optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        decay = 0.01 ** (min(step, self.steps) / max(1, self.steps))
+        self.optimizers["means"].param_groups[0]["lr"] = self.means_lr0 * decay
+        return loss.detach()
+
+    # --- pruning ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prune(self) -> int:
+        from gsplat.strategy.ops import remove
+
+        doomed = torch.zeros(len(self.splats["means"]), dtype=torch.bool, device=self.device)
+        if self.oc.hull_prune and self.frames.masks is not None:
+            doomed |= reg.outside_hull(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.masks)
+        if self.oc.min_views > 0:
+            doomed |= self.views_seeing() < self.oc.min_views
+        if not bool(doomed.any()):
+            return 0
+        if self.oc.strategy == "mcmc":  # MCMC relocates dead splats instead of removing them
+            self.splats["opacities"][doomed] = torch.logit(torch.tensor(1e-4, device=self.device))
+        else:
+            remove(params=self.splats, optimizers=self.optimizers, state=self.state, mask=doomed)
+        return int(doomed.sum())
+
+    def views_seeing(self) -> torch.Tensor:
+        """How many training views give each splat at least half a pixel of blending weight."""
+        counts = torch.zeros(len(self.splats["means"]), device=self.device)
+        f = self.frames
+        for i in range(len(f)):
+            probe = torch.zeros(len(self.splats["means"]), 1, device=self.device, requires_grad=True)
+            with torch.enable_grad():
+                detached = {k: v.detach() for k, v in self.splats.items()}
+                out = render(detached, f.viewmats[i : i + 1], f.Ks[i : i + 1], f.width, f.height, kind=self.oc.kind,
+                             backend=self.backend, colors=probe + 1.0)
+                out.rgb.sum().backward()
+            counts += (probe.grad[:, 0] > 0.5).float()
+        return counts
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def train(self) -> None:
+        oc = self.oc
+        order: list[int] = []
+        last_good = 0
+        self._save_checkpoint(0)
+        running = 0.0
+        with progress.task(f"optimize ({oc.kind}, {self.backend})", self.steps) as bar:
+            for step in range(self.steps):
+                if not order:
+                    order = torch.randperm(len(self.frames), generator=self.generator).tolist()
+                try:
+                    loss = self.step(step, order.pop())
+                except _NonFinite:
+                    self._fail(step, last_good, "a non-finite loss")
+                running += float(loss)
+                if (step + 1) % self.log_every == 0:
+                    self.losses.append(running / self.log_every)
+                    self.photometric.append(float(self.photometric_sum) / self.log_every)
+                    running = 0.0
+                    self.photometric_sum.zero_()
+                if (oc.hull_prune or oc.min_views > 0) and step > 0 and step % oc.prune_every == 0 and step <= min(oc.refine_stop, self.steps):
+                    self.prune()
+                if (step + 1) % oc.checkpoint_every == 0:
+                    if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
+                        self._fail(step, last_good, "non-finite parameters")
+                    self._save_checkpoint(step + 1)
+                    last_good = step + 1
+                bar.advance()
+        if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
+            self._fail(self.steps - 1, last_good, "non-finite parameters")
+
+    def _save_checkpoint(self, step: int) -> None:
+        state = {"step": step, "splats": {k: v.detach().cpu() for k, v in self.splats.items()}}
+        atomic_write(self.checkpoint, lambda tmp: torch.save(state, tmp))
+
+    def _fail(self, step: int, last_good: int, what: str) -> None:
+        raise StageError(f"optimize: step {step} produced {what}; stopped. The last good checkpoint "
+                         f"(step {last_good}) is kept at {self.checkpoint}")
+
+    @torch.no_grad()
+    def render_view(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        out = render(self.splats, viewmat[None], K[None], width, height, kind=self.oc.kind, sh_degree=self.oc.sh_degree,
+                     backgrounds=torch.zeros(1, 3, device=self.device), backend=self.backend, antialiased=self.oc.antialiased)
+        return out.rgb[0]
+
+
+class _NonFinite(Exception):
+    def __init__(self, step: int):
+        self.step = step

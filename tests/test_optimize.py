@@ -1,0 +1,148 @@
+"""Init and optimize stages: every regulariser runs, outputs are complete, NaN stops the stage cleanly."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recon.config import load_config
+from recon.errors import InputError, StageError
+from recon.io.ply import read_ply, read_points
+from recon.optim import regularizers as reg
+from recon.pipeline import run_scene
+from recon.render.splats import FLAT_LOG_SCALE, init_splats, load_ply, save_ply
+from recon.scene.camera import intrinsics_matrix, look_at
+
+TINY = {
+    "views.count": 4, "device": "cpu", "init.points": 600, "init.hull_resolution": 40,
+    "optimize.steps": 40, "optimize.cpu_steps": 40, "optimize.cpu_points": 600, "optimize.refine_start": 10,
+    "optimize.refine_every": 10, "optimize.regularize_from": 5, "optimize.prune_every": 10,
+    "optimize.checkpoint_every": 10, "optimize.sh_degree_interval": 15,
+}
+
+
+def tiny(**extra):
+    return load_config("default", {**TINY, **extra})
+
+
+def test_default_pipeline_writes_splats_renders_and_metrics(synthetic_scene, tmp_path):
+    cfg = tiny(**{"optimize.min_views": 1})
+    result = run_scene(synthetic_scene, cfg, tmp_path)
+    graph, out = result.graph, result.out_dir
+    assert [o.name for o in result.outcomes] == ["import", "views", "init", "optimize"]
+    init = graph.nodes["points/init"]
+    assert graph.nodes["metrics/init"].values["source"] == "hull"
+    points, colors = read_points(out / init.path)
+    assert len(points) == 600 and colors.std() > 0.05  # coloured from the images
+    node = graph.nodes["gaussians/final"]
+    splats = load_ply(out / node.path)
+    assert len(splats["means"]) == node.count > 0
+    metrics = graph.nodes["metrics/optimize"].values
+    assert metrics["backend"] == "reference" and metrics["test_views"] == 8
+    for key in ("psnr", "ssim", "psnr_masked", "ssim_masked"):
+        assert math.isfinite(metrics[key])
+    assert metrics["lpips"] is None and metrics["lpips_status"] != "available"  # never faked
+    assert len(list((out / "assets" / "renders").glob("*.png"))) == 8
+    losses = json.loads((out / "assets" / "optimize" / "loss.json").read_text())
+    assert len(losses["loss"]) == 4 and losses["photometric"][-1] < losses["photometric"][0]
+    assert not (out / "assets" / "optimize" / "checkpoint.pt").exists()  # removed after success
+    saved = json.loads((out / "metrics.json").read_text())["stages"]
+    assert saved["optimize"]["gaussians"] == node.count
+
+
+def test_2dgs_with_distortion_and_normal_consistency(synthetic_scene, tmp_path):
+    cfg = tiny(**{"optimize.kind": "2dgs", "optimize.distortion": 0.1, "optimize.normal_consistency": 0.05})
+    graph = run_scene(synthetic_scene, cfg, tmp_path).graph
+    assert graph.nodes["gaussians/final"].kind == "2dgs"
+    vertex, _ = read_ply(tmp_path / "mug" / "assets" / "splats.ply")
+    assert np.allclose(vertex["scale_2"], FLAT_LOG_SCALE)
+    assert math.isfinite(graph.nodes["metrics/optimize"].values["psnr_masked"])
+
+
+def test_random_init_without_masks(synthetic_scene, tmp_path):
+    cfg = tiny(**{"data.masks": False, "optimize.steps": 5, "optimize.cpu_steps": 5})
+    graph = run_scene(synthetic_scene, cfg, tmp_path).graph
+    assert graph.nodes["metrics/init"].values["source"] == "random"
+    assert "psnr_masked" not in graph.nodes["metrics/optimize"].values
+
+
+def test_nan_stops_the_stage_and_keeps_the_last_good_checkpoint(synthetic_scene, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = reg.photometric
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 24 else loss
+
+    monkeypatch.setattr(reg, "photometric", poisoned)
+    with pytest.raises(StageError, match=r"step 23 produced a non-finite loss.*checkpoint \(step 20\)"):
+        run_scene(synthetic_scene, tiny(), tmp_path)
+    checkpoint = tmp_path / "mug" / "assets" / "optimize" / "checkpoint.pt"
+    state = torch.load(checkpoint)
+    assert state["step"] == 20 and torch.isfinite(state["splats"]["means"]).all()
+    # The stages before optimize finished and a rerun resumes from there.
+    monkeypatch.setattr(reg, "photometric", original)
+    again = run_scene(synthetic_scene, tiny(), tmp_path)
+    assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "ran"]
+
+
+def test_mcmc_needs_cuda_and_fails_before_writing(synthetic_scene, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(InputError, match="mcmc needs CUDA"):
+        run_scene(synthetic_scene, tiny(**{"optimize.strategy": "mcmc"}), tmp_path)
+    assert not (tmp_path / "mug").exists()
+
+
+def test_splat_ply_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    splats = init_splats(rng.normal(size=(50, 3)), rng.random((50, 3)), sh_degree=2)
+    splats["shN"] = torch.randn_like(splats["shN"])
+    splats["quats"] = torch.randn_like(splats["quats"])
+    save_ply(tmp_path / "s.ply", splats)
+    back = load_ply(tmp_path / "s.ply")
+    for key, value in splats.items():
+        torch.testing.assert_close(back[key], value)
+    vertex, _ = read_ply(tmp_path / "s.ply")
+    assert list(vertex)[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert "f_rest_23" in vertex and "f_rest_24" not in vertex  # 8 extra coefficients x 3 channels
+
+
+def test_warp_consistency_is_zero_for_a_perfect_render_and_positive_otherwise():
+    h, w = 30, 40
+    vm = torch.tensor(look_at(np.array([0.0, -4.0, 0.0]), np.zeros(3)), dtype=torch.float32)
+    K = torch.tensor(intrinsics_matrix(50, 50, 20, 15), dtype=torch.float32)
+    image = torch.rand(h, w, 3)
+    depth = torch.full((h, w, 1), 4.0)
+    alpha = torch.ones(h, w, 1)
+    same = reg.warp_consistency(image, depth, alpha, vm, K, image, depth, vm, K, tolerance=0.1)
+    assert float(same) < 1e-5
+    other = reg.warp_consistency(torch.rand(h, w, 3), depth, alpha, vm, K, image, depth, vm, K, tolerance=0.1)
+    assert float(other) > 0.1
+
+
+def test_jittered_camera_stays_on_the_sphere_and_looks_at_the_centre():
+    vm = torch.tensor(look_at(np.array([0.0, -4.0, 1.0]), np.zeros(3)), dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    center = torch.zeros(3, dtype=torch.float64)
+    for _ in range(5):
+        new = reg.jitter_camera(vm, center, 0.2, g)
+        c2w = torch.linalg.inv(new)
+        assert float(c2w[:3, 3].norm()) == pytest.approx(float(torch.linalg.inv(vm)[:3, 3].norm()))
+        cam_center = (new[:3, :3] @ center + new[:3, 3])
+        assert float(cam_center[:2].norm()) < 1e-9  # the centre stays on the optical axis
+
+
+def test_outside_hull_flags_points_outside_a_mask():
+    vm = torch.tensor(look_at(np.array([0.0, -4.0, 0.0]), np.zeros(3)), dtype=torch.float32)[None]
+    K = torch.tensor(intrinsics_matrix(50, 50, 20, 20), dtype=torch.float32)[None]
+    masks = torch.zeros(1, 40, 40, dtype=torch.bool)
+    masks[0, 15:25, 15:25] = True
+    means = torch.tensor([[0.0, 0.0, 0.0], [1.2, 0.0, 0.0], [30.0, 0.0, 0.0]])
+    flags = reg.outside_hull(means, vm, K, masks, dilate=0)
+    assert flags.tolist() == [False, True, False]  # the third is outside the image: not judged
