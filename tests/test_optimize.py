@@ -146,3 +146,21 @@ def test_outside_hull_flags_points_outside_a_mask():
     means = torch.tensor([[0.0, 0.0, 0.0], [1.2, 0.0, 0.0], [30.0, 0.0, 0.0]])
     flags = reg.outside_hull(means, vm, K, masks, dilate=0)
     assert flags.tolist() == [False, True, False]  # the third is outside the image: not judged
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", [
+    {},
+    {"optimize.min_views": 1},
+    {"optimize.kind": "2dgs", "optimize.distortion": 0.1, "optimize.normal_consistency": 0.05},
+    {"optimize.strategy": "mcmc", "optimize.mcmc_cap": 30000, "optimize.opacity_reg": 0.01, "optimize.scale_reg": 0.01},
+])
+def test_gsplat_optimisation_reconstructs_the_held_out_views(tmp_path, variant):
+    from recon.resources import DATA_DIR
+
+    cfg = load_config("default", {"views.count": 6, "device": "cuda", "optimize.steps": 1500, **variant})
+    graph = run_scene(DATA_DIR / "example", cfg, tmp_path).graph
+    metrics = graph.nodes["metrics/optimize"].values
+    assert metrics["backend"] == "gsplat"
+    assert metrics["psnr_masked"] > 16.0, metrics
+    assert metrics["peak_memory_mb"] < 4096

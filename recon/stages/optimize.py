@@ -203,7 +203,7 @@ class Trainer:
         vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
         if pseudo:
             pv = reg.jitter_camera(vm[0], self.center, oc.pseudo_jitter, self.generator)
-            vm, K = torch.stack([vm[0], pv]), K.expand(2, 3, 3)
+            vm, K = torch.stack([vm[0], pv]), K.repeat(2, 1, 1)
         bgs = self._backgrounds(len(vm))
         out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)

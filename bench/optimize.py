@@ -1,0 +1,115 @@
+"""Benchmark the optimize stage: recon's preset against plain 3DGS on synthetic scenes.
+
+For every scene folder under ``--data`` (made by ``recon data synth``), every
+view count and every variant (``NAME=PRESET[,section.key=value...]``), runs
+the pipeline up to the optimize stage on the same views and the same init,
+and records masked PSNR/SSIM on the held-out views, the optimize stage's
+seconds, its peak GPU memory and the number of splats. Prints one JSON line
+per run as it finishes, then a summary, and writes everything to ``--out``.
+
+    python bench/optimize.py --data DIR --views 3,6,9 --variant recon=default --variant plain=plain --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recon import progress
+from recon.config import load_config, parse_override
+from recon.pipeline import run_scene
+
+
+def parse_variant(text: str) -> tuple[str, str, dict]:
+    name, _, spec = text.partition("=")
+    preset, *sets = spec.split(",") if spec else ("default",)
+    return name, preset, dict(parse_override(s) for s in sets)
+
+
+def environment() -> dict:
+    import gsplat
+    import torch
+
+    return {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "torch": torch.__version__, "gsplat": gsplat.__version__, "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Means per (resolution, views, variant), and each variant's gain over the first."""
+    rows = []
+    keys = sorted({(r["resolution"], r["views"]) for r in runs})
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    for res, views in keys:
+        for variant in variants:
+            sel = [r for r in runs if (r["resolution"], r["views"], r["variant"]) == (res, views, variant) and "error" not in r]
+            if not sel:
+                continue
+            mean = lambda k: float(np.mean([r[k] for r in sel if r.get(k) is not None])) if any(r.get(k) is not None for r in sel) else None  # noqa: E731
+            rows.append({"resolution": res, "views": views, "variant": variant, "scenes": len(sel),
+                         "psnr_masked": mean("psnr_masked"), "ssim_masked": mean("ssim_masked"), "psnr": mean("psnr"),
+                         "seconds": mean("seconds"), "peak_memory_mb": mean("peak_memory_mb"), "gaussians": mean("gaussians")})
+    base = variants[-1] if len(variants) > 1 else None
+    for row in rows:
+        ref = next((r for r in rows if (r["resolution"], r["views"], r["variant"]) == (row["resolution"], row["views"], base)), None)
+        if ref and row["psnr_masked"] is not None and ref["psnr_masked"] is not None:
+            row[f"psnr_masked_gain_over_{base}"] = row["psnr_masked"] - ref["psnr_masked"]
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder of synthetic scenes (or of resolution folders of them)")
+    ap.add_argument("--scenes", default="", help="comma-separated scene names (default: all)")
+    ap.add_argument("--views", default="3,6,9")
+    ap.add_argument("--variant", action="append", default=[], help="NAME=PRESET[,section.key=value...]; the last is the baseline")
+    ap.add_argument("--set", action="append", default=[], help="section.key=value for every variant")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    progress.set_enabled(False)
+    variants = [parse_variant(v) for v in (args.variant or ["recon=default", "plain=plain"])]
+    common = dict(parse_override(s) for s in args.set)
+    wanted = set(filter(None, args.scenes.split(",")))
+    scenes = sorted(p for p in args.data.rglob("cameras.npz") if not wanted or p.parent.name in wanted)
+    runs: list[dict] = []
+    report = {"benchmark": "optimize", "environment": environment(), "note": args.note,
+              "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common, "runs": runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        for cam_file in scenes:
+            scene = cam_file.parent
+            for n in [int(v) for v in args.views.split(",")]:
+                for name, preset, overrides in variants:
+                    cfg = load_config(preset, {**common, **overrides, "views.count": n, "device": "auto"})
+                    row = {"scene": scene.name, "views": n, "variant": name}
+                    try:
+                        result = run_scene(scene, cfg, Path(tmp), name=f"{scene.parent.name}-{scene.name}-{n}-{name}", until="optimize")
+                        m = result.graph.nodes["metrics/optimize"].values
+                        row.update({k: m.get(k) for k in ("psnr_masked", "ssim_masked", "psnr", "ssim", "gaussians",
+                                                           "peak_memory_mb", "train_seconds", "backend")})
+                        row["resolution"] = "x".join(map(str, m["resolution"]))
+                        row["seconds"] = result.graph.stages["optimize"].seconds
+                        row["init"] = result.graph.nodes["metrics/init"].values["source"]
+                    except Exception as exc:  # a failed run is a result too
+                        row.update(error=f"{type(exc).__name__}: {exc}", resolution="?")
+                    runs.append(row)
+                    print(json.dumps(row), flush=True)
+                    report["summary"] = summarise(runs)
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    for row in report["summary"]:
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
