@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recon.eval.images import ssim_map
-from recon.render import depth_to_points
+from recon.render import depth_to_points, rigid_inverse
 
 
 def photometric(render: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
@@ -55,8 +55,9 @@ def jitter_camera(viewmat: Tensor, center: Tensor, max_angle: float, generator: 
 
     The rotation axis is random and perpendicular to the viewing direction, so
     the pseudo camera sees the scene from a nearby point on the same sphere.
+    Tensors are small: pass them on the CPU and move the result.
     """
-    c2w = torch.linalg.inv(viewmat)
+    c2w = rigid_inverse(viewmat)
     view_dir = c2w[:3, 2]
     rnd = torch.randn(3, generator=generator, dtype=viewmat.dtype).to(viewmat.device)
     axis = torch.linalg.cross(view_dir, rnd)
@@ -65,7 +66,7 @@ def jitter_camera(viewmat: Tensor, center: Tensor, max_angle: float, generator: 
     new = c2w.clone()
     new[:3, :3] = R @ c2w[:3, :3]
     new[:3, 3] = R @ (c2w[:3, 3] - center) + center
-    return torch.linalg.inv(new)
+    return rigid_inverse(new)
 
 
 def warp_consistency(rgb_p: Tensor, depth_p: Tensor, alpha_p: Tensor, vm_p: Tensor, K_p: Tensor,
@@ -88,9 +89,7 @@ def warp_consistency(rgb_p: Tensor, depth_p: Tensor, alpha_p: Tensor, vm_p: Tens
     seen_depth = F.grid_sample(depth_t.permute(2, 0, 1)[None], grid.detach(), align_corners=False, mode="nearest")[0].permute(1, 2, 0)
     inside = (grid.abs() < 1).all(-1)[0] & (z[..., 0] > 0)
     valid = inside & (alpha_p[..., 0].detach() > 0.5) & ((z - seen_depth).abs()[..., 0].detach() < tolerance)
-    if not bool(valid.any()):
-        return rgb_p.sum() * 0
-    return ((rgb_p - warped).abs().mean(-1) * valid).sum() / valid.sum()
+    return ((rgb_p - warped).abs().mean(-1) * valid).sum() / valid.sum().clamp_min(1)
 
 
 @torch.no_grad()

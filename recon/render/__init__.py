@@ -42,6 +42,16 @@ class Render:
     info: dict = field(default_factory=dict)  # what gsplat's densification strategies read
 
 
+def rigid_inverse(T: Tensor) -> Tensor:
+    """Inverse of rigid transforms [..., 4, 4] in closed form (no LU, no host synchronisation)."""
+    R = T[..., :3, :3].transpose(-1, -2)
+    out = torch.zeros_like(T)
+    out[..., :3, :3] = R
+    out[..., :3, 3] = -(R @ T[..., :3, 3:4])[..., 0]
+    out[..., 3, 3] = 1.0
+    return out
+
+
 def resolve_backend(backend: Backend, device: torch.device) -> str:
     if backend == "auto":
         return "gsplat" if device.type == "cuda" else "reference"
@@ -79,7 +89,7 @@ def render(
         return _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, kind, degree,
                               backgrounds, near, far, eps2d, antialiased, absgrad, distloss)
     if colors is None:
-        campos = torch.linalg.inv(viewmats)[:, :3, 3]
+        campos = rigid_inverse(viewmats)[:, :3, 3]
         colors = sh.evaluate(sh_degree, means[None] - campos[:, None], coeffs[None])
     out = reference.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind=kind,
                               near=near, far=far, eps2d=eps2d, antialiased=antialiased, backgrounds=backgrounds)
@@ -122,7 +132,7 @@ def pixel_rays(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> tuple[T
     fx, fy = Ks[:, 0, 0, None, None], Ks[:, 1, 1, None, None]
     cx, cy = Ks[:, 0, 2, None, None], Ks[:, 1, 2, None, None]
     cam = torch.stack([(xs + 0.5 - cx) / fx, (ys + 0.5 - cy) / fy, torch.ones_like(xs).expand_as(fx * xs)], -1)
-    c2w = torch.linalg.inv(viewmats)
+    c2w = rigid_inverse(viewmats)
     dirs = torch.einsum("cij,chwj->chwi", c2w[:, :3, :3], cam)
     return c2w[:, :3, 3], dirs
 

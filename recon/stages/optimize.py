@@ -124,15 +124,13 @@ def evaluate_test_views(graph: SceneGraph, trainer: "Trainer", factor: int) -> d
         return {"test_views": 0}
     frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
     for i, view in enumerate(test):
-        rgb = trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height)
-        image = rgb.clamp(0, 1).cpu()
+        image = trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height).clamp(0, 1)
+        pixels = image.cpu().numpy()
         out = graph.resolve(f"assets/renders/{view.name}.png")
-        atomic_write(out, lambda tmp: image_io.write_image(tmp, image.numpy()))
-        if view.image is not None:
-            target = frames.images[i].cpu() if frames.images is not None else None
-            mask = frames.masks[i].cpu() if frames.masks is not None else None
-            if target is not None:
-                per_view[view.name] = image_metrics(image, target, mask)
+        atomic_write(out, lambda tmp: image_io.write_image(tmp, pixels))
+        if frames.images is not None:
+            mask = frames.masks[i] if frames.masks is not None else None
+            per_view[view.name] = image_metrics(image, frames.images[i], mask)
     summary = mean_metrics(list(per_view.values())) if per_view else {}
     status = lpips_status()
     return {**summary, "test_views": len(test), "lpips_status": status or "available", "per_view": per_view}
@@ -146,10 +144,13 @@ class Trainer:
     def __init__(self, oc: OptimizeConfig, frames: Frames, points: np.ndarray, colors: np.ndarray,
                  center: np.ndarray, radius: float, steps: int, device: torch.device, seed: int, checkpoint: Path):
         self.oc, self.frames, self.steps, self.device = oc, frames, steps, device
-        self.center = torch.tensor(center, dtype=torch.float32, device=device)
+        self.center = torch.tensor(center, dtype=torch.float32)  # on the CPU: pseudo cameras are built there
+        self.viewmats_cpu = frames.viewmats.cpu()
         self.radius = radius
         self.backend = "gsplat" if device.type == "cuda" else "reference"
         self.generator = torch.Generator().manual_seed(seed)
+        self.device_generator = torch.Generator(device=device).manual_seed(seed)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self.checkpoint = checkpoint
         self.losses: list[float] = []  # mean total loss per log_every steps
         self.photometric: list[float] = []  # mean photometric term per log_every steps
@@ -158,7 +159,8 @@ class Trainer:
         self.splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in raw.items()})
         lrs = {"means": oc.lr_means * radius, "scales": oc.lr_scales, "quats": oc.lr_quats,
                "opacities": oc.lr_opacities, "sh0": oc.lr_sh0, "shN": oc.lr_shN}
-        self.optimizers = {k: torch.optim.Adam([{"params": p, "lr": lrs[k], "name": k}], eps=1e-15)
+        fused = device.type == "cuda"  # one kernel per tensor instead of a dozen
+        self.optimizers = {k: torch.optim.Adam([{"params": p, "lr": lrs[k], "name": k}], eps=1e-15, fused=fused)
                            for k, p in self.splats.items()}
         self.means_lr0 = lrs["means"]
         self.strategy, self.state = self._strategy()
@@ -191,7 +193,7 @@ class Trainer:
 
     def _backgrounds(self, count: int) -> torch.Tensor:
         if self.background == "random":
-            return torch.rand(count, 3, generator=self.generator).to(self.device)
+            return torch.rand(count, 3, generator=self.device_generator, device=self.device)
         value = 1.0 if self.background == "white" else 0.0
         return torch.full((count, 3), value, device=self.device)
 
@@ -202,8 +204,8 @@ class Trainer:
         pseudo = regularize and oc.pseudo_views > 0
         vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
         if pseudo:
-            pv = reg.jitter_camera(vm[0], self.center, oc.pseudo_jitter, self.generator)
-            vm, K = torch.stack([vm[0], pv]), K.repeat(2, 1, 1)
+            pv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
+            vm, K = torch.stack([vm[0], pv.to(self.device)]), K.repeat(2, 1, 1)
         bgs = self._backgrounds(len(vm))
         out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)
@@ -231,8 +233,9 @@ class Trainer:
             loss = loss + oc.pseudo_views * reg.warp_consistency(
                 out.rgb[1], out.depth[1], out.alpha[1], vm[1], K[1], target, out.depth[0].detach(), vm[0], K[0],
                 tolerance=0.03 * self.radius)
-        if not torch.isfinite(loss):
-            raise _NonFinite(step)
+        # Recorded on the device and checked every log_every steps, to avoid a host sync per step.
+        bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, step, self.first_bad_step)
         loss.backward()
         if oc.strategy == "mcmc":
             self.strategy.step_post_backward(self.splats, self.optimizers, self.state, step, out.info,
@@ -284,24 +287,26 @@ class Trainer:
         order: list[int] = []
         last_good = 0
         self._save_checkpoint(0)
-        running = 0.0
+        running = torch.zeros((), device=self.device)
         with progress.task(f"optimize ({oc.kind}, {self.backend})", self.steps) as bar:
             for step in range(self.steps):
                 if not order:
                     order = torch.randperm(len(self.frames), generator=self.generator).tolist()
                 try:
-                    loss = self.step(step, order.pop())
-                except _NonFinite:
-                    self._fail(step, last_good, "a non-finite loss")
-                running += float(loss)
-                if (step + 1) % self.log_every == 0:
-                    self.losses.append(running / self.log_every)
+                    running += self.step(step, order.pop())
+                except Exception:
+                    self._check_finite(last_good)  # a NaN a few steps back can break later steps
+                    raise
+                checkpoint = (step + 1) % oc.checkpoint_every == 0
+                if checkpoint or (step + 1) % self.log_every == 0 or step + 1 == self.steps:
+                    self._check_finite(last_good)
+                    self.losses.append(float(running) / self.log_every)
                     self.photometric.append(float(self.photometric_sum) / self.log_every)
-                    running = 0.0
+                    running.zero_()
                     self.photometric_sum.zero_()
                 if (oc.hull_prune or oc.min_views > 0) and step > 0 and step % oc.prune_every == 0 and step <= min(oc.refine_stop, self.steps):
                     self.prune()
-                if (step + 1) % oc.checkpoint_every == 0:
+                if checkpoint:
                     if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
                         self._fail(step, last_good, "non-finite parameters")
                     self._save_checkpoint(step + 1)
@@ -309,6 +314,11 @@ class Trainer:
                 bar.advance()
         if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
             self._fail(self.steps - 1, last_good, "non-finite parameters")
+
+    def _check_finite(self, last_good: int) -> None:
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            self._fail(bad, last_good, "a non-finite loss")
 
     def _save_checkpoint(self, step: int) -> None:
         state = {"step": step, "splats": {k: v.detach().cpu() for k, v in self.splats.items()}}
@@ -323,8 +333,3 @@ class Trainer:
         out = render(self.splats, viewmat[None], K[None], width, height, kind=self.oc.kind, sh_degree=self.oc.sh_degree,
                      backgrounds=torch.zeros(1, 3, device=self.device), backend=self.backend, antialiased=self.oc.antialiased)
         return out.rgb[0]
-
-
-class _NonFinite(Exception):
-    def __init__(self, step: int):
-        self.step = step
