@@ -82,15 +82,22 @@ def render(
     quats = splats["quats"]
     scales = torch.exp(splats["scales"])
     opacities = torch.sigmoid(splats["opacities"])
-    coeffs = colour_coefficients(splats) if colors is None else colors
-    degree = sh_degree if colors is None else None
     use = resolve_backend(backend, means.device)
-    if use == "gsplat":
-        return _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, kind, degree,
-                              backgrounds, near, far, eps2d, antialiased, absgrad, distloss)
     if colors is None:
+        # View-dependent colours [C, N, 3], evaluated here rather than inside gsplat, whose SH path inverts
+        # the view matrices with torch.inverse (a host synchronisation every call).
         campos = rigid_inverse(viewmats)[:, :3, 3]
-        colors = sh.evaluate(sh_degree, means[None] - campos[:, None], coeffs[None])
+        dirs = means[None] - campos[:, None]
+        coeffs = colour_coefficients(splats)[None].expand(len(viewmats), -1, -1, -1)
+        if use == "gsplat":
+            from gsplat import spherical_harmonics
+
+            colors = torch.clamp_min(spherical_harmonics(sh_degree, dirs, coeffs) + 0.5, 0.0)
+        else:
+            colors = sh.evaluate(sh_degree, dirs, coeffs)
+    if use == "gsplat":
+        return _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind,
+                              backgrounds, near, far, eps2d, antialiased, absgrad, distloss)
     out = reference.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind=kind,
                               near=near, far=far, eps2d=eps2d, antialiased=antialiased, backgrounds=backgrounds)
     result = Render(rgb=out["colors"], alpha=out["alphas"], depth=out["depths"], median_depth=out["median_depths"],
@@ -103,20 +110,20 @@ def render(
     return result
 
 
-def _render_gsplat(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, kind, sh_degree,
+def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind,
                    backgrounds, near, far, eps2d, antialiased, absgrad, distloss) -> Render:
     import gsplat
 
     if kind == "3dgs":
         colors, alphas, info = gsplat.rasterization(
-            means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, near_plane=near, far_plane=far,
-            eps2d=eps2d, sh_degree=sh_degree, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near, far_plane=far,
+            eps2d=eps2d, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
             absgrad=absgrad, rasterize_mode="antialiased" if antialiased else "classic",
         )
         return Render(rgb=colors[..., :-1], alpha=alphas, depth=colors[..., -1:], median_depth=None, info=info)
     colors, alphas, normals, depth_normals, distort, median, info = gsplat.rasterization_2dgs(
-        means, quats, scales, opacities, coeffs, viewmats, Ks, width, height, near_plane=near, far_plane=far,
-        eps2d=eps2d, sh_degree=sh_degree, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near, far_plane=far,
+        eps2d=eps2d, packed=False, backgrounds=backgrounds, render_mode="RGB+ED",
         absgrad=absgrad, distloss=distloss,
     )
     if depth_normals is not None and depth_normals.dim() == 3:  # gsplat squeezes a batch of one
