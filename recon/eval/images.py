@@ -43,16 +43,15 @@ def _gaussian_1d(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.fl
 def ssim_map(a: Tensor, b: Tensor) -> Tensor:
     """SSIM map [B, 3, H-10, W-10] of images [B, 3, H, W] (differentiable; used as a loss too).
 
-    The five local statistics of every channel are filtered together as one
-    batch of single-channel images, with the Gaussian window applied as two
-    separable passes (plain convolutions are much faster than grouped ones).
+    The five local statistics are filtered in one depthwise convolution. (As
+    single-channel separable passes, cuDNN's backward pass was 50 times slower
+    on an H100: bench/results/profile-ssim-h100.txt.)
     """
     g = _gaussian_1d(device=a.device, dtype=a.dtype)
     stats = torch.cat([a, b, a * a, b * b, a * b], 1)
-    B, n, H, W = stats.shape
-    stats = stats.reshape(B * n, 1, H, W)
-    stats = F.conv2d(F.conv2d(stats, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-    stats = stats.reshape(B, n, H - len(g) + 1, W - len(g) + 1)
+    n = stats.shape[1]
+    window = (g[:, None] @ g[None, :]).expand(n, 1, len(g), len(g))
+    stats = F.conv2d(stats, window, groups=n)
     mu_a, mu_b, aa, bb, ab = stats.split(a.shape[1], 1)
     var_a = aa - mu_a**2
     var_b = bb - mu_b**2
