@@ -59,10 +59,15 @@ def summarise(runs: list[dict]) -> list[dict]:
                          "psnr_masked": mean("psnr_masked"), "ssim_masked": mean("ssim_masked"), "psnr": mean("psnr"),
                          "seconds": mean("seconds"), "peak_memory_mb": mean("peak_memory_mb"), "gaussians": mean("gaussians")})
     base = variants[-1] if len(variants) > 1 else None
+    score = {(r["resolution"], r["views"], r["variant"], r["scene"]): r.get("psnr_masked") for r in runs if "error" not in r}
     for row in rows:
-        ref = next((r for r in rows if (r["resolution"], r["views"], r["variant"]) == (row["resolution"], row["views"], base)), None)
-        if ref and row["psnr_masked"] is not None and ref["psnr_masked"] is not None:
-            row[f"psnr_masked_gain_over_{base}"] = row["psnr_masked"] - ref["psnr_masked"]
+        # Paired: only the scenes on which both this variant and the baseline ran.
+        pairs = [(v, score.get((res, n, base, scene))) for (res, n, var, scene), v in score.items()
+                 if (res, n, var) == (row["resolution"], row["views"], row["variant"])]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if base is not None and pairs:
+            row[f"psnr_masked_gain_over_{base}"] = float(np.mean([a - b for a, b in pairs]))
+            row["paired_scenes"] = len(pairs)
     return rows
 
 
