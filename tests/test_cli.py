@@ -260,3 +260,15 @@ def test_bad_photos_without_poses_fail_before_writing(synthetic_scene, tmp_path,
     expect_error(capsys, ["run", photos, "--views", 3, "--out", tmp_path / "out"], "the views have no camera poses",
                  tmp_path / "out" / "photos")
     assert not (tmp_path / "out").exists()
+
+
+def test_synth_sphere_layout_surrounds_the_object(tmp_path):
+    from recon.scene.camera import camera_center
+
+    out = tmp_path / "gear"
+    assert run("data", "synth", out, "--scene", "gear", "--layout", "sphere", "--views", 8, "--width", 32, "--height", 24,
+               "--no-aux") == 0
+    graph = import_scene(out)
+    centers = np.stack([camera_center(c.world_to_camera) for c in graph.cameras()])
+    assert (centers[:, 2] > 0.5).any() and (centers[:, 2] < -0.5).any()  # above and below the object
+    assert json.loads((out / "gt" / "scene.json").read_text())["platform"] is False
