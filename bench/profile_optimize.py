@@ -22,7 +22,8 @@ from recon.config import load_config, parse_override
 from recon.io import ply
 from recon.pipeline import run_scene
 from recon.scene.frames import load_frames, scene_bounds
-from recon.stages.optimize import Trainer, resolve_device
+from recon.devices import resolve_device
+from recon.stages.optimize import Trainer
 
 
 def main() -> None:

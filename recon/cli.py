@@ -88,10 +88,12 @@ class Export:
 
     scene: tyro.conf.Positional[Path]
     """A recon output folder (holding scene.json)."""
-    format: Literal["transforms", "colmap"] = "transforms"
-    """transforms: nerfstudio transforms.json; colmap: COLMAP text model."""
+    format: Literal["transforms", "colmap", "ply", "obj", "glb"] = "transforms"
+    """transforms: nerfstudio transforms.json; colmap: COLMAP text model; ply/obj/glb: the mesh."""
     to: Path | None = None
-    """Destination (default: SCENE/export/transforms.json or SCENE/export/colmap/)."""
+    """Destination (default: SCENE/export/transforms.json, SCENE/export/colmap/ or SCENE/export/mesh.<format>)."""
+    frame: Literal["dataset", "world"] = "dataset"
+    """Coordinates of the mesh: the dataset's own frame (DTU's millimetres) or recon's normalised world frame."""
 
 
 @dataclass
@@ -144,11 +146,12 @@ def run_command(args: Run) -> None:
 
 
 SUMMARY_KEYS = ("views", "layout", "train", "test", "source", "points", "psnr", "ssim", "psnr_masked", "ssim_masked",
-                "lpips", "gaussians", "backend")
+                "lpips", "gaussians", "backend", "faces", "chamfer")
 
 
 def _summarise(metrics: dict) -> str:
     parts = []
+    metrics = {**metrics, **metrics.get("geometry", {})}
     for key in SUMMARY_KEYS:
         value = metrics.get(key)
         if value is None:
@@ -189,8 +192,12 @@ def export_command(args: Export) -> None:
     graph = SceneStore(args.scene).load()
     if args.format == "transforms":
         written = transforms.write(graph, args.to or args.scene / "export" / "transforms.json")
-    else:
+    elif args.format == "colmap":
         written = colmap.write_text(graph, args.to or args.scene / "export" / "colmap")
+    else:
+        from recon.io import meshes
+
+        written = meshes.export(graph, args.to or args.scene / "export" / f"mesh.{args.format}", args.frame)
     progress.console.print(f"wrote {written}")
 
 

@@ -130,6 +130,40 @@ class OptimizeConfig:
 
 
 @dataclass
+class MeshConfig:
+    """Mesh from the optimised splats: depth fusion, marching cubes, cleaning."""
+
+    resolution: int = 256
+    """Voxels per axis of the fusion grid (on CUDA)."""
+    cpu_resolution: int = 128
+    """Voxels per axis on the CPU."""
+    cpu_max_width: int = 160
+    """Render width for the depth maps on the CPU reference rasterizer."""
+    extra_views: int = 40
+    """Depth maps rendered from cameras spread over a sphere around the object, besides the training views."""
+    depth: Literal["auto", "median", "expected"] = "auto"
+    """auto: median depth for 2DGS, expected depth for 3DGS."""
+    alpha_threshold: float = 0.5
+    """Pixels whose rendered opacity is below this have no surface."""
+    carve: bool = True
+    """Pixels without a surface carve free space along their ray."""
+    truncation: float = 4.0
+    """TSDF truncation, in voxels."""
+    padding: float = 1.1
+    """Half side of the grid, in scene radii."""
+    keep_components: float = 0.05
+    """Keep connected components with at least this share of the largest one's faces."""
+    hull: bool = True
+    """Drop faces outside the training views' masks (their visual hull), when they have masks."""
+    decimate: int = 0
+    """Target number of faces after quadric decimation; 0 keeps them all."""
+    evaluate: bool = True
+    """Geometry metrics when the scene has ground truth."""
+    dtu_root: str | None = None
+    """DTU's evaluation folder (Points/stl, ObsMask) for DTU scans in the IDR layout."""
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; one section per stage."""
 
@@ -137,6 +171,7 @@ class RunConfig:
     views: ViewsConfig = field(default_factory=ViewsConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preset: str = "default"

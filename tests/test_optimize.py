@@ -31,7 +31,7 @@ def tiny(**extra):
 
 def test_default_pipeline_writes_splats_renders_and_metrics(synthetic_scene, tmp_path):
     cfg = tiny(**{"optimize.min_views": 1})
-    result = run_scene(synthetic_scene, cfg, tmp_path)
+    result = run_scene(synthetic_scene, cfg, tmp_path, until="optimize")
     graph, out = result.graph, result.out_dir
     assert [o.name for o in result.outcomes] == ["import", "views", "init", "optimize"]
     init = graph.nodes["points/init"]
@@ -56,7 +56,7 @@ def test_default_pipeline_writes_splats_renders_and_metrics(synthetic_scene, tmp
 
 def test_2dgs_with_distortion_and_normal_consistency(synthetic_scene, tmp_path):
     cfg = tiny(**{"optimize.kind": "2dgs", "optimize.distortion": 0.1, "optimize.normal_consistency": 0.05})
-    graph = run_scene(synthetic_scene, cfg, tmp_path).graph
+    graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph
     assert graph.nodes["gaussians/final"].kind == "2dgs"
     vertex, _ = read_ply(tmp_path / "mug" / "assets" / "splats.ply")
     assert np.allclose(vertex["scale_2"], FLAT_LOG_SCALE)
@@ -65,7 +65,7 @@ def test_2dgs_with_distortion_and_normal_consistency(synthetic_scene, tmp_path):
 
 def test_random_init_without_masks(synthetic_scene, tmp_path):
     cfg = tiny(**{"data.masks": False, "optimize.steps": 5, "optimize.cpu_steps": 5})
-    graph = run_scene(synthetic_scene, cfg, tmp_path).graph
+    graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph
     assert graph.nodes["metrics/init"].values["source"] == "random"
     assert "psnr_masked" not in graph.nodes["metrics/optimize"].values
 
@@ -81,13 +81,13 @@ def test_nan_stops_the_stage_and_keeps_the_last_good_checkpoint(synthetic_scene,
 
     monkeypatch.setattr(reg, "photometric", poisoned)
     with pytest.raises(StageError, match=r"step 23 produced a non-finite loss.*checkpoint \(step 20\)"):
-        run_scene(synthetic_scene, tiny(), tmp_path)
+        run_scene(synthetic_scene, tiny(), tmp_path, until="optimize")
     checkpoint = tmp_path / "mug" / "assets" / "optimize" / "checkpoint.pt"
     state = torch.load(checkpoint)
     assert state["step"] == 20 and torch.isfinite(state["splats"]["means"]).all()
     # The stages before optimize finished and a rerun resumes from there.
     monkeypatch.setattr(reg, "photometric", original)
-    again = run_scene(synthetic_scene, tiny(), tmp_path)
+    again = run_scene(synthetic_scene, tiny(), tmp_path, until="optimize")
     assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "ran"]
 
 
@@ -95,7 +95,7 @@ def test_mcmc_needs_cuda_and_fails_before_writing(synthetic_scene, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(InputError, match="mcmc needs CUDA"):
-        run_scene(synthetic_scene, tiny(**{"optimize.strategy": "mcmc"}), tmp_path)
+        run_scene(synthetic_scene, tiny(**{"optimize.strategy": "mcmc"}), tmp_path, until="optimize")
     assert not (tmp_path / "mug").exists()
 
 
@@ -159,7 +159,7 @@ def test_gsplat_optimisation_reconstructs_the_held_out_views(tmp_path, variant):
     from recon.resources import DATA_DIR
 
     cfg = load_config("default", {"views.count": 6, "device": "cuda", "optimize.steps": 1500, **variant})
-    graph = run_scene(DATA_DIR / "example", cfg, tmp_path).graph
+    graph = run_scene(DATA_DIR / "example", cfg, tmp_path, until="optimize").graph
     metrics = graph.nodes["metrics/optimize"].values
     assert metrics["backend"] == "gsplat"
     assert metrics["psnr_masked"] > 16.0, metrics

@@ -284,6 +284,9 @@ def read_rectified(path: Path, options: ImportOptions) -> SceneGraph:
         stl = find_upwards(path, f"Points/stl/stl{scan:03d}_total.ply")
         if stl is not None:
             add_ground_truth_points(graph, stl)
+            obs = find_upwards(path, f"ObsMask/ObsMask{scan}_10.mat")
+            if obs is not None:
+                graph.meta["dtu_eval_root"] = str(obs.parent.parent)
     graph.meta["light"] = light
     return graph
 

@@ -14,7 +14,7 @@ from types import ModuleType
 
 from recon.errors import InputError
 
-PIPELINE: tuple[str, ...] = ("views", "init", "optimize")
+PIPELINE: tuple[str, ...] = ("views", "init", "optimize", "mesh")
 
 
 def load(until: str | None = None) -> list[ModuleType]:

@@ -36,6 +36,7 @@ import torch
 
 from recon import progress
 from recon.config import OptimizeConfig, RunConfig
+from recon.devices import resolve_device
 from recon.errors import InputError, StageError
 from recon.eval.images import image_metrics, lpips_status, mean_metrics
 from recon.io import images as image_io
@@ -49,14 +50,6 @@ from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
 CONFIG = "optimize"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def validate(graph: SceneGraph, cfg: RunConfig) -> None:

@@ -1,0 +1,1 @@
+"""Geometry: depth fusion, meshing and mesh cleaning."""
