@@ -38,14 +38,21 @@ def main() -> int:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True, help="also run with every view")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME:key=value,key=value -- mesh settings tried on the same optimised splats (the mesh stage reruns alone)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     progress.set_enabled(False)
     wanted = set(filter(None, args.scenes.split(",")))
     scenes = sorted(p.parent for p in args.data.rglob("cameras.npz") if not wanted or p.parent.name in wanted)
     common = dict(parse_override(s) for s in args.set)
+    variants = {"base": {}}
+    for text in args.variant:
+        label, _, settings = text.partition(":")
+        variants[label] = dict(parse_override(s) for s in settings.split(",") if s)
     runs: list[dict] = []
-    report = {"benchmark": "mesh", "environment": environment(), "preset": args.preset, "overrides": common, "runs": runs}
+    report = {"benchmark": "mesh", "environment": environment(), "preset": args.preset, "overrides": common,
+              "variants": variants, "runs": runs}
     with tempfile.TemporaryDirectory() as tmp:
         for scene in scenes:
             counts = [int(v) for v in args.views.split(",")]
@@ -53,39 +60,49 @@ def main() -> int:
                 counts.append(len(import_scene(scene).views()))
             for kind in args.kinds.split(","):
                 for n in counts:
-                    cfg = load_config(args.preset, {**common, "views.count": n, "optimize.kind": kind})
-                    row = {"scene": scene.name, "views": n, "kind": kind}
-                    try:
-                        graph = run_scene(scene, cfg, Path(tmp), name=f"{scene.name}-{kind}-{n}").graph
-                        m = graph.nodes["metrics/mesh"].values
-                        g = m.get("geometry", {})
-                        row.update(chamfer=g.get("chamfer"), accuracy=g.get("accuracy"), completeness=g.get("completeness"),
-                                   fscore=g.get("fscore"), faces=m["faces"], mesh_seconds=graph.stages["mesh"].seconds,
-                                   optimize_seconds=graph.stages["optimize"].seconds)
-                    except Exception as exc:  # a failed run is a result too
-                        row["error"] = f"{type(exc).__name__}: {exc}"
-                    runs.append(row)
-                    print(json.dumps(row), flush=True)
-                    report["summary"] = summarise(runs)
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(report, indent=1) + "\n")
+                    for label, extra in variants.items():
+                        row = {"scene": scene.name, "views": n, "kind": kind, "variant": label}
+                        cfg = load_config(args.preset, {**common, **extra, "views.count": n, "optimize.kind": kind})
+                        row.update(measure(scene, cfg, Path(tmp), f"{scene.name}-{kind}-{n}"))
+                        runs.append(row)
+                        print(json.dumps(row), flush=True)
+                        report["summary"] = summarise(runs)
+                        args.out.parent.mkdir(parents=True, exist_ok=True)
+                        args.out.write_text(json.dumps(report, indent=1) + "\n")
     for row in report.get("summary", []):
         print(json.dumps(row))
     return 0
 
 
+def measure(scene: Path, cfg, out_root: Path, name: str) -> dict:
+    """Run (or resume) the pipeline through the mesh stage; the mesh metrics and stage seconds."""
+    try:
+        graph = run_scene(scene, cfg, out_root, name=name).graph
+    except Exception as exc:  # a failed run is a result too
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    m = graph.nodes["metrics/mesh"].values
+    g = m.get("geometry", {})
+    return {"chamfer": g.get("chamfer"), "accuracy": g.get("accuracy"), "completeness": g.get("completeness"),
+            "fscore": g.get("fscore"), "faces": m["faces"], "mesh_seconds": graph.stages["mesh"].seconds,
+            "optimize_seconds": graph.stages["optimize"].seconds}
+
+
 def summarise(runs: list[dict]) -> list[dict]:
-    """Mean Chamfer and seconds per (kind, views), and each sparse mean over the dense mean of the same scenes."""
+    """Mean Chamfer and seconds per (variant, kind, views), and each sparse run over the densest run of its scene."""
     ok = [r for r in runs if r.get("chamfer") is not None]
-    dense = {(r["scene"], r["kind"]): r["chamfer"] for r in ok if r["views"] == max(x["views"] for x in ok if x["scene"] == r["scene"])}
+    most = {r["scene"]: max(x["views"] for x in ok if x["scene"] == r["scene"]) for r in ok}
+    dense = {(r["scene"], r["kind"], r["variant"]): r["chamfer"] for r in ok if r["views"] == most[r["scene"]]}
     rows = []
-    for kind in sorted({r["kind"] for r in ok}):
-        for n in sorted({r["views"] for r in ok if r["kind"] == kind}):
-            sel = [r for r in ok if r["kind"] == kind and r["views"] == n]
-            ratio = [r["chamfer"] / dense[(r["scene"], kind)] for r in sel if (r["scene"], kind) in dense]
-            rows.append({"kind": kind, "views": n, "scenes": len(sel), "chamfer": float(np.mean([r["chamfer"] for r in sel])),
-                         "chamfer_over_dense": float(np.mean(ratio)) if ratio else None,
-                         "mesh_seconds": float(np.mean([r["mesh_seconds"] for r in sel]))})
+    for key in sorted({(r["variant"], r["kind"], r["views"]) for r in ok}):
+        sel = [r for r in ok if (r["variant"], r["kind"], r["views"]) == key]
+        ratio = [r["chamfer"] / dense[(r["scene"], r["kind"], r["variant"])] for r in sel
+                 if (r["scene"], r["kind"], r["variant"]) in dense]
+        rows.append({"variant": key[0], "kind": key[1], "views": key[2], "scenes": len(sel),
+                     "chamfer": float(np.mean([r["chamfer"] for r in sel])),
+                     "fscore": {t: float(np.mean([r["fscore"][t] for r in sel])) for t in sel[0]["fscore"]},
+                     "chamfer_over_dense": float(np.mean(ratio)) if ratio else None,
+                     "mesh_seconds": float(np.mean([r["mesh_seconds"] for r in sel])),
+                     "optimize_seconds": float(np.mean([r["optimize_seconds"] for r in sel]))})
     return rows
 
 

@@ -140,7 +140,7 @@ class MeshConfig:
     cpu_max_width: int = 160
     """Render width for the depth maps on the CPU reference rasterizer."""
     extra_views: int = 40
-    """Depth maps rendered from cameras spread over a sphere around the object, besides the training views."""
+    """Depth maps rendered from cameras spread around the object (within the training cameras' elevations), besides the training views."""
     depth: Literal["auto", "median", "expected"] = "auto"
     """auto: median depth for 2DGS, expected depth for 3DGS."""
     alpha_threshold: float = 0.5

@@ -133,3 +133,46 @@ def test_mesh_stage_on_the_cpu_and_exports(synthetic_scene, tmp_path):
     world = trimesh.load(tmp_path / "world.ply", process=False)
     np.testing.assert_allclose(np.asarray(world.vertices), vertices, atol=1e-5)
     assert np.linalg.norm(camera_center(graph.cameras()[0].world_to_camera)) > 2  # world frame is normalised
+
+
+def test_thinning_matches_the_greedy_loop_and_the_grid_search_matches_a_kd_tree():
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(2)
+    points = rng.random((6000, 3))
+    shuffled = points[np.random.default_rng(0).permutation(len(points))]
+    keep = np.ones(len(shuffled), dtype=bool)
+    for i, neighbours in enumerate(cKDTree(shuffled).query_ball_point(shuffled, 0.04)):  # DTU's loop, verbatim
+        if keep[i]:
+            keep[neighbours] = False
+            keep[i] = True
+    np.testing.assert_array_equal(geometry.thin(points, 0.04), shuffled[keep])
+    sphere = rng.normal(size=(40000, 3))
+    reference = 300 + 50 * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+    query = np.vstack([reference[:5000] + rng.normal(scale=0.5, size=(5000, 3)),  # near the surface
+                       300 + rng.normal(scale=100, size=(500, 3))])  # far from it: the brute-force fallback
+    shift = reference.mean(axis=0)
+    found = geometry.grid_nearest(torch.tensor(query - shift, dtype=torch.float32),
+                                  torch.tensor(reference - shift, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(found, cKDTree(reference).query(query)[0], atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_fusion_and_nearest_neighbours_on_cuda_match_the_cpu():
+    center, radius = np.zeros(3), 0.8
+    K = intrinsics_matrix(120, 120, 60, 45)
+    volumes = {d: TSDFVolume(center, 1.1, 48, device=d) for d in ("cpu", "cuda")}
+    for i in range(8):
+        angle = 2 * np.pi * i / 8
+        w2c = look_at(3.5 * np.array([np.cos(angle), np.sin(angle), 0.4]), center)
+        depth = sphere_depth(K, w2c, 120, 90, center, radius)
+        for d, volume in volumes.items():
+            volume.integrate(torch.tensor(depth, device=d), torch.tensor(K, device=d), torch.tensor(w2c, device=d))
+    torch.testing.assert_close(volumes["cuda"].tsdf.cpu(), volumes["cpu"].tsdf, atol=1e-4, rtol=0)
+    torch.testing.assert_close(volumes["cuda"].weight.cpu(), volumes["cpu"].weight)
+    rng = np.random.default_rng(1)
+    offset = np.array([300.0, -200.0, 600.0])  # millimetre coordinates far from the origin, as in DTU
+    for n, m in ((5000, 20000), (200_000, 300_000)):  # brute force, then the grid
+        query, reference = offset + 50 * rng.normal(size=(n, 3)), offset + 50 * rng.normal(size=(m, 3))
+        np.testing.assert_allclose(geometry.nearest_distances(query, reference, "cuda"),
+                                   geometry.nearest_distances(query, reference, "cpu"), atol=1e-3)

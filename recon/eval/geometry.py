@@ -21,11 +21,13 @@ points (``Points/stl/stl{scan:03d}_total.ply``) above the ground plane
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from recon.errors import InputError
 from recon.io import ply
@@ -64,36 +66,109 @@ def sample_mesh(vertices: np.ndarray, faces: np.ndarray, density: float) -> np.n
 
 
 def thin(points: np.ndarray, radius: float, seed: int = 0) -> np.ndarray:
-    """Greedy thinning in a random order: keep a point, drop every later one within ``radius`` of it."""
+    """Greedy thinning in a random order: keep a point, drop every later one within ``radius`` of it.
+
+    DTU's script runs this greedy pass as a loop over the points; here the same
+    result comes from rounds over the pairs closer than ``radius``: a point is
+    dropped once an earlier neighbour is kept, and kept once every earlier
+    neighbour is dropped (the earliest undecided point is always decided).
+    """
     from scipy.spatial import cKDTree
 
     pts = points[np.random.default_rng(seed).permutation(len(points))]
-    tree = cKDTree(pts)
-    keep = np.ones(len(pts), dtype=bool)
-    for i, neighbours in enumerate(tree.query_ball_point(pts, radius)):
-        if keep[i]:
-            keep[neighbours] = False
-            keep[i] = True
-    return pts[keep]
+    pairs = cKDTree(pts).query_pairs(radius, output_type="ndarray")  # rows (i, j) with i < j
+    first, later = pairs[:, 0], pairs[:, 1]
+    state = np.zeros(len(pts), dtype=np.int8)  # 0 undecided, 1 kept, -1 dropped
+    while True:
+        undecided = state == 0
+        if not undecided.any():
+            break
+        dropped = np.zeros(len(pts), dtype=bool)
+        dropped[later[state[first] == 1]] = True
+        waiting = np.zeros(len(pts), dtype=bool)
+        waiting[later[state[first] == 0]] = True
+        state[undecided & dropped] = -1
+        state[undecided & ~dropped & ~waiting] = 1
+        live = (state[later] == 0) & (state[first] != -1)
+        first, later = first[live], later[live]
+    return pts[state == 1]
 
 
 def nearest_distances(query: np.ndarray, reference: np.ndarray, device: str | torch.device | None = None) -> np.ndarray:
     """Distance from each query point [N, 3] to its nearest reference point [M, 3].
 
-    On CUDA: exact brute force in chunks (torch.cdist); elsewhere a KD-tree.
+    On CUDA: exact, by brute force (chunked) for small sets and through a
+    uniform grid for large ones; elsewhere a KD-tree.
     """
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda":
         from scipy.spatial import cKDTree
 
         return cKDTree(reference).query(query, k=1, workers=-1)[0]
-    ref = torch.as_tensor(reference, dtype=torch.float32, device=device)
+    shift = reference.mean(axis=0)  # centred: float32 keeps its precision on DTU's millimetre coordinates
+    q = torch.as_tensor(query - shift, dtype=torch.float32, device=device)
+    ref = torch.as_tensor(reference - shift, dtype=torch.float32, device=device)
+    if len(q) * len(ref) <= BRUTE_FORCE_PAIRS:
+        return _brute_nearest(q, ref).cpu().numpy().astype(np.float64)
+    return grid_nearest(q, ref).cpu().numpy().astype(np.float64)
+
+
+BRUTE_FORCE_PAIRS = 2e10
+
+
+def _brute_nearest(q: Tensor, ref: Tensor) -> Tensor:
+    """Nearest distances by brute force: cdist's matrix-product form picks the index, then the pair's exact distance."""
     out = []
     rows = max(1, (1 << 28) // max(1, len(ref)))
-    for start in range(0, len(query), rows):
-        q = torch.as_tensor(query[start : start + rows], dtype=torch.float32, device=device)
-        out.append(torch.cdist(q, ref).min(dim=1).values.cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+    for start in range(0, len(q), rows):
+        chunk = q[start : start + rows]
+        out.append((chunk - ref[torch.cdist(chunk, ref).argmin(dim=1)]).norm(dim=1))
+    return torch.cat(out) if out else q.new_zeros(0)
+
+
+def grid_nearest(q: Tensor, ref: Tensor, per_cell: float = 8.0) -> Tensor:
+    """Exact nearest distances through a uniform grid over ``ref``.
+
+    Each query looks at the 27 cells around its own; a neighbour found there no
+    farther than one cell side is the nearest. The other queries (far from every
+    reference point) fall back to brute force.
+    """
+    lo = torch.minimum(q.min(0).values, ref.min(0).values)
+    extent = float((torch.maximum(q.max(0).values, ref.max(0).values) - lo).max()) + 1e-6
+    cell = extent / 64
+    for _ in range(12):  # about ``per_cell`` points in each occupied cell
+        occupied = torch.unique(((ref - lo) / cell).long(), dim=0).shape[0]
+        mean = len(ref) / occupied
+        if per_cell / 2 <= mean <= per_cell * 2:
+            break
+        cell *= math.sqrt(per_cell / mean)  # points lie on surfaces: occupancy grows with the square of the side
+    dims = int(extent / cell) + 3
+    key_of = lambda ijk: (ijk[..., 0] * dims + ijk[..., 1]) * dims + ijk[..., 2]  # noqa: E731
+    ref_keys = key_of(((ref - lo) / cell).long() + 1)
+    order = torch.argsort(ref_keys)
+    ref, ref_keys = ref[order], ref_keys[order]
+    cells, counts = torch.unique_consecutive(ref_keys, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    width = int(counts.max())
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(-1, 2, device=q.device)] * 3, indexing="ij"), -1).reshape(27, 3)
+    slot = torch.arange(width, device=q.device)
+    best = torch.empty(len(q), device=q.device)
+    rows = max(1, (1 << 26) // (27 * width))
+    for start in range(0, len(q), rows):
+        chunk = q[start : start + rows]
+        keys = key_of(((chunk - lo) / cell).long()[:, None] + 1 + offsets)  # [n, 27]
+        at = torch.searchsorted(cells, keys).clamp(max=len(cells) - 1)
+        present = cells[at] == keys
+        first = torch.where(present, starts[at], 0)
+        count = torch.where(present, counts[at], 0)
+        index = first[..., None] + slot  # [n, 27, width]
+        valid = slot < count[..., None]
+        d = (chunk[:, None, None] - ref[index.clamp(max=len(ref) - 1)]).norm(dim=-1)
+        best[start : start + rows] = torch.where(valid, d, math.inf).flatten(1).min(dim=1).values
+    far = best > cell
+    if bool(far.any()):
+        best[far] = _brute_nearest(q[far], ref)
+    return best
 
 
 @dataclass
@@ -133,8 +208,12 @@ def evaluate_points(pred: np.ndarray, gt: np.ndarray, max_dist: float = DTU_MAX_
 def evaluate_mesh(vertices: np.ndarray, faces: np.ndarray, gt_points: np.ndarray, density: float = DTU_DENSITY,
                   max_dist: float = DTU_MAX_DIST, thresholds: tuple[float, ...] = (1.0, 2.0, 5.0), device=None) -> GeometryScore:
     """A mesh against ground-truth points: DTU's sampling and thinning, without its observation masks."""
-    pred = thin(sample_mesh(vertices, faces, density), density)
-    return evaluate_points(pred, gt_points, max_dist, thresholds, device)
+    return evaluate_points(sample_surface(vertices, faces, density), gt_points, max_dist, thresholds, device)
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, density: float = DTU_DENSITY) -> np.ndarray:
+    """A mesh as the points DTU's protocol compares: sampled ``density`` apart, then thinned to that spacing."""
+    return thin(sample_mesh(vertices, faces, density), density)
 
 
 @dataclass

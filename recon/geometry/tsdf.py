@@ -24,7 +24,7 @@ class TSDFVolume:
     """A cube of ``resolution^3`` voxels centred on ``center`` with side ``2 * half_size``."""
 
     def __init__(self, center: np.ndarray, half_size: float, resolution: int, truncation: float | None = None,
-                 device: str | torch.device = "cpu", chunk: int = 1 << 20):
+                 device: str | torch.device = "cpu", chunk: int = 1 << 21):
         self.device = torch.device(device)
         self.resolution = int(resolution)
         self.voxel = 2.0 * half_size / self.resolution
@@ -56,6 +56,7 @@ class TSDFVolume:
         R, t = world_to_camera[:3, :3].to(self.device, torch.float32), world_to_camera[:3, 3].to(self.device, torch.float32)
         K = K.to(self.device, torch.float32)
         col = color.to(self.device, torch.float32) if color is not None else None
+        # Dense, branch-free updates of contiguous slices: no host synchronisation inside the loop.
         for start in range(0, self.tsdf.numel(), self.chunk):
             stop = min(start + self.chunk, self.tsdf.numel())
             cam = self._centres(start, stop) @ R.T + t
@@ -63,21 +64,22 @@ class TSDFVolume:
             u = torch.floor(K[0, 0] * cam[:, 0] / z.clamp_min(1e-9) + K[0, 2]).long()
             v = torch.floor(K[1, 1] * cam[:, 1] / z.clamp_min(1e-9) + K[1, 2]).long()
             inside = (z > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-            d = torch.zeros_like(z)
-            d[inside] = depth[v[inside], u[inside]]
+            pixel = v.clamp(0, H - 1) * W + u.clamp(0, W - 1)
+            d = torch.where(inside, depth.reshape(-1)[pixel], torch.zeros_like(z))
             sdf = d - z
             use = inside & (d > 0) & (sdf > -self.truncation)
-            if not bool(use.any()):
-                continue
-            ids = torch.nonzero(use).squeeze(1) + start
-            value = torch.clamp(sdf[use] / self.truncation, max=1.0)
-            w_old = self.weight[ids]
-            w_new = w_old + weight
-            self.tsdf[ids] = (self.tsdf[ids] * w_old + value * weight) / w_new
+            value = torch.where(use, torch.clamp(sdf / self.truncation, max=1.0), torch.zeros_like(z))
+            w = use.float() * weight
+            w_old = self.weight[start:stop]
+            w_new = w_old + w
+            share = torch.where(use, w / w_new.clamp_min(1e-12), torch.zeros_like(z))  # weight of this observation
+            tsdf = self.tsdf[start:stop]
+            tsdf += share * (value - tsdf)
             if col is not None:
-                c = col[v[use], u[use]]
-                self.color[ids] = (self.color[ids] * w_old[:, None] + c * weight) / w_new[:, None]
-            self.weight[ids] = w_new
+                c = col.reshape(-1, 3)[pixel]
+                colour = self.color[start:stop]
+                colour += share[:, None] * (c - colour)
+            w_old.copy_(w_new)
 
     def grids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tsdf, weight, colour) as numpy arrays [R, R, R] and [R, R, R, 3]."""

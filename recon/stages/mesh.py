@@ -1,7 +1,8 @@
 """Mesh stage: depth maps of the optimised splats fused into a TSDF, marching cubes, cleaned, coloured.
 
 Depth is rendered from the training cameras and from ``extra_views`` cameras
-spread over a sphere around the object at the training cameras' distance:
+spread over a sphere around the object at the training cameras' distance,
+within the band of elevations the training cameras span:
 median depth for 2DGS, expected depth for 3DGS, kept where the rendered
 opacity reaches ``alpha_threshold`` (elsewhere the ray carves free space).
 The fusion grid covers the scene's bounds; its voxel size and truncation
@@ -110,10 +111,15 @@ def depth_cameras(graph: SceneGraph, train: list[View], center: np.ndarray, extr
     up = up / max(np.linalg.norm(up), 1e-12)
     K = ref.K.copy()
     K[:2] /= factor
+    # Extra cameras between the training cameras' lowest and highest elevation (about ``up``): the band
+    # the splats were fitted from, not the underside that no training view saw.
+    directions = np.stack([camera_center(c.world_to_camera) - center for c in cams])
+    heights = directions @ up / np.linalg.norm(directions, axis=1)
+    low, high = float(heights.min()), float(heights.max())
     golden = np.pi * (3.0 - np.sqrt(5.0))
     basis = _frame(up)
     for i in range(extra):
-        z = 1.0 - 2.0 * (i + 0.5) / extra
+        z = high - (high - low) * (i + 0.5) / extra  # equal areas of the band
         r = np.sqrt(max(0.0, 1 - z * z))
         d = basis @ np.array([r * np.cos(golden * i), r * np.sin(golden * i), z])
         out.append((K, look_at(center + distance * d, center, up), ref.width // factor, ref.height // factor))
@@ -137,6 +143,11 @@ def evaluate(graph: SceneGraph, vertices: np.ndarray, faces: np.ndarray, dtu_roo
     if root and scan is not None:
         gt = geometry.DTUGroundTruth.find(Path(root), int(scan))
         return {"geometry": geometry.evaluate_dtu(v_dataset, faces, gt, device=device).as_dict(), "protocol": "dtu"}
+    node = graph.nodes.get("mesh/ground_truth")
+    if node is not None:  # synthetic scenes: both surfaces sampled alike
+        gt_vertices, gt_faces = ply.read_mesh(graph.resolve(node.path))
+        result = geometry.evaluate_mesh(v_dataset, faces, geometry.sample_surface(gt_vertices, gt_faces), device=device)
+        return {"geometry": result.as_dict(), "protocol": "ground-truth mesh (no observation mask)"}
     node = graph.nodes.get("points/ground_truth")
     if node is None:
         return {}
