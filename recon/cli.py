@@ -41,6 +41,10 @@ class Run:
     """Where to compute; auto uses CUDA when it is available."""
     downscale: int | None = None
     """Integer image down-sampling (overrides the preset's data.downscale)."""
+    poses: Literal["auto", "given", "estimate"] | None = None
+    """Camera poses: given ones, or estimated from the photos (auto: when some are missing)."""
+    allow_partial: bool = False
+    """Go on with the views that register when pose estimation cannot place them all."""
     strict: bool = False
     """Fail on recoverable problems (frames without images, unregistered images) instead of warning."""
     spare_split: str | None = None
@@ -126,6 +130,10 @@ def run_command(args: Run) -> None:
         overrides["views.split"] = args.split
     if args.downscale is not None:
         overrides["data.downscale"] = args.downscale
+    if args.poses is not None:
+        overrides["poses.mode"] = args.poses
+    if args.allow_partial:
+        overrides["poses.allow_partial"] = True
     if args.strict:
         overrides["data.strict"] = True
     if args.spare_split is not None:

@@ -53,6 +53,22 @@ class ViewsConfig:
 
 
 @dataclass
+class PosesConfig:
+    """Camera poses: the given ones, or estimated from the training photos (structure from motion)."""
+
+    mode: Literal["auto", "given", "estimate"] = "auto"
+    """auto: estimate when a training view has no camera; estimate: even when cameras are given (to score them)."""
+    allow_partial: bool = False
+    """Go on with the registered views when some do not register (at least 2 must)."""
+    max_features: int = 8192
+    """SIFT features per image."""
+    dense_features: bool = True
+    """More SIFT features on small images: detect on the image up-sampled 2x too (first octave -1), lower peak threshold (0.004)."""
+    min_inliers: int = 15
+    """Fewest verified matches for an image pair or a registration."""
+
+
+@dataclass
 class InitConfig:
     """Where the optimiser's first Gaussians come from."""
 
@@ -120,6 +136,12 @@ class OptimizeConfig:
     """Jitter of pseudo views, as a rotation about the scene centre in radians."""
     regularize_from: int = 500
     """Step from which the geometric regularisers (depth, distortion, normals, pseudo views) apply."""
+    pose_refine: Literal["auto", "on", "off"] = "auto"
+    """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the poses were estimated."""
+    pose_lr: float = 1e-3
+    """Learning rate of the pose corrections (radians; scene radii for translation), decayed 100x over training."""
+    focal_refine: bool = False
+    """Also refine one focal-length scale shared by the training views."""
     checkpoint_every: int = 500
     cpu_steps: int = 300
     """Steps when running on the CPU reference rasterizer (a smoke test, not a reconstruction)."""
@@ -169,6 +191,7 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
+    poses: PosesConfig = field(default_factory=PosesConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)

@@ -33,7 +33,7 @@ def test_default_pipeline_writes_splats_renders_and_metrics(synthetic_scene, tmp
     cfg = tiny(**{"optimize.min_views": 1})
     result = run_scene(synthetic_scene, cfg, tmp_path, until="optimize")
     graph, out = result.graph, result.out_dir
-    assert [o.name for o in result.outcomes] == ["import", "views", "init", "optimize"]
+    assert [o.name for o in result.outcomes] == ["import", "views", "poses", "init", "optimize"]
     init = graph.nodes["points/init"]
     assert graph.nodes["metrics/init"].values["source"] == "hull"
     points, colors = read_points(out / init.path)
@@ -88,7 +88,7 @@ def test_nan_stops_the_stage_and_keeps_the_last_good_checkpoint(synthetic_scene,
     # The stages before optimize finished and a rerun resumes from there.
     monkeypatch.setattr(reg, "photometric", original)
     again = run_scene(synthetic_scene, tiny(), tmp_path, until="optimize")
-    assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "ran"]
+    assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "reused", "ran"]
 
 
 def test_mcmc_needs_cuda_and_fails_before_writing(synthetic_scene, tmp_path):

@@ -14,7 +14,7 @@ from types import ModuleType
 
 from recon.errors import InputError
 
-PIPELINE: tuple[str, ...] = ("views", "init", "optimize", "mesh")
+PIPELINE: tuple[str, ...] = ("views", "poses", "init", "optimize", "mesh")
 
 
 def load(until: str | None = None) -> list[ModuleType]:

@@ -28,14 +28,6 @@ NAME = "init"
 CONFIG = "init"
 
 
-def validate(graph: SceneGraph, cfg: RunConfig) -> None:
-    from recon.stages import PIPELINE
-
-    if any(v.camera is None for v in graph.views()) and "poses" not in PIPELINE:
-        raise InputError(f"{graph.source.get('path', graph.name)}: the views have no camera poses; "
-                         f"recon cannot estimate poses from plain photos yet (see the poses stage)")
-
-
 def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     train = graph.views("train")
     source = _choose(graph, train, cfg.init.source)
@@ -65,10 +57,10 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
 def _choose(graph: SceneGraph, train: list[View], requested: str) -> str:
     if requested != "auto":
         return requested
+    if train and all(v.mask for v in train):  # a few views' SfM points are sparse; the hull fills the object
+        return "hull"
     if "points/sfm" in graph.nodes and graph.nodes["points/sfm"].path:
         return "sfm"
-    if train and all(v.mask for v in train):
-        return "hull"
     return "random"
 
 

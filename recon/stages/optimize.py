@@ -39,13 +39,15 @@ from recon.config import OptimizeConfig, RunConfig
 from recon.devices import resolve_device
 from recon.errors import InputError, StageError
 from recon.eval.images import image_metrics, lpips_status, mean_metrics
+from recon.eval.poses import compare as compare_poses
 from recon.io import images as image_io
 from recon.io import ply
 from recon.optim import regularizers as reg
+from recon.optim.pose_refine import PoseCorrection
 from recon.render import render
 from recon.render.splats import init_splats, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
-from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
+from recon.scene.graph import Camera, Gaussians, Metrics, Provenance, SceneGraph
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -83,8 +85,10 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     if not on_gpu and len(points) > oc.cpu_points:
         keep = np.random.default_rng(cfg.seed).choice(len(points), oc.cpu_points, replace=False)
         points, colors = points[keep], colors[keep]
+    estimated = graph.nodes.get("metrics/poses") is not None and graph.nodes["metrics/poses"].values.get("source") == "estimated"
+    refine = oc.pose_refine == "on" or (oc.pose_refine == "auto" and estimated)
     trainer = Trainer(oc, frames, points, colors, center, radius, steps, device, cfg.seed,
-                      checkpoint=graph.resolve("assets/optimize/checkpoint.pt"))
+                      checkpoint=graph.resolve("assets/optimize/checkpoint.pt"), refine_poses=refine)
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
@@ -100,6 +104,8 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
 
     metrics = evaluate_test_views(graph, trainer, factor)
+    if refine:
+        metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
     metrics.update(
         gaussians=int(len(splats["means"])), steps=steps, backend="gsplat" if on_gpu else "reference",
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
@@ -107,6 +113,28 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     )
     graph.replace(Metrics(id="metrics/optimize", values=metrics, provenance=Provenance(NAME, made_from=["gaussians/final"])))
     return graph
+
+
+def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: "Trainer", factor: int) -> dict:
+    """Refined training cameras as ``refined/<view>`` nodes; their errors against given cameras when there are some."""
+    viewmats, Ks = trainer.pose.apply(trainer.frames.viewmats, trainer.frames.Ks)
+    viewmats, Ks = viewmats.double().cpu().numpy(), Ks.double().cpu().numpy()
+    refined = []
+    for view, vm, K in zip(train_views, viewmats, Ks):
+        cam = graph.camera_of(view)
+        K = K.copy()
+        K[:2] *= factor  # back to the full-resolution image
+        graph.replace(Camera(id=f"refined/{view.name}", K=K, world_to_camera=vm, width=cam.width, height=cam.height,
+                             sensor=cam.sensor, provenance=Provenance(NAME, made_from=[view.camera])))
+        refined.append(vm)
+    values = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal))}
+    given = graph.meta.get("poses_given", {}).get("cameras", {})
+    known = [graph.nodes.get(given.get(v.id) or "") for v in train_views]
+    if len(train_views) >= 3 and all(isinstance(k, Camera) for k in known):
+        before = [graph.camera_of(v).world_to_camera for v in train_views]
+        values["against_given_before"], _ = compare_poses(before, [k.world_to_camera for k in known])
+        values["against_given_after"], _ = compare_poses(refined, [k.world_to_camera for k in known])
+    return values
 
 
 def evaluate_test_views(graph: SceneGraph, trainer: "Trainer", factor: int) -> dict:
@@ -135,7 +163,8 @@ class Trainer:
     log_every = 10
 
     def __init__(self, oc: OptimizeConfig, frames: Frames, points: np.ndarray, colors: np.ndarray,
-                 center: np.ndarray, radius: float, steps: int, device: torch.device, seed: int, checkpoint: Path):
+                 center: np.ndarray, radius: float, steps: int, device: torch.device, seed: int, checkpoint: Path,
+                 refine_poses: bool = False):
         self.oc, self.frames, self.steps, self.device = oc, frames, steps, device
         self.center = torch.tensor(center, dtype=torch.float32)  # on the CPU: pseudo cameras are built there
         self.viewmats_cpu = frames.viewmats.cpu()
@@ -156,6 +185,10 @@ class Trainer:
         self.optimizers = {k: torch.optim.Adam([{"params": p, "lr": lrs[k], "name": k}], eps=1e-15, fused=fused)
                            for k, p in self.splats.items()}
         self.means_lr0 = lrs["means"]
+        self.refine_poses = refine_poses
+        self.pose = PoseCorrection(len(frames), radius, device)
+        self.pose_optimizer = torch.optim.Adam(
+            [{"params": [self.pose.twist], "lr": oc.pose_lr}] + ([{"params": [self.pose.log_focal], "lr": oc.pose_lr}] if oc.focal_refine else []))
         self.strategy, self.state = self._strategy()
         self.use_masks = oc.use_masks and frames.masks is not None
         bg = oc.background if oc.background != "auto" else ("random" if self.use_masks else "black")
@@ -196,9 +229,11 @@ class Trainer:
         regularize = step >= oc.regularize_from
         pseudo = regularize and oc.pseudo_views > 0
         vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
+        if self.refine_poses:
+            vm, K = self.pose(slice(index, index + 1), vm, K)
         if pseudo:
             pv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
-            vm, K = torch.stack([vm[0], pv.to(self.device)]), K.repeat(2, 1, 1)
+            vm, K = torch.stack([vm[0], pv.to(self.device)]), torch.cat([K, K.detach()])
         bgs = self._backgrounds(len(vm))
         out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)
@@ -240,6 +275,11 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         decay = 0.01 ** (min(step, self.steps) / max(1, self.steps))
         self.optimizers["means"].param_groups[0]["lr"] = self.means_lr0 * decay
+        if self.refine_poses:
+            self.pose_optimizer.step()
+            self.pose_optimizer.zero_grad(set_to_none=True)
+            for group in self.pose_optimizer.param_groups:
+                group["lr"] = oc.pose_lr * decay
         return loss.detach()
 
     # --- pruning ----------------------------------------------------------------------------------
