@@ -106,6 +106,9 @@ def summarise(runs: list[dict]) -> list[dict]:
                 row[f"{prefix}_rotation_deg"] = float(np.mean([r[f"{prefix}_rotation_deg"] for r in have]))
                 row[f"{prefix}_translation_rel"] = float(np.mean([r[f"{prefix}_translation_rel"] for r in have]))
                 row[f"{prefix}_auc"] = {t: float(np.mean([r[f"{prefix}_auc"][t] for r in have])) for t in ("5", "10", "20")}
+        seconds = [r["sfm_seconds"] for r in sel if "sfm_seconds" in r]
+        if seconds:
+            row["sfm_seconds"] = float(np.mean(seconds))
         psnr = [r["psnr_masked"] for r in sel if r.get("psnr_masked") is not None]
         if psnr:
             row["psnr_masked"] = float(np.mean(psnr))

@@ -136,7 +136,7 @@ class OptimizeConfig:
     """Jitter of pseudo views, as a rotation about the scene centre in radians."""
     regularize_from: int = 500
     """Step from which the geometric regularisers (depth, distortion, normals, pseudo views) apply."""
-    pose_refine: Literal["auto", "on", "off"] = "auto"
+    pose_refine: Literal["auto", "on", "off"] = "off"
     """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the poses were estimated."""
     pose_lr: float = 1e-3
     """Learning rate of the pose corrections (radians; scene radii for translation), decayed 100x over training."""
