@@ -18,7 +18,6 @@ import numpy as np
 from scipy import ndimage
 
 from recon.config import RunConfig
-from recon.errors import InputError
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.frames import scene_bounds
