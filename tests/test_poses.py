@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from builders import build_colmap
 from recon.config import load_config
 from recon.errors import InputError
 from recon.eval import poses as pose_eval
@@ -76,6 +77,25 @@ def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
     again = run_scene(textured_scene, load_config("default", {"views.count": 12}), tmp_path, until="poses").graph
     assert again.nodes["metrics/poses"].values == {"source": "given"}
     assert not any(graph.camera_of(v).id.startswith("estimated/") for v in again.views())
+
+
+def test_a_rerun_with_given_poses_gets_back_the_imported_points_and_the_views_roles(textured_scene, tmp_path):
+    root = build_colmap(textured_scene, tmp_path / "colmap", points=50)
+    estimated = run_scene(root, load_config("default", {"poses.mode": "estimate", "poses.allow_partial": True}),
+                          tmp_path / "out", until="poses").graph
+    assert estimated.nodes["points/sfm"].provenance.stage == "poses"
+    # Views the estimate left out are "unused" for as long as it stands (here: all of them, on disk).
+    scene_json = tmp_path / "out" / "colmap" / "scene.json"
+    saved = json.loads(scene_json.read_text())
+    for node in saved["nodes"]:
+        if node["type"] == "View":
+            node["role"] = "unused"
+    scene_json.write_text(json.dumps(saved))
+    again = run_scene(root, load_config("default", {}), tmp_path / "out", until="poses").graph
+    node = again.nodes["points/sfm"]
+    assert node.provenance.stage == "import" and node.count == 50 and "points/sfm_given" not in again.nodes
+    chosen = again.nodes["metrics/views"].values
+    assert sorted(v.name for v in again.views("train")) == sorted(chosen["train"]) and not again.views("unused")
 
 
 def test_plain_photos_get_cameras_and_a_view_that_cannot_register_is_named(textured_scene, tmp_path):

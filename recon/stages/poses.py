@@ -47,6 +47,7 @@ from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGrap
 NAME = "poses"
 CONFIG = "poses"
 GIVEN = "poses_given"  # meta key: the cameras and frame the import gave, restored before every run
+GIVEN_SFM = "points/sfm_given"  # the import's SfM points, set aside while the estimated ones stand in
 
 
 def validate(graph: SceneGraph, cfg: RunConfig) -> None:
@@ -67,7 +68,8 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     if len(train) < 2:
         raise InputError(f"{graph.name}: pose estimation needs at least 2 training views, got {len(train)}")
     start = time.perf_counter()
-    sfm = estimate(graph, train, pc)
+    sizes = {v.id: image_io.probe_image(graph.resolve(v.image)) for v in train}
+    sfm = estimate(graph, train, pc, single_camera=len(set(sizes.values())) == 1)
     seconds = time.perf_counter() - start
     failed = [v for v in train if v.id not in sfm.cameras]
     if failed:
@@ -94,7 +96,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     made_from = [v.id for v in registered]
     for v in registered:
         K, w2c = sfm.cameras[v.id]
-        width, height = image_io.probe_image(graph.resolve(v.image))
+        width, height = sizes[v.id]
         graph.replace(Camera(id=f"estimated/{v.name}", K=K, world_to_camera=w2c, width=width, height=height,
                              sensor="estimated", provenance=Provenance(NAME, made_from=[v.id])))
         v.camera = f"estimated/{v.name}"
@@ -108,6 +110,8 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
         else:
             v.role = "unused"
     graph.to_dataset = graph.to_dataset @ alignment if alignment is not None else np.eye(4)
+    if "points/sfm" in graph.nodes:  # the import's points, in the given frame: kept for a later run with given poses
+        _rename(graph, "points/sfm", GIVEN_SFM)
     graph.replace(PointCloud(id="points/sfm", path=None, count=len(sfm.points), kind="sfm", points=sfm.points,
                              colors=sfm.colors, provenance=Provenance(NAME, made_from=made_from)))
     graph.replace(Metrics(id="metrics/poses", values=values, provenance=Provenance(NAME, made_from=made_from)))
@@ -115,17 +119,29 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
 
 
 def _restore_given(graph: SceneGraph) -> None:
-    """Undo an earlier run of this stage: views point at the imported cameras, the imported frame holds."""
+    """Undo an earlier run of this stage (whose own nodes the pipeline has dropped).
+
+    Views point at the imported cameras again and have the roles the views
+    stage gave them, the imported frame holds, and the import's SfM points are back.
+    """
     given = graph.meta.get(GIVEN)
     if given is None:
-        graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()}, "to_dataset": graph.to_dataset.tolist(),
-                             "sfm": "points/sfm" in graph.nodes}
+        graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()}, "to_dataset": graph.to_dataset.tolist()}
         return
+    chosen = graph.nodes["metrics/views"].values
+    roles = {**{name: "test" for name in chosen["test"]}, **{name: "train" for name in chosen["train"]}}
     for v in graph.views():
         v.camera = given["cameras"].get(v.id)
+        v.role = roles.get(v.name, "unused")
     graph.to_dataset = np.asarray(given["to_dataset"], dtype=np.float64)
-    for node_id in [k for k, n in graph.nodes.items() if n.provenance.stage == NAME]:
-        del graph.nodes[node_id]
+    if GIVEN_SFM in graph.nodes:
+        _rename(graph, GIVEN_SFM, "points/sfm")
+
+
+def _rename(graph: SceneGraph, old: str, new: str) -> None:
+    node = graph.nodes.pop(old)
+    node.id = new
+    graph.add(node)
 
 
 @dataclass
@@ -138,12 +154,11 @@ class Estimate:
     exif_prior: bool
 
 
-def estimate(graph: SceneGraph, views: list[View], pc) -> Estimate:
+def estimate(graph: SceneGraph, views: list[View], pc, single_camera: bool) -> Estimate:
     """Structure from motion over ``views`` in a scratch folder; nothing of COLMAP's leaks out but the result."""
     import pycolmap
 
     pycolmap.logging.minloglevel = 3  # COLMAP says nothing; failures become our own one-line messages
-    sizes = {image_io.probe_image(graph.resolve(v.image)) for v in views}
     with tempfile.TemporaryDirectory(prefix="recon-sfm-") as tmp, progress.task("estimating poses", 3) as bar:
         root = Path(tmp)
         (root / "images").mkdir()
@@ -165,7 +180,7 @@ def estimate(graph: SceneGraph, views: list[View], pc) -> Estimate:
         if pc.dense_features:
             extraction.sift.first_octave = -1
             extraction.sift.peak_threshold = 0.004
-        mode = pycolmap.CameraMode.SINGLE if len(sizes) == 1 else pycolmap.CameraMode.PER_IMAGE
+        mode = pycolmap.CameraMode.SINGLE if single_camera else pycolmap.CameraMode.PER_IMAGE
         try:
             pycolmap.extract_features(database, root / "images", image_names=sorted(names), camera_mode=mode,
                                       reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
