@@ -26,7 +26,7 @@ from recon.io import import_scene
 from recon.pipeline import run_scene
 
 sys.path.insert(0, str(Path(__file__).parent))
-from optimize import environment  # noqa: E402
+from optimize import environment, find_scenes, record  # noqa: E402
 
 
 def main() -> int:
@@ -43,16 +43,14 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     progress.set_enabled(False)
-    wanted = set(filter(None, args.scenes.split(",")))
-    scenes = sorted(p.parent for p in args.data.rglob("cameras.npz") if not wanted or p.parent.name in wanted)
+    scenes = find_scenes(args.data, args.scenes)
     common = dict(parse_override(s) for s in args.set)
     variants = {"base": {}}
     for text in args.variant:
         label, _, settings = text.partition(":")
         variants[label] = dict(parse_override(s) for s in settings.split(",") if s)
-    runs: list[dict] = []
     report = {"benchmark": "mesh", "environment": environment(), "preset": args.preset, "overrides": common,
-              "variants": variants, "runs": runs}
+              "variants": variants, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for scene in scenes:
             counts = [int(v) for v in args.views.split(",")]
@@ -64,11 +62,7 @@ def main() -> int:
                         row = {"scene": scene.name, "views": n, "kind": kind, "variant": label}
                         cfg = load_config(args.preset, {**common, **extra, "views.count": n, "optimize.kind": kind})
                         row.update(measure(scene, cfg, Path(tmp), f"{scene.name}-{kind}-{n}"))
-                        runs.append(row)
-                        print(json.dumps(row), flush=True)
-                        report["summary"] = summarise(runs)
-                        args.out.parent.mkdir(parents=True, exist_ok=True)
-                        args.out.write_text(json.dumps(report, indent=1) + "\n")
+                        record(report, row, summarise, args.out)
     for row in report.get("summary", []):
         print(json.dumps(row))
     return 0

@@ -33,6 +33,21 @@ def parse_variant(text: str) -> tuple[str, str, dict]:
     return name, preset, dict(parse_override(s) for s in sets)
 
 
+def find_scenes(data: Path, names: str) -> list[Path]:
+    """Scene folders under ``data`` (those with a cameras.npz), only the comma-separated ``names`` if given."""
+    wanted = set(filter(None, names.split(",")))
+    return sorted(p.parent for p in data.rglob("cameras.npz") if not wanted or p.parent.name in wanted)
+
+
+def record(report: dict, row: dict, summarise, out: Path) -> None:
+    """Add one run's row to the report, print it, and rewrite the report with a fresh summary."""
+    report["runs"].append(row)
+    print(json.dumps(row), flush=True)
+    report["summary"] = summarise(report["runs"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def environment() -> dict:
     import gsplat
     import torch
@@ -84,14 +99,11 @@ def main() -> int:
     progress.set_enabled(False)
     variants = [parse_variant(v) for v in (args.variant or ["recon=default", "plain=plain"])]
     common = dict(parse_override(s) for s in args.set)
-    wanted = set(filter(None, args.scenes.split(",")))
-    scenes = sorted(p for p in args.data.rglob("cameras.npz") if not wanted or p.parent.name in wanted)
-    runs: list[dict] = []
+    scenes = find_scenes(args.data, args.scenes)
     report = {"benchmark": "optimize", "environment": environment(), "note": args.note,
-              "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common, "runs": runs}
+              "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for cam_file in scenes:
-            scene = cam_file.parent
+        for scene in scenes:
             for n in [int(v) for v in args.views.split(",")]:
                 for name, preset, overrides in variants:
                     cfg = load_config(preset, {**common, **overrides, "views.count": n, "device": "auto"})
@@ -106,11 +118,7 @@ def main() -> int:
                         row["init"] = result.graph.nodes["metrics/init"].values["source"]
                     except Exception as exc:  # a failed run is a result too
                         row.update(error=f"{type(exc).__name__}: {exc}", resolution="?")
-                    runs.append(row)
-                    print(json.dumps(row), flush=True)
-                    report["summary"] = summarise(runs)
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(report, indent=1) + "\n")
+                    record(report, row, summarise, args.out)
     for row in report["summary"]:
         print(json.dumps(row))
     return 0

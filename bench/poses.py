@@ -27,7 +27,7 @@ from recon.config import load_config, parse_override
 from recon.pipeline import run_scene
 
 sys.path.insert(0, str(Path(__file__).parent))
-from optimize import environment  # noqa: E402
+from optimize import environment, find_scenes, record  # noqa: E402
 
 
 def main() -> int:
@@ -42,11 +42,9 @@ def main() -> int:
     args = ap.parse_args()
     progress.set_enabled(False)
     warnings.simplefilter("ignore")
-    wanted = set(filter(None, args.scenes.split(",")))
-    scenes = sorted(p.parent for p in args.data.rglob("cameras.npz") if not wanted or p.parent.name in wanted)
+    scenes = find_scenes(args.data, args.scenes)
     common = dict(parse_override(s) for s in args.set)
-    runs: list[dict] = []
-    report = {"benchmark": "poses", "environment": environment(), "preset": args.preset, "overrides": common, "runs": runs}
+    report = {"benchmark": "poses", "environment": environment(), "preset": args.preset, "overrides": common, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for scene in scenes:
             for n in [int(v) for v in args.views.split(",")]:
@@ -56,11 +54,7 @@ def main() -> int:
                     row = {"scene": scene.name, "views": n, "refine": refine}
                     row.update(measure(scene, load_config(args.preset, settings), Path(tmp), f"{scene.name}-{n}",
                                        "poses" if refine is None else "optimize"))
-                    runs.append(row)
-                    print(json.dumps(row), flush=True)
-                    report["summary"] = summarise(runs)
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(report, indent=1) + "\n")
+                    record(report, row, summarise, args.out)
     for row in report.get("summary", []):
         print(json.dumps(row))
     return 0

@@ -32,6 +32,7 @@ from recon.io import ImportOptions, Layout, new_view
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.camera import (
+    axes_normal_equations,
     camera_center,
     check_intrinsics,
     check_pose,
@@ -102,12 +103,7 @@ def focus_normalization(cameras: list[Camera]) -> np.ndarray:
     """
     centers = np.stack([camera_center(c.world_to_camera) for c in cameras])
     dirs = np.stack([viewing_direction(c.world_to_camera) for c in cameras])
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for c, d in zip(centers, dirs):
-        M = np.eye(3) - np.outer(d, d)
-        A += M
-        b += M @ c
+    A, b = axes_normal_equations(centers, dirs)
     focus = np.linalg.lstsq(A, b, rcond=None)[0] if len(cameras) > 1 else centers[0] + dirs[0]
     scale = np.linalg.norm(centers - focus, axis=1).mean() / CAMERA_DISTANCE
     S = np.eye(4)

@@ -99,6 +99,20 @@ def viewing_direction(world_to_camera: np.ndarray) -> np.ndarray:
     return world_to_camera[2, :3] / np.linalg.norm(world_to_camera[2, :3])
 
 
+def axes_normal_equations(centers: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(A [3, 3], b [3]) whose solution ``A x = b`` is the point nearest (least squares) to every optical axis.
+
+    The axes go through ``centers`` [N, 3] along unit ``directions`` [N, 3].
+    """
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for c, d in zip(centers, directions):
+        M = np.eye(3) - np.outer(d, d)
+        A += M
+        b += M @ c
+    return A, b
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
     """World-to-camera [4, 4] for a camera at ``eye`` looking at ``target``.
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from recon.errors import InputError
 from recon.io import images as image_io
-from recon.scene.camera import camera_center, viewing_direction
+from recon.scene.camera import axes_normal_equations, camera_center, viewing_direction
 from recon.scene.graph import SceneGraph, View
 
 
@@ -76,12 +76,7 @@ def scene_bounds(graph: SceneGraph, views: list[View]) -> tuple[np.ndarray, floa
     cams = [graph.camera_of(v) for v in views]
     centers = np.stack([camera_center(c.world_to_camera) for c in cams])
     dirs = np.stack([viewing_direction(c.world_to_camera) for c in cams])
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for c, d in zip(centers, dirs):
-        M = np.eye(3) - np.outer(d, d)
-        A += M
-        b += M @ c
+    A, b = axes_normal_equations(centers, dirs)
     if len(cams) > 1 and np.linalg.cond(A) < 1e8:
         focus = np.linalg.solve(A, b)
     else:  # parallel axes: look one mean camera distance ahead
