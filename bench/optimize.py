@@ -59,6 +59,28 @@ def environment() -> dict:
     }
 
 
+def warm_up() -> float:
+    """Compile gsplat's kernels (3DGS and 2DGS) with a tiny render; returns seconds."""
+    import torch
+
+    from recon.render import render
+
+    if not torch.cuda.is_available():
+        return 0.0
+    start = time.perf_counter()
+    dev = torch.device("cuda")
+    splats = {"means": torch.zeros(4, 3, device=dev), "scales": torch.full((4, 3), -2.0, device=dev),
+              "quats": torch.tensor([[1.0, 0, 0, 0]] * 4, device=dev), "opacities": torch.zeros(4, device=dev),
+              "sh0": torch.zeros(4, 1, 3, device=dev)}
+    vm = torch.eye(4, device=dev)[None].clone()
+    vm[0, 2, 3] = 3.0
+    K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]]], device=dev)
+    for kind in ("3dgs", "2dgs"):
+        render(splats, vm, K, 64, 48, kind=kind).rgb.sum().item()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """Means per (resolution, views, variant), and each variant's gain over the first."""
     rows = []

@@ -198,6 +198,9 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preset: str = "default"
+    live_every: int = 0
+    """Write a splat snapshot to assets/live/ every N optimisation steps for the viewer (0: never).
+    Outside every stage's section, so it never invalidates a finished stage."""
 
 
 def load_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -52,8 +52,11 @@ def import_options(cfg: RunConfig) -> ImportOptions:
 
 
 def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = None, force: bool = False,
-              until: str | None = None) -> RunResult:
-    """Import ``scene``, run the stages (up to and including ``until``), and write ``<out_root>/<name>/``."""
+              until: str | None = None, on_start: Callable[[Path], None] | None = None) -> RunResult:
+    """Import ``scene``, run the stages (up to and including ``until``), and write ``<out_root>/<name>/``.
+
+    ``on_start(folder)`` is called once the output folder is locked, before the first stage (the live viewer).
+    """
     modules = stage_registry.load(until)
     t0 = time.perf_counter()
     graph = import_scene(scene, import_options(cfg))
@@ -67,6 +70,8 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
 
     store = SceneStore(Path(out_root) / graph.name)
     with store.lock():
+        if on_start is not None:
+            on_start(store.root)
         previous = store.load() if store.exists() else None
         if previous is not None and previous.source.get("digest") == graph.source["digest"] and not force:
             graph = previous

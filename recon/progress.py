@@ -1,7 +1,10 @@
 """Progress bars and the console, shared by every command (rich, on stderr).
 
 Library code reports progress through :func:`track` and :func:`task`; when
-recon is used as a library with progress disabled, they cost nothing.
+recon is used as a library with progress disabled, they cost nothing. Tasks
+opened while another is running share its display (an evaluation's overall
+bar above the bars of the stage it is running), since a terminal holds one
+live display at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console(stderr=True)
 _enabled = True
+_active: Progress | None = None
 T = TypeVar("T")
 
 
@@ -47,8 +51,21 @@ class Task:
 @contextmanager
 def task(description: str, total: float) -> Iterator[Task]:
     """A progress bar for ``total`` units of work; call ``advance()`` as they finish."""
+    global _active
+    if _active is not None:
+        progress = _active
+        task_id = progress.add_task(description, total=total)
+        try:
+            yield Task(progress, task_id)
+        finally:
+            progress.remove_task(task_id)
+        return
     with _progress() as progress:
-        yield Task(progress, progress.add_task(description, total=total))
+        _active = progress
+        try:
+            yield Task(progress, progress.add_task(description, total=total))
+        finally:
+            _active = None
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

@@ -8,3 +8,4 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
 DATA_DIR = REPO_ROOT / "data"
 SPLITS_DIR = DATA_DIR / "splits"
+ANCHORS_DIR = DATA_DIR / "anchors"

@@ -135,7 +135,7 @@ class SceneStore:
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                if _holder_alive(lock):
+                if holder_alive(lock):
                     pid = lock.read_text().split()[0] if lock.exists() else "?"
                     raise InputError(
                         f"{self.root}: output folder is held by another run (pid {pid}); "
@@ -153,7 +153,7 @@ class SceneStore:
                 lock.unlink()
 
 
-def _holder_alive(lock: Path) -> bool:
+def holder_alive(lock: Path) -> bool:
     try:
         pid_text, host = lock.read_text().split()[:2]
         pid = int(pid_text)

@@ -42,6 +42,7 @@ from recon.eval.images import image_metrics, lpips_status, mean_metrics
 from recon.eval.poses import compare as compare_poses
 from recon.io import images as image_io
 from recon.io import ply
+from recon.live import LIVE_DIR, SnapshotWriter
 from recon.optim import regularizers as reg
 from recon.optim.pose_refine import PoseCorrection
 from recon.render import render
@@ -89,8 +90,15 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     refine = oc.pose_refine == "on" or (oc.pose_refine == "auto" and estimated)
     trainer = Trainer(oc, frames, points, colors, center, radius, steps, device, cfg.seed,
                       checkpoint=graph.resolve("assets/optimize/checkpoint.pt"), refine_poses=refine)
+    if cfg.live_every > 0:
+        trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, steps)
+        trainer.live_every = cfg.live_every
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        if trainer.live is not None:
+            trainer.live.close()
     train_seconds = time.perf_counter() - start
 
     splats = trainer.splats
@@ -193,6 +201,8 @@ class Trainer:
         self.use_masks = oc.use_masks and frames.masks is not None
         bg = oc.background if oc.background != "auto" else ("random" if self.use_masks else "black")
         self.background = bg
+        self.live: SnapshotWriter | None = None
+        self.live_every = 0
 
     def _strategy(self):
         from gsplat.strategy import DefaultStrategy, MCMCStrategy
@@ -344,6 +354,8 @@ class Trainer:
                         self._fail(step, last_good, "non-finite parameters")
                     self._save_checkpoint(step + 1)
                     last_good = step + 1
+                if self.live is not None and (step + 1) % self.live_every == 0:
+                    self.live.offer(step + 1, self.splats, {"loss": self.losses[-1] if self.losses else None})
                 bar.advance()
         if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
             self._fail(self.steps - 1, last_good, "non-finite parameters")

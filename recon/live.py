@@ -1,0 +1,71 @@
+"""Snapshots of a run in progress, for the viewer: ``assets/live/`` in the scene folder.
+
+While the optimize stage trains, it can hand its splats to a
+:class:`SnapshotWriter` every few steps. The writer copies them to the host
+and writes ``assets/live/splats.ply`` and ``assets/live/status.json`` (step,
+total steps, recent loss) from a thread of its own, atomically, keeping only
+the newest snapshot: training never waits for the disk, and a viewer in
+another process reads the folder like any other scene asset. The folder is
+removed when the stage finishes, once the final splats are in the scene graph.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from recon.render.splats import save_ply
+from recon.scene.store import atomic_write, write_json
+
+LIVE_DIR = "assets/live"
+SPLATS = "splats.ply"
+STATUS = "status.json"
+
+
+class SnapshotWriter:
+    """Writes the newest snapshot offered to it; older ones still waiting are dropped."""
+
+    def __init__(self, folder: Path, stage: str, kind: str, steps: int):
+        self.folder, self.stage, self.kind, self.steps = Path(folder), stage, kind, steps
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self._pending: tuple[int, dict, dict] | None = None
+        self._wake = threading.Condition()
+        self._closed = False
+        self.written = 0
+        self._thread = threading.Thread(target=self._loop, name="recon-live", daemon=True)
+        self._thread.start()
+
+    def offer(self, step: int, splats: dict[str, torch.Tensor], info: dict) -> None:
+        """Queue a snapshot of ``splats`` at ``step`` (copied to the host here, written later)."""
+        host = {k: v.detach().to("cpu", copy=True) for k, v in splats.items()}
+        with self._wake:
+            self._pending = (step, host, info)
+            self._wake.notify()
+
+    def close(self, remove: bool = True) -> None:
+        """Write what is pending, stop the thread and (by default) remove the folder."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        if remove:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._closed:
+                    self._wake.wait()
+                item, self._pending = self._pending, None
+                if item is None:
+                    return
+            step, splats, info = item
+            atomic_write(self.folder / SPLATS, lambda tmp: save_ply(tmp, splats, self.kind))
+            status = {"stage": self.stage, "kind": self.kind, "step": step, "steps": self.steps,
+                      "gaussians": int(len(splats["means"])), "time": time.time(), **info}
+            write_json(self.folder / STATUS, status)
+            self.written += 1

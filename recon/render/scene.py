@@ -1,0 +1,47 @@
+"""Render a finished scene's splats from any camera: the viewer's button, the evaluator's submission renders.
+
+The splats are those of ``gaussians/final`` or, while a run is still
+optimising, its newest snapshot in ``assets/live/`` (recon/live.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from recon.errors import InputError
+from recon.live import LIVE_DIR, SPLATS, STATUS
+from recon.render import render
+from recon.render.splats import load_ply, sh_degree_of
+from recon.scene.graph import Camera, Gaussians, SceneGraph
+
+
+def load_scene_splats(graph: SceneGraph, device: torch.device) -> tuple[dict[str, torch.Tensor], str]:
+    """(splat parameters, kind) of the scene's final splats, else of a running optimisation's snapshot."""
+    final = graph.nodes.get("gaussians/final")
+    if isinstance(final, Gaussians):
+        return load_ply(graph.resolve(final.path), device), final.kind
+    live = graph.resolve(f"{LIVE_DIR}/{SPLATS}")
+    if not live.is_file():
+        raise InputError(f"{graph.root}: the scene has no splats yet (the optimize stage has not run)")
+    try:
+        kind = json.loads(graph.resolve(f"{LIVE_DIR}/{STATUS}").read_text()).get("kind", "3dgs")
+    except (OSError, json.JSONDecodeError):
+        kind = "3dgs"
+    return load_ply(live, device), kind
+
+
+@torch.no_grad()
+def render_camera(splats: dict[str, torch.Tensor], kind: str, camera: Camera, scale: float = 1.0,
+                  background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """RGB float32 [H, W, 3] in [0, 1] seen by ``camera`` with its image size (and K) multiplied by ``scale``."""
+    device = splats["means"].device
+    K = camera.K.copy()
+    K[:2] *= scale
+    width, height = int(round(camera.width * scale)), int(round(camera.height * scale))
+    out = render(splats, torch.tensor(camera.world_to_camera, dtype=torch.float32, device=device)[None],
+                 torch.tensor(K, dtype=torch.float32, device=device)[None], width, height, kind=kind,
+                 sh_degree=sh_degree_of(splats), backgrounds=torch.tensor([background], dtype=torch.float32, device=device))
+    return out.rgb[0].clamp(0, 1).cpu().numpy()
