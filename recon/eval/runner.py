@@ -1,0 +1,234 @@
+"""Run a suite: one task per scene, in turn or on a Ray cluster, resumable, into one results folder.
+
+Layout of ``OUT`` (``--out``)::
+
+    runs/<scene>/          recon's output folder of each scene (scene.json, assets/, metrics.json)
+    scenes/<scene>.json    the scene's result: metrics, per-view metrics, stage seconds (or why it failed)
+    scenes/<scene>/grid/   ground truth and render of a few test views (for the plots)
+    submission/<scene>/    SpaRe only: renders of the test views at the photos' size, named as the challenge expects
+    table.md, table.csv, plots/, summary.json   the aggregates (recon/eval/tables.py)
+
+A scene whose result file exists, finished, for the same protocol and
+config, is skipped; ``force`` redoes it. The task (:func:`evaluate_scene`)
+returns its files as bytes instead of writing them, so that Ray workers on
+other machines need no shared disk; the driver writes everything atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon import progress
+from recon.config import digest, load_config
+from recon.errors import InputError, ReconError
+from recon.eval.suites import SceneTask, Suite
+from recon.scene.store import atomic_write, write_json
+
+GRID_VIEWS = 3
+GRID_WIDTH = 320
+
+
+@dataclass
+class EvalOptions:
+    out: Path
+    device: str = "auto"
+    overrides: dict[str, Any] | None = None
+    force: bool = False
+    ray: str | None = None  # None: in this process; "local" or an address: a Ray cluster
+
+
+def scene_key(suite: Suite, task: SceneTask, options: EvalOptions) -> str:
+    """What a finished result must match to be reused: protocol, preset and every override."""
+    overrides = {**task.overrides, **(options.overrides or {})}
+    return digest({"protocol": suite.protocol, "preset": suite.preset, "overrides": overrides}, 0)
+
+
+def result_path(out: Path, name: str) -> Path:
+    return Path(out) / "scenes" / f"{name}.json"
+
+
+def finished(out: Path, name: str, key: str) -> dict | None:
+    path = result_path(out, name)
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result if result.get("status") == "ok" and result.get("key") == key else None
+
+
+def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out: str, device: str,
+                   overrides: dict[str, Any], submission: str | None) -> tuple[dict, dict[str, bytes]]:
+    """Run one scene end to end; (result, files relative to ``out``). Never raises for a scene's own failure."""
+    from recon.pipeline import run_scene
+
+    start = time.perf_counter()
+    base = {"scene": task.name, "suite": suite_name, "key": key, "host": platform.node()}
+    if task.problem is not None:
+        return {**base, "status": "failed", "error": task.problem}, {}
+    try:
+        cfg = load_config(preset, {**task.overrides, **overrides, "device": device})
+        result = run_scene(task.path, cfg, Path(out) / "runs", name=task.name)
+        graph = result.graph
+        files = _grid_files(graph, task.name)
+        if submission == "spare":
+            files.update(_spare_submission(graph, task.name, cfg.device))
+    except ReconError as exc:
+        return {**base, "status": "failed", "error": f"{task.name}: {exc}"}, {}
+    except Exception as exc:  # a bug, not bad input: keep the other scenes going, keep the trace
+        return {**base, "status": "failed", "error": f"{task.name}: {type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()}, {}
+    stages = {name: rec.seconds for name, rec in graph.stages.items()}
+    optimize = dict(graph.stages["optimize"].metrics) if "optimize" in graph.stages else {}
+    per_view = optimize.pop("per_view", {})
+    mesh = graph.stages["mesh"].metrics if "mesh" in graph.stages else {}
+    metrics = {k: optimize.get(k) for k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
+    metrics.update({k: v for k, v in mesh.get("geometry", {}).items() if isinstance(v, (int, float))})
+    poses = graph.stages.get("poses")
+    errors = poses.metrics.get("against_given") if poses is not None else None
+    if isinstance(errors, dict):  # estimated poses scored against the given ones
+        metrics.update(pose_rotation_deg=errors["rotation_error_deg"]["mean"],
+                       pose_translation_relative=errors["translation_error_relative"])
+    views = graph.stages["views"].metrics if "views" in graph.stages else {}
+    return {**base, "status": "ok", "metrics": metrics, "per_view": per_view, "stages": stages,
+            "seconds": time.perf_counter() - start, "train_views": views.get("train_indices"),
+            "test_views": views.get("test_indices"), "backend": optimize.get("backend"),
+            "gaussians": optimize.get("gaussians"), "lpips_status": optimize.get("lpips_status"),
+            "run": str(result.out_dir)}, files
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    from recon.io.images import to_uint8
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels if pixels.dtype == np.uint8 else to_uint8(pixels)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _grid_files(graph, name: str) -> dict[str, bytes]:
+    """Ground truth and render of up to GRID_VIEWS test views, at most GRID_WIDTH wide."""
+    from recon.io import images as image_io
+
+    files = {}
+    for view in [v for v in graph.views("test") if v.image][:GRID_VIEWS]:
+        render_path = graph.resolve(f"assets/renders/{view.name}.png")
+        if not render_path.is_file():
+            continue
+        render = image_io.read_image(render_path)
+        truth = image_io.read_image(graph.resolve(view.image))
+        truth = image_io.downsample(truth, max(1, truth.shape[1] // render.shape[1]))[: render.shape[0], : render.shape[1]]
+        factor = max(1, -(-render.shape[1] // GRID_WIDTH))
+        files[f"scenes/{name}/grid/{view.name}_truth.png"] = _png(image_io.downsample(truth, factor))
+        files[f"scenes/{name}/grid/{view.name}_render.png"] = _png(image_io.downsample(render, factor))
+    return files
+
+
+def _spare_submission(graph, name: str, device_name: str) -> dict[str, bytes]:
+    """SpaRe's submission: every test view rendered at the photos' own size (1600x1200), named as its inputs with lighting 3."""
+    from recon.devices import resolve_device
+    from recon.render.scene import load_scene_splats, render_camera
+
+    splats, kind = load_scene_splats(graph, resolve_device(device_name))
+    files = {}
+    for view in graph.views("test"):
+        image = render_camera(splats, kind, graph.camera_of(view), float(graph.meta.get("downscale", 1)))
+        files[f"submission/{name}/{spare_image_name(graph, view.index)}"] = _png(image)
+    return files
+
+
+def spare_image_name(graph, index: int) -> str:
+    """``rect_{i+1:03d}_3_r5000.png`` for DTU scans, ``cam_{i+1:03d}_3_0000.png`` for SpaRe's own scenes."""
+    return graph.meta["spare"]["image_pattern"].format(index=index + 1)
+
+
+def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
+    """Evaluate every scene of ``suite`` (reusing finished ones); returns every scene's result, in suite order."""
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = options.overrides or {}
+    keys = {t.name: scene_key(suite, t, options) for t in suite.tasks}
+    results: dict[str, dict] = {}
+    todo = []
+    for t in suite.tasks:
+        done = None if options.force else finished(out, t.name, keys[t.name])
+        if done is not None:
+            results[t.name] = {**done, "reused": True}
+        else:
+            todo.append(t)
+    args = [(suite.name, suite.preset, t, keys[t.name], str(out), options.device, overrides, suite.submission)
+            for t in todo]
+    with progress.task(f"eval {suite.name}: {len(todo)} scene(s) to run, {len(results)} reused", len(todo)) as bar:
+        if options.ray is None:
+            for a in args:
+                bar.update(f"eval {suite.name}: {a[2].name}")
+                result, files = evaluate_scene(*a)
+                results[result["scene"]] = _store(out, result, files)
+                bar.advance()
+        else:
+            for result, files in _on_ray(args, options.ray):
+                results[result["scene"]] = _store(out, result, files)
+                bar.update(f"eval {suite.name}: {result['scene']} {result['status']}")
+                bar.advance()
+    return [results[t.name] for t in suite.tasks]
+
+
+def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
+    for rel, data in files.items():
+        atomic_write(out / rel, lambda tmp: tmp.write_bytes(data))
+    write_json(result_path(out, result["scene"]), result)
+    return result
+
+
+def _on_ray(args: list[tuple], address: str):
+    """Yield (result, files) as Ray tasks finish: one task per scene, one GPU each when the cluster has GPUs."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray: Ray is not installed (pip install ray)") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=None if address == "local" else address, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_gpus=gpus, max_retries=0)(evaluate_scene)
+    pending = {task.remote(*a): a for a in args}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            a = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+            except Exception as exc:  # the worker died (out of memory, lost node): the scene failed, not the eval
+                yield {"scene": a[2].name, "suite": a[0], "key": a[3], "status": "failed",
+                       "error": f"{a[2].name}: Ray task failed ({type(exc).__name__}: {exc})"}, {}
+
+
+def spare_zip(out: Path) -> Path | None:
+    """``submission.zip``: the scene folders of ``submission/`` at the archive's root, as SpaRe's server expects."""
+    import zipfile
+
+    folder = Path(out) / "submission"
+    images = sorted(folder.glob("*/*.png"))
+    if not images:
+        return None
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+            for image in images:
+                archive.write(image, image.relative_to(folder).as_posix())
+
+    return atomic_write(Path(out) / "submission.zip", write)

@@ -1,0 +1,147 @@
+"""The aggregates of an evaluation: the papers' table (per scene and mean), published numbers beside ours, plots.
+
+Writes into the results folder: ``table.md`` (recon's table, then the
+published numbers of ``data/anchors/<suite>.yaml`` with recon's mean as the
+last row, then what failed and why), ``table.csv`` (one row per scene and the
+mean), ``summary.json``, and ``plots/`` (a metric per scene, a grid of ground
+truth / render / error for a few test views, seconds per stage).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from recon.resources import ANCHORS_DIR
+from recon.scene.store import atomic_write, write_json
+
+# (key, header, digits); a column is shown when some scene has a value for it.
+COLUMNS = [
+    ("psnr_masked", "PSNR-M", 2), ("ssim_masked", "SSIM-M", 3), ("lpips_masked", "LPIPS-M", 3),
+    ("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3),
+    ("chamfer", "Chamfer", 3), ("accuracy", "Acc.", 3), ("completeness", "Comp.", 3),
+    ("pose_rotation_deg", "Rot. err (deg)", 2), ("seconds", "s", 1),
+]
+DEFINITIONS = (
+    "PSNR-M: PSNR over the object-mask pixels; SSIM-M / LPIPS-M: on both images with the background "
+    "outside the mask set to white; Chamfer: mean of accuracy and completeness (DTU: millimetres in "
+    "DTU's frame, after its observation masks; synthetic scenes: their own units); s: wall seconds "
+    "of the whole scene (import to mesh). LPIPS is left empty when its AlexNet weights are not on disk."
+)
+
+
+def row_values(result: dict) -> dict[str, float | None]:
+    values = dict(result.get("metrics", {}))
+    values["seconds"] = result.get("seconds")
+    return values
+
+
+def mean_row(results: list[dict]) -> dict[str, float | None]:
+    ok = [row_values(r) for r in results if r.get("status") == "ok"]
+    out: dict[str, float | None] = {}
+    for key, _, _ in COLUMNS:
+        vals = [v[key] for v in ok if v.get(key) is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def shown_columns(results: list[dict]) -> list[tuple[str, str, int]]:
+    ok = [row_values(r) for r in results if r.get("status") == "ok"]
+    return [c for c in COLUMNS if any(v.get(c[0]) is not None for v in ok)] or COLUMNS[3:4]
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def load_anchors(name: str | None) -> dict | None:
+    path = ANCHORS_DIR / f"{name}.yaml" if name else None
+    if path is None or not path.is_file():
+        return None
+    return yaml.safe_load(path.read_text())
+
+
+def markdown(title: str, results: list[dict], anchors: dict | None, views: int | None) -> str:
+    columns = shown_columns(results)
+    lines = [f"# {title}", "", "| scene | " + " | ".join(h for _, h, _ in columns) + " |",
+             "| --- | " + " | ".join("---:" for _ in columns) + " |"]
+    for r in results:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['scene']} | " + " | ".join("failed" if i == 0 else "" for i in range(len(columns))) + " |")
+            continue
+        v = row_values(r)
+        lines.append(f"| {r['scene']} | " + " | ".join(_fmt(v.get(k), d) for k, _, d in columns) + " |")
+    mean = mean_row(results)
+    ok = sum(r.get("status") == "ok" for r in results)
+    lines.append(f"| **mean ({ok}/{len(results)})** | " + " | ".join(_fmt(mean.get(k), d) for k, _, d in columns) + " |")
+    lines += ["", DEFINITIONS]
+    published = anchor_rows(anchors, views)
+    if published:
+        keys = [("psnr_masked", "PSNR-M", 2), ("ssim_masked", "SSIM-M", 3), ("lpips_masked", "LPIPS-M", 3)]
+        lines += ["", f"## Published, {views} views", "", "| method | " + " | ".join(h for _, h, _ in keys) + " | source |",
+                  "| --- | " + " | ".join("---:" for _ in keys) + " | --- |"]
+        for row in published:
+            lines.append(f"| {row['name']} | " + " | ".join(_fmt(row['values'].get(k), d) for k, _, d in keys)
+                         + f" | {row['citation']}; {row['source']} |")
+        lines.append("| **recon (this run)** | " + " | ".join(_fmt(mean.get(k), d) for k, _, d in keys) + " | this table |")
+        if anchors.get("note"):
+            lines += ["", anchors["note"].strip()]
+    failed = [r for r in results if r.get("status") != "ok"]
+    if failed:
+        lines += ["", "## Failed", ""] + [f"- {r['error']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def anchor_rows(anchors: dict | None, views: int | None) -> list[dict]:
+    if not anchors or views is None:
+        return []
+    rows = []
+    for m in anchors.get("methods", []):
+        values = (m.get("views") or {}).get(views) or (m.get("views") or {}).get(str(views))
+        if values:
+            rows.append({"name": m["name"], "citation": m.get("citation", ""), "source": m.get("source", ""),
+                         "values": values})
+    return rows
+
+
+def csv_text(results: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    keys = [k for k, _, _ in COLUMNS]
+    writer.writerow(["scene", "status", *keys, "error"])
+    for r in results:
+        v = row_values(r) if r.get("status") == "ok" else {}
+        writer.writerow([r["scene"], r.get("status"), *[v.get(k, "") if v.get(k) is not None else "" for k in keys],
+                         r.get("error", "")])
+    mean = mean_row(results)
+    writer.writerow(["mean", "", *[mean[k] if mean[k] is not None else "" for k in keys], ""])
+    return buf.getvalue()
+
+
+def write_aggregates(out: Path, title: str, results: list[dict], anchors_name: str | None, views: int | None,
+                     protocol: dict) -> dict:
+    """table.md, table.csv, summary.json and plots/ in ``out``; returns the summary."""
+    out = Path(out)
+    anchors = load_anchors(anchors_name)
+    text = markdown(title, results, anchors, views)
+    atomic_write(out / "table.md", lambda tmp: tmp.write_text(text))
+    table = csv_text(results)
+    atomic_write(out / "table.csv", lambda tmp: tmp.write_text(table))
+    from recon.eval import plots
+
+    written = plots.write_all(out, results, anchor_rows(anchors, views))
+    summary = {
+        "title": title, "protocol": protocol, "scenes": len(results),
+        "ok": sum(r.get("status") == "ok" for r in results),
+        "failed": [{"scene": r["scene"], "error": r.get("error")} for r in results if r.get("status") != "ok"],
+        "mean": mean_row(results),
+        "seconds_per_scene": {r["scene"]: r.get("seconds") for r in results if r.get("status") == "ok"},
+        "plots": [str(p.relative_to(out)) for p in written],
+    }
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,128 @@
+"""`recon eval`: suites in the DTU, SpaRe and synthetic layouts, tables and plots, resume, Ray, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from builders import build_rectified, build_spare
+from PIL import Image
+
+from recon.cli import main
+
+TINY = [
+    "init.points=300", "init.hull_resolution=32", "optimize.cpu_steps=20", "optimize.steps=20",
+    "optimize.cpu_points=300", "optimize.refine_start=10", "optimize.refine_every=10", "optimize.regularize_from=5",
+    "optimize.prune_every=10", "optimize.checkpoint_every=10", "mesh.cpu_resolution=32", "mesh.extra_views=2",
+    "mesh.cpu_max_width=48",
+]
+
+
+def evaluate(*argv) -> int:
+    return main(["eval", *[str(a) for a in argv], "--device", "cpu", "--set", *TINY])
+
+
+@pytest.fixture(scope="module")
+def dtu_root(tmp_path_factory) -> Path:
+    """Two of the 15 DTU test scans in DTU's own layout (49 views, so the protocol's ids exist)."""
+    from recon.data.synth import SynthSpec, synthesize
+
+    tmp = tmp_path_factory.mktemp("dtu")
+    synthesize(tmp / "mug49", SynthSpec("mug", layout="dtu", views=49, width=48, height=36, gt_spacing=0.05, aux=False))
+    root = tmp / "DTU"
+    for scan in (8, 21):
+        build_rectified(tmp / "mug49", root, scan=scan)
+    return root
+
+
+def test_dtu_eval_writes_the_papers_table_with_published_numbers_and_lists_missing_scans(dtu_root, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert evaluate("dtu", "--root", dtu_root, "--views", 3, "--out", out) == 1  # 13 of the 15 scans are not here
+    err = capsys.readouterr().err
+    assert "13 of 15 scenes failed" in err and "scan30: missing" in err
+    for scan in ("scan8", "scan21"):
+        result = json.loads((out / "scenes" / f"{scan}.json").read_text())
+        assert result["status"] == "ok" and result["train_views"] == [25, 22, 28]
+        assert len(result["test_views"]) == 25 and result["metrics"]["psnr_masked"] > 5
+    table = (out / "table.md").read_text()
+    assert "| scan8 |" in table and "**mean (2/15)**" in table and "PSNR-M" in table
+    assert "## Published, 3 views" in table and "| RegNeRF | 18.89 |" in table and "recon (this run)" in table
+    assert "## Failed" in table and "scan114: missing" in table
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["scene"] for r in rows][:2] == ["scan8", "scan21"] and rows[-1]["scene"] == "mean"
+    assert float(rows[0]["psnr_masked"]) == pytest.approx(json.loads((out / "scenes" / "scan8.json").read_text())["metrics"]["psnr_masked"])
+    for plot in ("metric_per_scene.png", "time_per_stage.png", "grid.png"):
+        assert Image.open(out / "plots" / plot).size[0] > 100
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == 2 and len(summary["failed"]) == 13
+
+    # Resume: finished scenes are reused; --force redoes them.
+    stamp = (out / "scenes" / "scan8.json").stat().st_mtime_ns
+    assert evaluate("dtu", "--root", dtu_root, "--views", 3, "--out", out, "--scenes", "scan8,scan21") == 0
+    assert "scan8 (reused)" in capsys.readouterr().err.replace("\n", " ") or \
+        (out / "scenes" / "scan8.json").stat().st_mtime_ns == stamp
+    assert (out / "scenes" / "scan8.json").stat().st_mtime_ns == stamp
+    assert evaluate("dtu", "--root", dtu_root, "--views", 3, "--out", out, "--scenes", "scan8", "--force") == 0
+    assert (out / "scenes" / "scan8.json").stat().st_mtime_ns != stamp
+
+
+def test_dtu_scan_without_masks_fails_alone(dtu_root, tmp_path, capsys):
+    root = tmp_path / "DTU"
+    shutil.copytree(dtu_root, root)
+    shutil.rmtree(root / "idrmasks" / "scan21")
+    out = tmp_path / "results"
+    assert evaluate("dtu", "--root", root, "--views", 3, "--out", out, "--scenes", "scan8,scan21") == 1
+    err = capsys.readouterr().err
+    assert "scan21: no object masks" in err
+    assert json.loads((out / "scenes" / "scan8.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["dtu", "--root", "{tmp}/nowhere"], "no such folder"),
+    (["dtu", "--root", "{tmp}"], "not a DTU root"),
+    (["spare", "--root", "{tmp}"], "Track1_split_development.json: no such split file"),
+    (["synthetic", "--root", "{tmp}"], "no synthetic scenes"),
+    (["dtu", "--root", "{dtu}", "--scenes", "scan999"], "scan999 not in the dtu suite"),
+])
+def test_bad_eval_input_is_one_line_and_exit_2(dtu_root, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, dtu=dtu_root) for a in argv]
+    assert evaluate(*argv, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("recon: error:")
+
+
+def test_spare_eval_writes_a_submission_folder_and_zip(synthetic_scene, tmp_path):
+    root = tmp_path / "SpaRe"
+    build_spare(synthetic_scene, root, "Amplifier", inputs=(1, 4, 7), tests=(2, 9))
+    out = tmp_path / "results"
+    assert evaluate("spare", "--root", root, "--track", 3, "--out", out) == 0
+    names = sorted(p.name for p in (out / "submission" / "Amplifier").iterdir())
+    assert names == ["cam_003_3_0000.png", "cam_010_3_0000.png"]
+    with Image.open(out / "submission" / "Amplifier" / "cam_003_3_0000.png") as im:
+        assert im.size == (80, 60)  # the photos' own size (1600x1200 for SpaRe's data)
+    with zipfile.ZipFile(out / "submission.zip") as archive:
+        assert sorted(archive.namelist()) == ["Amplifier/cam_003_3_0000.png", "Amplifier/cam_010_3_0000.png"]
+    assert json.loads((out / "scenes" / "Amplifier.json").read_text())["status"] == "ok"
+
+
+def test_synthetic_eval_on_a_local_ray_cluster(synthetic_scene, tmp_path):
+    pytest.importorskip("ray")
+    root = tmp_path / "synthetic"
+    for name in ("a", "b"):
+        shutil.copytree(synthetic_scene, root / name)
+    out = tmp_path / "results"
+    try:
+        assert evaluate("synthetic", "--root", root, "--views", 3, "--out", out, "--ray") == 0
+    finally:
+        import ray
+
+        ray.shutdown()
+    for name in ("a", "b"):
+        result = json.loads((out / "scenes" / f"{name}.json").read_text())
+        assert result["status"] == "ok" and result["metrics"]["chamfer"] > 0
+        assert (out / "runs" / name / "scene.json").is_file()
+    assert "| a |" in (out / "table.md").read_text()
