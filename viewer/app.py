@@ -122,9 +122,8 @@ class ViewerApp:
         centre, up, radius = scene_frame(L.cameras)
         target = self._focus()
         self.server.scene.set_up_direction(tuple(up))
-        if L.cameras:  # behind the first camera, looking at what the cameras look at
-            eye = L.cameras[0].camera_to_world[:3, 3]
-            self.server.initial_camera.position = tuple(target + 0.8 * (eye - target))
+        if L.cameras:  # beyond the rig's middle, looking at what the cameras look at: the whole rig in view
+            self.server.initial_camera.position = tuple(target + 1.8 * (centre - target))
             self.server.initial_camera.look_at = tuple(target)
             distance = float(np.mean([np.linalg.norm(c.camera_to_world[:3, 3] - target) for c in L.cameras]))
         else:
@@ -142,7 +141,7 @@ class ViewerApp:
                                                        visible=self.toggles[name].value)
             self.handles.setdefault(name, []).append(handle)
         for cam in L.cameras:
-            self._draw_camera(cam, 0.08 * distance)
+            self._draw_camera(cam, 0.05 * distance)
         names = [c.name for c in L.cameras] or ["-"]
         self.camera_choice.options = names
         if self.camera_choice.value not in names:
