@@ -41,3 +41,17 @@ def test_mean_metrics_skips_unavailable_values():
     out = mean_metrics([{"psnr": 20.0, "lpips": None}, {"psnr": 30.0, "lpips": None}])
     assert out == {"lpips": None, "psnr": 25.0}
     assert np.isfinite(out["psnr"])
+
+
+def test_box_metrics_see_only_the_mask_bounding_box():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(40, 60, 3, generator=g)
+    render = torch.rand(40, 60, 3, generator=g)
+    mask = torch.zeros(40, 60, dtype=torch.bool)
+    mask[10:30, 15:45] = True
+    render[10:30, 15:45] = target[10:30, 15:45]  # right inside the box, wrong outside it
+    m = image_metrics(render, target, mask)
+    assert m["ssim_box"] == pytest.approx(1.0, abs=1e-6) and m["ssim"] < 0.5
+    tiny = torch.zeros(40, 60, dtype=torch.bool)
+    tiny[5:8, 5:8] = True  # smaller than SSIM's window: no box metrics rather than a wrong one
+    assert "ssim_box" not in image_metrics(render, target, tiny)

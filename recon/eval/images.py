@@ -109,6 +109,11 @@ def image_metrics(render: Tensor, target: Tensor, mask: Tensor | None = None) ->
     if mask is not None and bool(mask.any()):
         a, b = composite_white(render, mask), composite_white(target, mask)
         out.update(psnr_masked=psnr(render, target, mask), ssim_masked=ssim(a, b), lpips_masked=lpips(a, b))
+        # SpaRe's SSIM-M / LPIPS-M: both images cropped to the mask's tight bounding box.
+        rows, cols = torch.nonzero(mask.any(1)), torch.nonzero(mask.any(0))
+        box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
+        if min(box[0].stop - box[0].start, box[1].stop - box[1].start) >= 11:  # the SSIM window
+            out.update(ssim_box=ssim(render[box], target[box]), lpips_box=lpips(render[box], target[box]))
     return out
 
 

@@ -92,7 +92,8 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
     optimize = dict(graph.stages["optimize"].metrics) if "optimize" in graph.stages else {}
     per_view = optimize.pop("per_view", {})
     mesh = graph.stages["mesh"].metrics if "mesh" in graph.stages else {}
-    metrics = {k: optimize.get(k) for k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
+    metrics = {k: optimize.get(k) for k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked",
+                                            "ssim_box", "lpips_box")}
     metrics.update({k: v for k, v in mesh.get("geometry", {}).items() if isinstance(v, (int, float))})
     poses = graph.stages.get("poses")
     errors = poses.metrics.get("against_given") if poses is not None else None

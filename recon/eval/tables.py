@@ -23,13 +23,14 @@ from recon.scene.store import atomic_write, write_json
 # (key, header, digits); a column is shown when some scene has a value for it.
 COLUMNS = [
     ("psnr_masked", "PSNR-M", 2), ("ssim_masked", "SSIM-M", 3), ("lpips_masked", "LPIPS-M", 3),
-    ("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3),
+    ("ssim_box", "SSIM-B", 3), ("lpips_box", "LPIPS-B", 3), ("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3),
     ("chamfer", "Chamfer", 3), ("accuracy", "Acc.", 3), ("completeness", "Comp.", 3),
     ("pose_rotation_deg", "Rot. err (deg)", 2), ("seconds", "s", 1),
 ]
 DEFINITIONS = (
     "PSNR-M: PSNR over the object-mask pixels; SSIM-M / LPIPS-M: on both images with the background "
-    "outside the mask set to white; Chamfer: mean of accuracy and completeness (DTU: millimetres in "
+    "outside the mask set to white; SSIM-B / LPIPS-B: on both images cropped to the mask's tight bounding "
+    "box (SpaRe's SSIM-M / LPIPS-M); Chamfer: mean of accuracy and completeness (DTU: millimetres in "
     "DTU's frame, after its observation masks; synthetic scenes: their own units); s: wall seconds "
     "of the whole scene (import to mesh). LPIPS is left empty when its AlexNet weights are not on disk."
 )
