@@ -131,13 +131,13 @@ class ViewerApp:
         self._draw_splats()
         for kind, (vertices, faces, colours) in L.meshes.items():
             name = "ground_truth" if kind == "ground_truth" else "mesh"
-            handle = self.server.scene.add_mesh_trimesh(f"/{name}/{kind}", _trimesh(vertices, faces, colours),
+            handle = self.server.scene.add_mesh_trimesh(f"/{name}/mesh_{kind}", _trimesh(vertices, faces, colours),
                                                         visible=self.toggles[name].value)
             self.handles.setdefault(name, []).append(handle)
         size = 0.003 * distance
         for kind, (points, colours) in L.points.items():
             name = "ground_truth" if kind == "ground_truth" else "points"
-            handle = self.server.scene.add_point_cloud(f"/{name}/{kind}", points, colours, point_size=size,
+            handle = self.server.scene.add_point_cloud(f"/{name}/points_{kind}", points, colours, point_size=size,
                                                        visible=self.toggles[name].value)
             self.handles.setdefault(name, []).append(handle)
         for cam in L.cameras:
