@@ -36,6 +36,7 @@ def main() -> int:
     ap.add_argument("--scenes", default="")
     ap.add_argument("--views", default="3,4,6,9")
     ap.add_argument("--refine", action="store_true", help="also run the optimize stage with and without pose refinement")
+    ap.add_argument("--refine-modes", default="off,on", help="with --refine: the pose_refine settings to run")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", type=Path, required=True)
@@ -49,7 +50,7 @@ def main() -> int:
         for scene in scenes:
             for n in [int(v) for v in args.views.split(",")]:
                 base = {**common, "views.count": n, "poses.mode": "estimate", "poses.allow_partial": True}
-                for refine in (["off", "on"] if args.refine else [None]):
+                for refine in (args.refine_modes.split(",") if args.refine else [None]):
                     settings = base if refine is None else {**base, "optimize.pose_refine": refine}
                     row = {"scene": scene.name, "views": n, "refine": refine}
                     row.update(measure(scene, load_config(args.preset, settings), Path(tmp), f"{scene.name}-{n}",
@@ -73,6 +74,10 @@ def measure(scene: Path, cfg, out_root: Path, name: str, until: str) -> dict:
         o = graph.nodes["metrics/optimize"].values
         row.update(psnr=o.get("psnr"), psnr_masked=o.get("psnr_masked"), test_views=o.get("test_views"),
                    optimize_seconds=graph.stages["optimize"].seconds)
+        if "unaligned" in o:  # held-out cameras fitted to their photos before scoring; the raw scores beside
+            row.update(psnr_masked_unaligned=o["unaligned"].get("psnr_masked"), psnr_unaligned=o["unaligned"].get("psnr"),
+                       test_pose_change_deg=o["test_pose_align"]["rotation_change_deg"],
+                       test_pose_change_rel=o["test_pose_align"]["translation_change"])
         after = o.get("poses", {}).get("against_given_after")
         if after:
             row.update(pose_row(after, "refined"))
@@ -103,9 +108,10 @@ def summarise(runs: list[dict]) -> list[dict]:
         seconds = [r["sfm_seconds"] for r in sel if "sfm_seconds" in r]
         if seconds:
             row["sfm_seconds"] = float(np.mean(seconds))
-        psnr = [r["psnr_masked"] for r in sel if r.get("psnr_masked") is not None]
-        if psnr:
-            row["psnr_masked"] = float(np.mean(psnr))
+        for key in ("psnr_masked", "psnr_masked_unaligned", "test_pose_change_deg"):
+            values = [r[key] for r in sel if r.get(key) is not None]
+            if values:
+                row[key] = float(np.mean(values))
         rows.append(row)
     return rows
 

@@ -142,6 +142,14 @@ class OptimizeConfig:
     """Learning rate of the pose corrections (radians; scene radii for translation), decayed 100x over training."""
     focal_refine: bool = False
     """Also refine one focal-length scale shared by the training views."""
+    test_pose_align: Literal["auto", "on", "off"] = "auto"
+    """Before scoring a held-out view, fit its camera to its photo with the splats frozen (the protocol of
+    pose-free methods such as InstantSplat); auto: when the training poses were estimated. Metrics without
+    it are kept beside."""
+    test_pose_steps: int = 200
+    """Adam steps of each held-out view's alignment (at most cpu_align_steps on the CPU)."""
+    test_pose_lr: float = 2e-3
+    cpu_align_steps: int = 20
     checkpoint_every: int = 500
     cpu_steps: int = 300
     """Steps when running on the CPU reference rasterizer (a smoke test, not a reconstruction)."""

@@ -164,3 +164,15 @@ def test_gsplat_optimisation_reconstructs_the_held_out_views(tmp_path, variant):
     assert metrics["backend"] == "gsplat"
     assert metrics["psnr_masked"] > 16.0, metrics
     assert metrics["peak_memory_mb"] < 4096
+
+
+def test_held_out_cameras_can_be_fitted_to_their_photos_before_scoring(synthetic_scene, tmp_path):
+    cfg = tiny(**{"optimize.test_pose_align": "on", "optimize.cpu_align_steps": 5})
+    metrics = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph.nodes["metrics/optimize"].values
+    assert set(metrics["unaligned"]["per_view"]) == set(metrics["per_view"]) and len(metrics["per_view"]) == 8
+    assert metrics["test_pose_align"]["steps"] == 5 and metrics["test_pose_align"]["rotation_change_deg"] >= 0
+    assert math.isfinite(metrics["psnr_masked"]) and math.isfinite(metrics["unaligned"]["psnr_masked"])
+    given = tiny().optimize.test_pose_align  # auto: only when the training poses were estimated
+    assert given == "auto"
+    plain = run_scene(synthetic_scene, tiny(), tmp_path / "given", until="optimize").graph.nodes["metrics/optimize"].values
+    assert "unaligned" not in plain

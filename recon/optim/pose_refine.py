@@ -29,14 +29,15 @@ def twist_matrix(twist: Tensor) -> Tensor:
 
 
 class PoseCorrection(torch.nn.Module):
-    """Twists for ``count`` views (the first fixed) and one log focal scale."""
+    """Twists for ``count`` views (the first fixed unless ``fix_first`` is off) and one log focal scale."""
 
-    def __init__(self, count: int, scale: float, device: torch.device):
+    def __init__(self, count: int, scale: float, device: torch.device, fix_first: bool = True):
         super().__init__()
         self.twist = torch.nn.Parameter(torch.zeros(count, 6, device=device))
         self.log_focal = torch.nn.Parameter(torch.zeros((), device=device))
         self.free = torch.ones(count, 1, device=device)
-        self.free[0] = 0.0
+        if fix_first:
+            self.free[0] = 0.0
         self.focal_entries = torch.diag(torch.tensor([1.0, 1.0, 0.0], device=device))
         self.units = torch.tensor([1.0, 1.0, 1.0, scale, scale, scale], device=device)
 
@@ -51,3 +52,22 @@ class PoseCorrection(torch.nn.Module):
     def apply(self, viewmats: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor]:
         """Every view corrected."""
         return self.forward(slice(None), viewmats, Ks)
+
+
+def align_to_image(render_fn, viewmat: Tensor, K: Tensor, target: Tensor, scale: float, steps: int,
+                   lr: float) -> Tensor:
+    """The world-to-camera [4, 4] near ``viewmat`` whose render best matches ``target`` [H, W, 3] (L1).
+
+    ``render_fn(viewmats [1, 4, 4], Ks [1, 3, 3]) -> [H, W, 3]`` renders frozen splats; only the
+    camera's twist is optimised (Adam, ``lr`` decayed 10x over ``steps``).
+    """
+    correction = PoseCorrection(1, scale, viewmat.device, fix_first=False)
+    optimizer = torch.optim.Adam([correction.twist], lr=lr)
+    for step in range(steps):
+        vm, Kc = correction(slice(0, 1), viewmat[None], K[None])
+        loss = (render_fn(vm, Kc) - target).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.param_groups[0]["lr"] = lr * 0.1 ** ((step + 1) / steps)
+    return correction.apply(viewmat[None], K[None])[0][0].detach()

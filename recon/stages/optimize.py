@@ -44,7 +44,7 @@ from recon.io import images as image_io
 from recon.io import ply
 from recon.live import LIVE_DIR, SnapshotWriter
 from recon.optim import regularizers as reg
-from recon.optim.pose_refine import PoseCorrection
+from recon.optim.pose_refine import PoseCorrection, align_to_image
 from recon.render import render
 from recon.render.splats import init_splats, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
@@ -111,7 +111,9 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     graph.replace(Gaussians(id="gaussians/final", path="assets/splats.ply", count=int(len(splats["means"])),
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
 
-    metrics = evaluate_test_views(graph, trainer, factor)
+    align = oc.test_pose_align == "on" or (oc.test_pose_align == "auto" and estimated)
+    metrics = evaluate_test_views(graph, trainer, factor, align_steps=(
+        0 if not align else oc.test_pose_steps if on_gpu else min(oc.test_pose_steps, oc.cpu_align_steps)))
     if refine:
         metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
     metrics.update(
@@ -145,24 +147,54 @@ def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: "Train
     return values
 
 
-def evaluate_test_views(graph: SceneGraph, trainer: "Trainer", factor: int) -> dict:
-    """Render every posed test view; write the renders; metrics against the images that exist."""
+def evaluate_test_views(graph: SceneGraph, trainer: "Trainer", factor: int, align_steps: int = 0) -> dict:
+    """Render every posed test view; write the renders; metrics against the images that exist.
+
+    With ``align_steps``, each view's camera is first fitted to its photo with the splats frozen
+    (pose_refine.align_to_image); the metrics of the unaligned cameras are kept under ``unaligned``.
+    """
     test = [v for v in graph.views("test") if v.camera is not None]
     per_view: dict[str, dict] = {}
+    unaligned: dict[str, dict] = {}
+    moved: list[tuple[float, float]] = []
     if not test:
         return {"test_views": 0}
     frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
     for i, view in enumerate(test):
-        image = trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height).clamp(0, 1)
+        viewmat, K = frames.viewmats[i], frames.Ks[i]
+        mask = frames.masks[i] if frames.masks is not None else None
+        image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+        if align_steps > 0 and frames.images is not None:
+            unaligned[view.name] = image_metrics(image, frames.images[i], mask)
+            target = frames.images[i] if mask is None else frames.images[i] * mask[..., None]
+            with torch.enable_grad():
+                aligned = align_to_image(trainer.render_fn(frames.width, frames.height), viewmat, K, target,
+                                         trainer.radius, align_steps, trainer.oc.test_pose_lr)
+            moved.append(_pose_change(viewmat, aligned, trainer.radius))
+            viewmat = aligned
+            image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
         pixels = image.cpu().numpy()
         out = graph.resolve(f"assets/renders/{view.name}.png")
         atomic_write(out, lambda tmp: image_io.write_image(tmp, pixels))
         if frames.images is not None:
-            mask = frames.masks[i] if frames.masks is not None else None
             per_view[view.name] = image_metrics(image, frames.images[i], mask)
     summary = mean_metrics(list(per_view.values())) if per_view else {}
     status = lpips_status()
-    return {**summary, "test_views": len(test), "lpips_status": status or "available", "per_view": per_view}
+    out = {**summary, "test_views": len(test), "lpips_status": status or "available", "per_view": per_view}
+    if unaligned:
+        rot, trans = np.array(moved).T
+        out.update(unaligned={**mean_metrics(list(unaligned.values())), "per_view": unaligned},
+                   test_pose_align={"steps": align_steps, "rotation_change_deg": float(rot.mean()),
+                                    "translation_change": float(trans.mean())})
+    return out
+
+
+def _pose_change(before: torch.Tensor, after: torch.Tensor, radius: float) -> tuple[float, float]:
+    """(rotation angle in degrees, camera-centre shift in scene radii) between two world-to-camera matrices."""
+    R = (after[:3, :3] @ before[:3, :3].T).double()
+    angle = torch.rad2deg(torch.arccos(((torch.trace(R) - 1) / 2).clamp(-1, 1)))
+    centre = lambda T: -(T[:3, :3].T @ T[:3, 3])  # noqa: E731
+    return float(angle), float((centre(after) - centre(before)).norm() / radius)
 
 
 class Trainer:
@@ -372,6 +404,17 @@ class Trainer:
     def _fail(self, step: int, last_good: int, what: str) -> None:
         raise StageError(f"optimize: step {step} produced {what}; stopped. The last good checkpoint "
                          f"(step {last_good}) is kept at {self.checkpoint}")
+
+    def render_fn(self, width: int, height: int):
+        """``(viewmats [1, 4, 4], Ks [1, 3, 3]) -> [H, W, 3]``: the frozen splats on black, differentiable in the camera."""
+        frozen = {k: v.detach() for k, v in self.splats.items()}
+
+        def fn(viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
+            return render(frozen, viewmats, Ks, width, height, kind=self.oc.kind, sh_degree=self.oc.sh_degree,
+                          backgrounds=torch.zeros(1, 3, device=self.device), backend=self.backend,
+                          antialiased=self.oc.antialiased).rgb[0]
+
+        return fn
 
     @torch.no_grad()
     def render_view(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
