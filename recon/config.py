@@ -66,6 +66,10 @@ class PosesConfig:
     """More SIFT features on small images: detect on the image up-sampled 2x too (first octave -1), lower peak threshold (0.004)."""
     min_inliers: int = 15
     """Fewest verified matches for an image pair or a registration."""
+    wide_baseline: bool = False
+    """Affine-covariant SIFT with domain-size pooling: COLMAP's features for views far apart (slower)."""
+    guided_matching: bool = False
+    """Match again under each pair's verified two-view geometry."""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -96,6 +97,16 @@ def test_a_rerun_with_given_poses_gets_back_the_imported_points_and_the_views_ro
     assert node.provenance.stage == "import" and node.count == 50 and "points/sfm_given" not in again.nodes
     chosen = again.nodes["metrics/views"].values
     assert sorted(v.name for v in again.views("train")) == sorted(chosen["train"]) and not again.views("unused")
+
+
+def test_wide_baseline_features_and_guided_matching_run_and_place_views(textured_scene, tmp_path):
+    # COLMAP's multi-threaded mapping is not deterministic with these features: assert only that they run and place views.
+    cfg = load_config("default", {"poses.mode": "estimate", "views.count": 12, "poses.wide_baseline": True,
+                                  "poses.guided_matching": True, "poses.allow_partial": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = run_scene(textured_scene, cfg, tmp_path, until="poses").graph.nodes["metrics/poses"].values
+    assert values["source"] == "estimated" and values["registered"] >= 3
 
 
 def test_plain_photos_get_cameras_and_a_view_that_cannot_register_is_named(textured_scene, tmp_path):

@@ -180,6 +180,12 @@ def estimate(graph: SceneGraph, views: list[View], pc, single_camera: bool) -> E
         if pc.dense_features:
             extraction.sift.first_octave = -1
             extraction.sift.peak_threshold = 0.004
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.use_gpu = False
+        if pc.wide_baseline:
+            extraction.sift.estimate_affine_shape = True
+            extraction.sift.domain_size_pooling = True
+        matching.guided_matching = pc.guided_matching
         mode = pycolmap.CameraMode.SINGLE if single_camera else pycolmap.CameraMode.PER_IMAGE
         try:
             pycolmap.extract_features(database, root / "images", image_names=sorted(names), camera_mode=mode,
@@ -187,7 +193,8 @@ def estimate(graph: SceneGraph, views: list[View], pc, single_camera: bool) -> E
             bar.advance()
             verification = pycolmap.TwoViewGeometryOptions()
             verification.min_num_inliers = pc.min_inliers
-            pycolmap.match_exhaustive(database, verification_options=verification, device=pycolmap.Device.cpu)
+            pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification,
+                                      device=pycolmap.Device.cpu)
             bar.advance()
             options = pycolmap.IncrementalPipelineOptions()
             options.min_num_matches = pc.min_inliers
