@@ -126,3 +126,25 @@ def test_synthetic_eval_on_a_local_ray_cluster(synthetic_scene, tmp_path):
         assert result["status"] == "ok" and result["metrics"]["chamfer"] > 0
         assert (out / "runs" / name / "scene.json").is_file()
     assert "| a |" in (out / "table.md").read_text()
+
+
+def test_dtu_eval_reads_the_idr_layout(dtu_root, tmp_path):
+    root = tmp_path / "DTU_idr"
+    shutil.copytree(dtu_root.parent / "mug49", root / "scan8")  # recon's synthetic scenes are in the IDR layout
+    out = tmp_path / "results"
+    assert evaluate("dtu", "--root", root, "--views", 3, "--out", out, "--scenes", "scan8") == 0
+    result = json.loads((out / "scenes" / "scan8.json").read_text())
+    assert result["train_views"] == [25, 22, 28] and result["metrics"]["chamfer"] > 0  # gt/ of the synthetic scan
+
+
+def test_folder_eval_runs_what_imports_and_names_what_does_not(synthetic_scene, tmp_path, capsys):
+    root = tmp_path / "scenes"
+    shutil.copytree(synthetic_scene, root / "mug")
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("not a scene")
+    out = tmp_path / "results"
+    assert evaluate("folder", "--root", root, "--views", 3, "--out", out) == 1
+    assert json.loads((out / "scenes" / "mug.json").read_text())["status"] == "ok"
+    failed = json.loads((out / "scenes" / "notes.json").read_text())
+    assert failed["status"] == "failed" and "unknown scene layout" in failed["error"]
+    assert "notes" in capsys.readouterr().err
