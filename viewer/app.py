@@ -32,7 +32,10 @@ CPU_RENDER_WIDTH = 200  # the reference rasterizer's cost grows with pixels x sp
 
 
 class ViewerApp:
+    """A viser server showing one scene folder; ``refresh()`` redraws what changed on disk."""
+
     SHOWN = ("splats", "train", "test")  # layers drawn at first; the others behind their checkboxes
+
     def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 8080, wait_for_run: bool = False,
                  device: str = "auto"):
         import viser
@@ -123,9 +126,12 @@ class ViewerApp:
         target = self._focus()
         self.server.scene.set_up_direction(tuple(up))
         if L.cameras:  # beyond the rig's middle, looking at what the cameras look at: the whole rig in view
-            self.server.initial_camera.position = tuple(target + 1.8 * (centre - target))
-            self.server.initial_camera.look_at = tuple(target)
             distance = float(np.mean([np.linalg.norm(c.camera_to_world[:3, 3] - target) for c in L.cameras]))
+            away = centre - target
+            if np.linalg.norm(away) < 0.3 * distance:  # cameras all around (a sphere): from beyond the first one
+                away = L.cameras[0].camera_to_world[:3, 3] - target
+            self.server.initial_camera.position = tuple(target + 1.8 * away)
+            self.server.initial_camera.look_at = tuple(target)
         else:
             distance = radius
         self._draw_splats()
