@@ -22,7 +22,7 @@ from recon.io import ply
 from recon.live import LIVE_DIR, SPLATS, STATUS
 from recon.render.reference import quat_to_rotmat
 from recon.render.sh import Y0
-from recon.scene.camera import camera_center, invert_rigid
+from recon.scene.camera import camera_center, invert_rigid, transform_points
 from recon.scene.graph import Gaussians, Mesh, PointCloud, SceneGraph, View
 from recon.scene.store import LOCK_FILE, SceneStore, holder_alive
 
@@ -153,8 +153,7 @@ class Layers:
 def _to_world(graph: SceneGraph, xyz: np.ndarray, frame: str) -> np.ndarray:
     if frame != "dataset":
         return xyz
-    inv = np.linalg.inv(graph.to_dataset)
-    return xyz @ inv[:3, :3].T + inv[:3, 3]
+    return transform_points(xyz, np.linalg.inv(graph.to_dataset))
 
 
 def layers(graph: SceneGraph) -> Layers:

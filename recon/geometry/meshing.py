@@ -7,6 +7,7 @@ from scipy import ndimage
 
 from recon.errors import StageError
 from recon.geometry.tsdf import TSDFVolume
+from recon.scene.camera import project
 
 
 def extract(volume: TSDFVolume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,10 +59,7 @@ def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, 
     keep = np.ones(len(points), dtype=bool)
     for K, w2c, mask in cameras:
         m = ndimage.binary_dilation(mask, iterations=dilate) if dilate else mask
-        cam = points @ w2c[:3, :3].T + w2c[:3, 3]
-        z = cam[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = (cam @ K.T)[:, :2] / z[:, None]
+        uv, z = project(points, K, w2c)
         h, w = mask.shape
         seen = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
         px = np.floor(uv[seen]).astype(int)

@@ -15,7 +15,13 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
-from recon.scene.camera import check_intrinsics, check_pose, intrinsics_matrix, transform_world_to_camera
+from recon.scene.camera import (
+    check_intrinsics,
+    check_pose,
+    intrinsics_matrix,
+    transform_points,
+    transform_world_to_camera,
+)
 from recon.scene.graph import Camera, PointCloud, SceneGraph
 
 _MODEL_FILES = ("cameras.bin", "cameras.txt")
@@ -132,7 +138,7 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
     sfm = graph.nodes.get("points/sfm")
     if sfm is not None and sfm.path:
         pts, cols = ply.read_points(graph.resolve(sfm.path))
-        pts = pts @ graph.to_dataset[:3, :3].T + graph.to_dataset[:3, 3]
+        pts = transform_points(pts, graph.to_dataset)
         cols = np.zeros_like(pts) if cols is None else cols
         rgb = np.clip(np.round(cols * 255), 0, 255).astype(int).tolist()
         pt_lines += [f"{k + 1} {p[0]!r} {p[1]!r} {p[2]!r} {c[0]} {c[1]} {c[2]} 0" for k, (p, c) in enumerate(zip(pts.tolist(), rgb))]

@@ -8,6 +8,7 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.io import ply
+from recon.scene.camera import transform_points
 from recon.scene.graph import SceneGraph
 
 
@@ -23,8 +24,7 @@ def export(graph: SceneGraph, out: Path, frame: str = "dataset") -> Path:
     vertex, faces = ply.read_ply(graph.resolve(node.path))
     vertices = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).astype(np.float64)
     if frame == "dataset":
-        S = graph.to_dataset
-        vertices = vertices @ S[:3, :3].T + S[:3, 3]
+        vertices = transform_points(vertices, graph.to_dataset)
     colors = None
     if {"red", "green", "blue"} <= set(vertex):
         colors = np.stack([vertex["red"], vertex["green"], vertex["blue"], np.full_like(vertex["red"], 255)], 1)

@@ -88,6 +88,11 @@ def transform_world_to_camera(world_to_camera: np.ndarray, similarity: np.ndarra
     return out
 
 
+def transform_points(points: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Points [N, 3] mapped by the affine part of a 4x4 transform (rigid or similarity)."""
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
 def camera_center(world_to_camera: np.ndarray) -> np.ndarray:
     """Camera centre in world coordinates, [3]."""
     R = world_to_camera[:3, :3]
@@ -175,7 +180,7 @@ def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def project(points: np.ndarray, K: np.ndarray, world_to_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project world points [N, 3] to pixels [N, 2]; also returns camera depth z [N]."""
     X = np.asarray(points, dtype=np.float64)
-    cam = X @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+    cam = transform_points(X, world_to_camera)
     z = cam[:, 2]
     uvw = cam @ K.T
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -20,6 +20,7 @@ from scipy import ndimage
 from recon.config import RunConfig
 from recon.io import images as image_io
 from recon.io import ply
+from recon.scene.camera import project as project_to_pixels
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Metrics, PointCloud, Provenance, SceneGraph, View
 
@@ -72,10 +73,7 @@ class _ViewData:
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Integer pixel (col, row) [N, 2], inside-image flag [N], camera depth [N]."""
-        cam = points @ self.w2c[:3, :3].T + self.w2c[:3, 3]
-        z = cam[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = (cam @ self.K.T)[:, :2] / z[:, None]
+        uv, z = project_to_pixels(points, self.K, self.w2c)
         inside = (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < self.width) & (uv[:, 1] >= 0) & (uv[:, 1] < self.height)
         px = np.where(inside[:, None], np.floor(np.nan_to_num(uv)), 0).astype(np.int64)
         return px, inside, z

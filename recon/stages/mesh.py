@@ -36,7 +36,7 @@ from recon.io import images as image_io
 from recon.io import ply
 from recon.render import render
 from recon.render.splats import load_ply, sh_degree_of
-from recon.scene.camera import camera_center, look_at
+from recon.scene.camera import camera_center, look_at, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
 from recon.scene.store import atomic_write
@@ -136,8 +136,7 @@ def _frame(up: np.ndarray) -> np.ndarray:
 
 def evaluate(graph: SceneGraph, vertices: np.ndarray, faces: np.ndarray, dtu_root: str | None, device) -> dict:
     """Geometry metrics in the dataset's frame, when ground truth exists."""
-    S = graph.to_dataset
-    v_dataset = vertices @ S[:3, :3].T + S[:3, 3]
+    v_dataset = transform_points(vertices, graph.to_dataset)
     root = dtu_root or graph.meta.get("dtu_eval_root")
     scan = graph.meta.get("scan")
     if root and scan is not None:
