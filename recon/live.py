@@ -11,6 +11,7 @@ removed when the stage finishes, once the final splats are in the scene graph.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -69,3 +70,14 @@ class SnapshotWriter:
                       "gaussians": int(len(splats["means"])), "time": time.time(), **info}
             write_json(self.folder / STATUS, status)
             self.written += 1
+
+
+def read_status(root: Path) -> dict | None:
+    """The status of the newest snapshot in scene folder ``root``, or None when there is none (or it is being replaced)."""
+    folder = Path(root) / LIVE_DIR
+    if not (folder / STATUS).is_file() or not (folder / SPLATS).is_file():
+        return None
+    try:
+        return json.loads((folder / STATUS).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # being replaced; the next read gets it

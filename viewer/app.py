@@ -26,7 +26,16 @@ from recon.errors import ReconError
 from recon.live import LIVE_DIR, STATUS
 from recon.scene.graph import SceneGraph
 from recon.scene.store import SCENE_FILE
-from viewer.scene import ROLE_COLOURS, CameraLayer, Layers, layers, metrics_markdown, open_scene, read_live, scene_frame
+from viewer.scene import (
+    ROLE_COLOURS,
+    CameraLayer,
+    Layers,
+    layers,
+    metrics_markdown,
+    open_scene,
+    scene_frame,
+    splat_layer,
+)
 
 CPU_RENDER_WIDTH = 200  # the reference rasterizer's cost grows with pixels x splats
 
@@ -108,10 +117,9 @@ class ViewerApp:
                 self.layers = layers(self.graph)
                 self._draw_all()
             elif self.graph is not None and "gaussians/final" not in self.graph.nodes:
-                live = read_live(self.folder)
+                splats, live = splat_layer(self.graph)  # a new snapshot: only the splats change
                 if live is not None:
-                    self.layers.live = live
-                    self.layers.splats = layers(self.graph).splats
+                    self.layers.splats, self.layers.live = splats, live
                     self._draw_splats()
             self._draw_status()
         return True

@@ -10,7 +10,6 @@ brought into the world frame through ``to_dataset``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import numpy as np
 from recon.errors import InputError
 from recon.io import images as image_io
 from recon.io import ply
-from recon.live import LIVE_DIR, SPLATS, STATUS
 from recon.render.reference import quat_to_rotmat
+from recon.render.scene import splat_source
 from recon.render.sh import Y0
 from recon.scene.camera import camera_center, invert_rigid, transform_points
 from recon.scene.graph import Gaussians, Mesh, PointCloud, SceneGraph, View
@@ -156,16 +155,24 @@ def _to_world(graph: SceneGraph, xyz: np.ndarray, frame: str) -> np.ndarray:
     return transform_points(xyz, np.linalg.inv(graph.to_dataset))
 
 
+def splat_layer(graph: SceneGraph) -> tuple[SplatLayer | None, dict | None]:
+    """(splats, live status): the final splats, else those of a run in progress, else (None, None)."""
+    source = splat_source(graph)
+    if source is None:
+        return None, None
+    path, kind, live = source
+    final = graph.nodes.get("gaussians/final")
+    if isinstance(final, Gaussians):
+        return splats_from_ply(path, f"{kind}, {final.count} splats"), None
+    if live is None:  # a snapshot whose status is being replaced: the next poll shows it
+        return None, None
+    return splats_from_ply(path, f"live: step {live['step']}/{live['steps']}"), live
+
+
 def layers(graph: SceneGraph) -> Layers:
     """Read every drawable node of ``graph``; splats from a run in progress when there are no final ones."""
     out = Layers()
-    final = graph.nodes.get("gaussians/final")
-    live = read_live(graph.root) if graph.root is not None else None
-    if isinstance(final, Gaussians):
-        out.splats = splats_from_ply(graph.resolve(final.path), f"{final.kind}, {final.count} splats")
-    elif live is not None:
-        out.splats = splats_from_ply(graph.resolve(f"{LIVE_DIR}/{SPLATS}"), f"live: step {live['step']}/{live['steps']}")
-        out.live = live
+    out.splats, out.live = splat_layer(graph)
     for node in graph.of_type(Mesh):
         vertex, faces = ply.read_ply(graph.resolve(node.path))
         vertices = _to_world(graph, np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).astype(np.float64), node.frame)
@@ -186,17 +193,6 @@ def layers(graph: SceneGraph) -> Layers:
         out.cameras.append(CameraLayer(view.name, view.role, cam.world_to_camera, cam.K, cam.width, cam.height,
                                        image, cam.id))
     return out
-
-
-def read_live(root: Path) -> dict | None:
-    """The status of a run's newest splat snapshot, or None when there is none."""
-    status = Path(root) / LIVE_DIR / STATUS
-    if not status.is_file() or not (Path(root) / LIVE_DIR / SPLATS).is_file():
-        return None
-    try:
-        return json.loads(status.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # being replaced; the next poll reads it
 
 
 def scene_frame(cameras: list[CameraLayer]) -> tuple[np.ndarray, np.ndarray, float]:

@@ -6,31 +6,40 @@ optimising, its newest snapshot in ``assets/live/`` (recon/live.py).
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from recon.errors import InputError
-from recon.live import LIVE_DIR, SPLATS, STATUS
+from recon.live import LIVE_DIR, SPLATS, read_status
 from recon.render import render
 from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.graph import Camera, Gaussians, SceneGraph
 
 
-def load_scene_splats(graph: SceneGraph, device: torch.device) -> tuple[dict[str, torch.Tensor], str]:
-    """(splat parameters, kind) of the scene's final splats, else of a running optimisation's snapshot."""
+def splat_source(graph: SceneGraph) -> tuple[Path, str, dict | None] | None:
+    """(PLY path, kind, live status) of the final splats, else of a running optimisation's snapshot, else None.
+
+    The live status is None for the final splats (and for a snapshot whose status is being replaced).
+    """
     final = graph.nodes.get("gaussians/final")
     if isinstance(final, Gaussians):
-        return load_ply(graph.resolve(final.path), device), final.kind
+        return graph.resolve(final.path), final.kind, None
     live = graph.resolve(f"{LIVE_DIR}/{SPLATS}")
     if not live.is_file():
+        return None
+    status = read_status(graph.root) if graph.root is not None else None
+    return live, (status or {}).get("kind", "3dgs"), status
+
+
+def load_scene_splats(graph: SceneGraph, device: torch.device) -> tuple[dict[str, torch.Tensor], str]:
+    """(splat parameters, kind) of the scene's final splats, else of a running optimisation's snapshot."""
+    source = splat_source(graph)
+    if source is None:
         raise InputError(f"{graph.root}: the scene has no splats yet (the optimize stage has not run)")
-    try:
-        kind = json.loads(graph.resolve(f"{LIVE_DIR}/{STATUS}").read_text()).get("kind", "3dgs")
-    except (OSError, json.JSONDecodeError):
-        kind = "3dgs"
-    return load_ply(live, device), kind
+    path, kind, _ = source
+    return load_ply(path, device), kind
 
 
 @torch.no_grad()
