@@ -39,7 +39,7 @@ from recon.config import OptimizeConfig, RunConfig
 from recon.devices import resolve_device
 from recon.errors import InputError, StageError
 from recon.eval.images import image_metrics, lpips_status, mean_metrics
-from recon.eval.poses import compare as compare_poses
+from recon.eval.poses import compare as compare_poses, rotation_angle
 from recon.io import images as image_io
 from recon.io import ply
 from recon.live import LIVE_DIR, SnapshotWriter
@@ -47,6 +47,7 @@ from recon.optim import regularizers as reg
 from recon.optim.pose_refine import PoseCorrection, align_to_image
 from recon.render import render
 from recon.render.splats import init_splats, save_ply
+from recon.scene.camera import camera_center
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Camera, Gaussians, Metrics, Provenance, SceneGraph
 from recon.scene.store import atomic_write, write_json
@@ -191,10 +192,8 @@ def evaluate_test_views(graph: SceneGraph, trainer: "Trainer", factor: int, alig
 
 def _pose_change(before: torch.Tensor, after: torch.Tensor, radius: float) -> tuple[float, float]:
     """(rotation angle in degrees, camera-centre shift in scene radii) between two world-to-camera matrices."""
-    R = (after[:3, :3] @ before[:3, :3].T).double()
-    angle = torch.rad2deg(torch.arccos(((torch.trace(R) - 1) / 2).clamp(-1, 1)))
-    centre = lambda T: -(T[:3, :3].T @ T[:3, 3])  # noqa: E731
-    return float(angle), float((centre(after) - centre(before)).norm() / radius)
+    b, a = before.double().cpu().numpy(), after.double().cpu().numpy()
+    return rotation_angle(a[:3, :3] @ b[:3, :3].T), float(np.linalg.norm(camera_center(a) - camera_center(b)) / radius)
 
 
 class Trainer:
