@@ -280,7 +280,7 @@ def eval_command(args: EvalCommon) -> int:
     from recon.config import parse_override
     from recon.eval import suites
     from recon.eval.runner import EvalOptions, run_suite, spare_zip
-    from recon.eval.tables import shown_columns, write_aggregates
+    from recon.eval.tables import cells, row_values, shown_columns, write_aggregates
 
     if isinstance(args, EvalDTU):
         suite = suites.dtu(args.root, args.views, args.config or "dtu")
@@ -315,13 +315,10 @@ def eval_command(args: EvalCommon) -> int:
         table.add_column(header, justify="right")
     for r in results:
         if r.get("status") == "ok":
-            values = {**r["metrics"], "seconds": r.get("seconds")}
-            table.add_row(r["scene"] + (" (reused)" if r.get("reused") else ""),
-                          *["" if values.get(k) is None else f"{values[k]:.{d}f}" for k, _, d in columns])
+            table.add_row(r["scene"] + (" (reused)" if r.get("reused") else ""), *cells(row_values(r), columns))
         else:
             table.add_row(r["scene"], "[red]failed[/red]", *[""] * (len(columns) - 1))
-    mean = summary["mean"]
-    table.add_row("mean", *["" if mean.get(k) is None else f"{mean[k]:.{d}f}" for k, _, d in columns])
+    table.add_row("mean", *cells(summary["mean"], columns))
     progress.console.print(table)
     for failure in summary["failed"]:
         progress.console.print(f"[red]failed[/red] {failure['error']}")

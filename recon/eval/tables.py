@@ -56,8 +56,9 @@ def shown_columns(results: list[dict]) -> list[tuple[str, str, int]]:
     return [c for c in COLUMNS if any(v.get(c[0]) is not None for v in ok)] or COLUMNS[3:4]
 
 
-def _fmt(value: Any, digits: int) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
+def cells(values: dict[str, Any], columns: list[tuple[str, str, int]]) -> list[str]:
+    """One table row's formatted values, in the order of ``columns`` (empty where a value is missing)."""
+    return ["" if values.get(k) is None else f"{values[k]:.{d}f}" for k, _, d in columns]
 
 
 def load_anchors(name: str | None) -> dict | None:
@@ -76,10 +77,10 @@ def markdown(title: str, results: list[dict], anchors: dict | None, views: int |
             lines.append(f"| {r['scene']} | " + " | ".join("failed" if i == 0 else "" for i in range(len(columns))) + " |")
             continue
         v = row_values(r)
-        lines.append(f"| {r['scene']} | " + " | ".join(_fmt(v.get(k), d) for k, _, d in columns) + " |")
+        lines.append(f"| {r['scene']} | " + " | ".join(cells(v, columns)) + " |")
     mean = mean_row(results)
     ok = sum(r.get("status") == "ok" for r in results)
-    lines.append(f"| **mean ({ok}/{len(results)})** | " + " | ".join(_fmt(mean.get(k), d) for k, _, d in columns) + " |")
+    lines.append(f"| **mean ({ok}/{len(results)})** | " + " | ".join(cells(mean, columns)) + " |")
     lines += ["", DEFINITIONS]
     published = anchor_rows(anchors, views)
     if published:
@@ -87,9 +88,9 @@ def markdown(title: str, results: list[dict], anchors: dict | None, views: int |
         lines += ["", f"## Published, {views} views", "", "| method | " + " | ".join(h for _, h, _ in keys) + " | source |",
                   "| --- | " + " | ".join("---:" for _ in keys) + " | --- |"]
         for row in published:
-            lines.append(f"| {row['name']} | " + " | ".join(_fmt(row['values'].get(k), d) for k, _, d in keys)
+            lines.append(f"| {row['name']} | " + " | ".join(cells(row["values"], keys))
                          + f" | {row['citation']}; {row['source']} |")
-        lines.append("| **recon (this run)** | " + " | ".join(_fmt(mean.get(k), d) for k, _, d in keys) + " | this table |")
+        lines.append("| **recon (this run)** | " + " | ".join(cells(mean, keys)) + " | this table |")
         if anchors.get("note"):
             lines += ["", anchors["note"].strip()]
     failed = [r for r in results if r.get("status") != "ok"]
