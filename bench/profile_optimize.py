@@ -23,7 +23,8 @@ from recon.io import ply
 from recon.pipeline import run_scene
 from recon.scene.frames import load_frames, scene_bounds
 from recon.devices import resolve_device
-from recon.stages.optimize import Trainer
+from recon.optim.trainer import Trainer
+from recon.render.splats import init_splats
 
 
 def main() -> None:
@@ -43,8 +44,9 @@ def main() -> None:
         frames = load_frames(graph, train).to(device)
         center, radius = scene_bounds(graph, train)
         points, colors = ply.read_points(graph.resolve(graph.nodes["points/init"].path))
-        trainer = Trainer(cfg.optimize, frames, points, colors, center, radius, args.steps + 50, device, cfg.seed,
-                          checkpoint=Path(tmp) / "ckpt.pt")
+        oc = cfg.optimize
+        splats = init_splats(points, colors, oc.sh_degree, oc.kind, oc.init_scale, oc.init_opacity, device)
+        trainer = Trainer(oc, frames, splats, center, radius, args.steps + 50, device, cfg.seed)
         for step in range(args.steps):
             trainer.step(step, step % len(frames))
         torch.cuda.synchronize()

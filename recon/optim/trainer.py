@@ -1,0 +1,355 @@
+"""The splat optimisation loop, shared by the optimize stage and the prior stage.
+
+:class:`Trainer` runs gsplat's densification strategy hooks around a plain
+Adam step over the training views, with the sparse-view regularisers of
+:class:`recon.config.OptimizeConfig`; the optimize stage trains it from the
+init points, the prior stage trains leave-one-out copies of it and continues it
+against repaired pseudo views (:class:`Targets`). :func:`evaluate_test_views`
+renders and scores the held-out views of any trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon import progress
+from recon.config import OptimizeConfig
+from recon.errors import StageError
+from recon.eval.images import image_metrics, lpips_status, mean_metrics
+from recon.eval.poses import rotation_angle
+from recon.io import images as image_io
+from recon.live import SnapshotWriter
+from recon.optim import regularizers as reg
+from recon.optim.pose_refine import PoseCorrection, align_to_image
+from recon.render import render
+from recon.scene.camera import camera_center
+from recon.scene.frames import Frames, load_frames
+from recon.scene.graph import SceneGraph
+from recon.scene.store import atomic_write
+
+
+@dataclass
+class Targets:
+    """Extra supervision from cameras that are not training views: images on black, one weight per view."""
+
+    viewmats: Tensor  # [P, 4, 4]
+    Ks: Tensor  # [P, 3, 3]
+    images: Tensor  # [P, H, W, 3] in [0, 1]
+    weights: Tensor  # [P]
+    ssim_weight: float = 0.5
+
+
+class Trainer:
+    """The optimisation loop: gsplat's strategy hooks around a plain Adam step."""
+
+    log_every = 10
+
+    def __init__(self, oc: OptimizeConfig, frames: Frames, splats: dict[str, Tensor], center: np.ndarray,
+                 radius: float, steps: int, device: torch.device, seed: int, checkpoint: Path | None = None,
+                 refine_poses: bool = False, title: str | None = None):
+        """``splats``: initial parameters (recon.render.splats.init_splats, or load_ply of finished ones);
+        ``checkpoint``: where the last good state is kept while training (None: not kept)."""
+        self.oc, self.frames, self.steps, self.device = oc, frames, steps, device
+        self.center = torch.tensor(center, dtype=torch.float32)  # on the CPU: pseudo cameras are built there
+        self.viewmats_cpu = frames.viewmats.cpu()
+        self.radius = radius
+        self.backend = "gsplat" if device.type == "cuda" else "reference"
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device_generator = torch.Generator(device=device).manual_seed(seed)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.checkpoint = checkpoint
+        self.losses: list[float] = []  # mean total loss per log_every steps
+        self.photometric: list[float] = []  # mean photometric term per log_every steps
+        self.photometric_sum = torch.zeros((), device=device)
+        self.splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(device).float()) for k, v in splats.items()})
+        lrs = {"means": oc.lr_means * radius, "scales": oc.lr_scales, "quats": oc.lr_quats,
+               "opacities": oc.lr_opacities, "sh0": oc.lr_sh0, "shN": oc.lr_shN}
+        fused = device.type == "cuda"  # one kernel per tensor instead of a dozen
+        self.optimizers = {k: torch.optim.Adam([{"params": p, "lr": lrs[k], "name": k}], eps=1e-15, fused=fused)
+                           for k, p in self.splats.items()}
+        self.means_lr0 = lrs["means"]
+        self.refine_poses = refine_poses
+        self.pose = PoseCorrection(len(frames), radius, device)
+        self.pose_optimizer = torch.optim.Adam(
+            [{"params": [self.pose.twist], "lr": oc.pose_lr}] + ([{"params": [self.pose.log_focal], "lr": oc.pose_lr}] if oc.focal_refine else []))
+        self.strategy, self.state = self._strategy()
+        self.use_masks = oc.use_masks and frames.masks is not None
+        bg = oc.background if oc.background != "auto" else ("random" if self.use_masks else "black")
+        self.background = bg
+        self.live: SnapshotWriter | None = None
+        self.live_every = 0
+        self.targets: Targets | None = None
+        self.target_sum = torch.zeros((), device=device)
+        self.target_losses: list[float] = []  # mean weighted target term per log_every steps (with targets)
+        self.title = title or f"optimize ({oc.kind}, {self.backend})"
+
+    def _strategy(self):
+        from gsplat.strategy import DefaultStrategy, MCMCStrategy
+
+        oc = self.oc
+        if oc.strategy == "mcmc":
+            strategy = MCMCStrategy(cap_max=oc.mcmc_cap, refine_start_iter=oc.refine_start,
+                                    refine_stop_iter=min(oc.refine_stop, self.steps), refine_every=oc.refine_every)
+            strategy.check_sanity(self.splats, self.optimizers)
+            return strategy, strategy.initialize_state()
+        strategy = DefaultStrategy(
+            prune_opa=oc.prune_opacity, grow_grad2d=oc.grow_grad2d, refine_start_iter=oc.refine_start,
+            refine_stop_iter=min(oc.refine_stop, self.steps), refine_every=oc.refine_every, absgrad=oc.absgrad,
+            key_for_gradient="gradient_2dgs" if oc.kind == "2dgs" else "means2d",
+        )
+        strategy.check_sanity(self.splats, self.optimizers)
+        return strategy, strategy.initialize_state(scene_scale=self.radius)
+
+    # --- one step -------------------------------------------------------------------------------
+    def _render(self, viewmats, Ks, backgrounds, sh_degree, distloss=False):
+        return render(self.splats, viewmats, Ks, self.frames.width, self.frames.height, kind=self.oc.kind,
+                      sh_degree=sh_degree, backgrounds=backgrounds, backend=self.backend,
+                      antialiased=self.oc.antialiased, absgrad=self.oc.absgrad, distloss=distloss)
+
+    def _backgrounds(self, count: int) -> torch.Tensor:
+        if self.background == "random":
+            return torch.rand(count, 3, generator=self.device_generator, device=self.device)
+        value = 1.0 if self.background == "white" else 0.0
+        return torch.full((count, 3), value, device=self.device)
+
+    def step(self, step: int, index: int) -> torch.Tensor:
+        oc, f = self.oc, self.frames
+        sh_degree = min(step // max(1, oc.sh_degree_interval), oc.sh_degree)
+        regularize = step >= oc.regularize_from
+        pseudo = regularize and oc.pseudo_views > 0
+        vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
+        if self.refine_poses:
+            vm, K = self.pose(slice(index, index + 1), vm, K)
+        if pseudo:
+            pv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
+            vm, K = torch.stack([vm[0], pv.to(self.device)]), torch.cat([K, K.detach()])
+        bgs = self._backgrounds(len(vm))
+        extra = None
+        if self.targets is not None:  # one target camera per step, rendered in the same batch on black
+            t = self.targets
+            extra = int(torch.randint(len(t.weights), (1,), generator=self.generator))
+            vm, K = torch.cat([vm, t.viewmats[extra : extra + 1]]), torch.cat([K, t.Ks[extra : extra + 1]])
+            bgs = torch.cat([bgs, torch.zeros(1, 3, device=self.device)])
+        out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
+        self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)
+        target = f.images[index]
+        mask = f.masks[index] if self.use_masks else None
+        if mask is not None:
+            m = mask[..., None].float()
+            target = target * m + bgs[0] * (1 - m)
+        loss = reg.photometric(out.rgb[:1], target[None], oc.ssim_weight)
+        self.photometric_sum += loss.detach()
+        if mask is not None and oc.mask_weight > 0:
+            loss = loss + oc.mask_weight * (out.alpha[0, ..., 0] - mask.float()).abs().mean()
+        if oc.opacity_reg > 0:
+            loss = loss + oc.opacity_reg * torch.sigmoid(self.splats["opacities"]).mean()
+        if oc.scale_reg > 0:
+            loss = loss + oc.scale_reg * torch.exp(self.splats["scales"]).mean() / self.radius
+        if regularize and oc.depth_smooth > 0 and oc.kind == "3dgs":
+            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.images[index : index + 1], out.alpha[:1], self.radius)
+        if regularize and oc.kind == "2dgs":
+            if oc.distortion > 0:
+                loss = loss + oc.distortion * out.distortion[:1].mean()
+            if oc.normal_consistency > 0:
+                loss = loss + oc.normal_consistency * reg.normal_consistency(out.normals[:1], out.depth_normals[:1], out.alpha[:1])
+        if pseudo:
+            loss = loss + oc.pseudo_views * reg.warp_consistency(
+                out.rgb[1], out.depth[1], out.alpha[1], vm[1], K[1], target, out.depth[0].detach(), vm[0], K[0],
+                tolerance=0.03 * self.radius)
+        if extra is not None:
+            term = self.targets.weights[extra] * reg.photometric(out.rgb[-1:], self.targets.images[extra : extra + 1],
+                                                                 self.targets.ssim_weight)
+            self.target_sum += term.detach()
+            loss = loss + term
+        # Recorded on the device and checked every log_every steps, to avoid a host sync per step.
+        bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, step, self.first_bad_step)
+        loss.backward()
+        if oc.strategy == "mcmc":
+            self.strategy.step_post_backward(self.splats, self.optimizers, self.state, step, out.info,
+                                             lr=self.optimizers["means"].param_groups[0]["lr"])
+        else:
+            self.strategy.step_post_backward(self.splats, self.optimizers, self.state, step, out.info, packed=False)
+        for opt in self.optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        decay = 0.01 ** (min(step, self.steps) / max(1, self.steps))
+        self.optimizers["means"].param_groups[0]["lr"] = self.means_lr0 * decay
+        if self.refine_poses:
+            self.pose_optimizer.step()
+            self.pose_optimizer.zero_grad(set_to_none=True)
+            for group in self.pose_optimizer.param_groups:
+                group["lr"] = oc.pose_lr * decay
+        return loss.detach()
+
+    # --- pruning ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prune(self) -> int:
+        from gsplat.strategy.ops import remove
+
+        doomed = torch.zeros(len(self.splats["means"]), dtype=torch.bool, device=self.device)
+        if self.oc.hull_prune and self.frames.masks is not None:
+            doomed |= reg.outside_hull(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.masks)
+        if self.oc.min_views > 0:
+            doomed |= self.views_seeing() < self.oc.min_views
+        if not bool(doomed.any()):
+            return 0
+        if self.oc.strategy == "mcmc":  # MCMC relocates dead splats instead of removing them
+            self.splats["opacities"][doomed] = torch.logit(torch.tensor(1e-4, device=self.device))
+        else:
+            remove(params=self.splats, optimizers=self.optimizers, state=self.state, mask=doomed)
+        return int(doomed.sum())
+
+    def views_seeing(self) -> torch.Tensor:
+        """How many training views give each splat at least half a pixel of blending weight."""
+        counts = torch.zeros(len(self.splats["means"]), device=self.device)
+        f = self.frames
+        for i in range(len(f)):
+            probe = torch.zeros(len(self.splats["means"]), 1, device=self.device, requires_grad=True)
+            with torch.enable_grad():
+                detached = {k: v.detach() for k, v in self.splats.items()}
+                out = render(detached, f.viewmats[i : i + 1], f.Ks[i : i + 1], f.width, f.height, kind=self.oc.kind,
+                             backend=self.backend, colors=probe + 1.0)
+                out.rgb.sum().backward()
+            counts += (probe.grad[:, 0] > 0.5).float()
+        return counts
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def train(self, start: int = 0, stop: int | None = None) -> None:
+        """Steps ``start`` to ``stop`` (default: all ``steps``); a run may be split into calls, e.g. to renew targets."""
+        oc = self.oc
+        stop = self.steps if stop is None else stop
+        order: list[int] = []
+        last_good = start
+        self._save_checkpoint(start)
+        running = torch.zeros((), device=self.device)
+        with progress.task(self.title, stop - start) as bar:
+            for step in range(start, stop):
+                if not order:
+                    order = torch.randperm(len(self.frames), generator=self.generator).tolist()
+                try:
+                    running += self.step(step, order.pop())
+                except Exception:
+                    self._check_finite(last_good)  # a NaN a few steps back can break later steps
+                    raise
+                checkpoint = (step + 1) % oc.checkpoint_every == 0
+                if checkpoint or (step + 1) % self.log_every == 0 or step + 1 == stop:
+                    self._check_finite(last_good)
+                    self.losses.append(float(running) / self.log_every)
+                    self.photometric.append(float(self.photometric_sum) / self.log_every)
+                    running.zero_()
+                    self.photometric_sum.zero_()
+                    if self.targets is not None:
+                        self.target_losses.append(float(self.target_sum) / self.log_every)
+                        self.target_sum.zero_()
+                if (oc.hull_prune or oc.min_views > 0) and step > 0 and step % oc.prune_every == 0 and step <= min(oc.refine_stop, self.steps):
+                    self.prune()
+                if checkpoint:
+                    if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
+                        self._fail(step, last_good, "non-finite parameters")
+                    self._save_checkpoint(step + 1)
+                    last_good = step + 1
+                if self.live is not None and (step + 1) % self.live_every == 0:
+                    self.live.offer(step + 1, self.splats, {"loss": self.losses[-1] if self.losses else None})
+                bar.advance()
+        if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
+            self._fail(stop - 1, last_good, "non-finite parameters")
+
+    def _check_finite(self, last_good: int) -> None:
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            self._fail(bad, last_good, "a non-finite loss")
+
+    def _save_checkpoint(self, step: int) -> None:
+        if self.checkpoint is None:
+            return
+        state = {"step": step, "splats": {k: v.detach().cpu() for k, v in self.splats.items()}}
+        atomic_write(self.checkpoint, lambda tmp: torch.save(state, tmp))
+
+    def _fail(self, step: int, last_good: int, what: str) -> None:
+        kept = (f"The last good checkpoint (step {last_good}) is kept at {self.checkpoint}" if self.checkpoint is not None
+                else "No checkpoint is kept")
+        raise StageError(f"{self.title}: step {step} produced {what}; stopped. {kept}")
+
+    def render_fn(self, width: int, height: int):
+        """``(viewmats [1, 4, 4], Ks [1, 3, 3]) -> [H, W, 3]``: the frozen splats on black, differentiable in the camera."""
+        frozen = {k: v.detach() for k, v in self.splats.items()}
+
+        def fn(viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
+            return render(frozen, viewmats, Ks, width, height, kind=self.oc.kind, sh_degree=self.oc.sh_degree,
+                          backgrounds=torch.zeros(1, 3, device=self.device), backend=self.backend,
+                          antialiased=self.oc.antialiased).rgb[0]
+
+        return fn
+
+    @torch.no_grad()
+    def render_view(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        out = render(self.splats, viewmat[None], K[None], width, height, kind=self.oc.kind, sh_degree=self.oc.sh_degree,
+                     backgrounds=torch.zeros(1, 3, device=self.device), backend=self.backend, antialiased=self.oc.antialiased)
+        return out.rgb[0]
+
+
+def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_steps: int = 0,
+                        render_dir: str = "assets/renders") -> dict:
+    """Render every posed test view; write the renders to ``render_dir``; metrics against the images that exist.
+
+    With ``align_steps``, each view's camera is first fitted to its photo with the splats frozen
+    (pose_refine.align_to_image); the metrics of the unaligned cameras are kept under ``unaligned``.
+    """
+    test = [v for v in graph.views("test") if v.camera is not None]
+    per_view: dict[str, dict] = {}
+    unaligned: dict[str, dict] = {}
+    moved: list[tuple[float, float]] = []
+    if not test:
+        return {"test_views": 0}
+    frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
+    for i, view in enumerate(test):
+        viewmat, K = frames.viewmats[i], frames.Ks[i]
+        mask = frames.masks[i] if frames.masks is not None else None
+        image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+        if align_steps > 0 and frames.images is not None:
+            unaligned[view.name] = image_metrics(image, frames.images[i], mask)
+            target = frames.images[i] if mask is None else frames.images[i] * mask[..., None]
+            with torch.enable_grad():
+                aligned = align_to_image(trainer.render_fn(frames.width, frames.height), viewmat, K, target,
+                                         trainer.radius, align_steps, trainer.oc.test_pose_lr)
+            moved.append(_pose_change(viewmat, aligned, trainer.radius))
+            viewmat = aligned
+            image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+        pixels = image.cpu().numpy()
+        out = graph.resolve(f"{render_dir}/{view.name}.png")
+        atomic_write(out, lambda tmp: image_io.write_image(tmp, pixels))
+        if frames.images is not None:
+            per_view[view.name] = image_metrics(image, frames.images[i], mask)
+    summary = mean_metrics(list(per_view.values())) if per_view else {}
+    status = lpips_status()
+    out = {**summary, "test_views": len(test), "lpips_status": status or "available", "per_view": per_view}
+    if unaligned:
+        rot, trans = np.array(moved).T
+        out.update(unaligned={**mean_metrics(list(unaligned.values())), "per_view": unaligned},
+                   test_pose_align={"steps": align_steps, "rotation_change_deg": float(rot.mean()),
+                                    "translation_change": float(trans.mean())})
+    return out
+
+
+def poses_estimated(graph: SceneGraph) -> bool:
+    node = graph.nodes.get("metrics/poses")
+    return node is not None and node.values.get("source") == "estimated"
+
+
+def test_align_steps(oc: OptimizeConfig, estimated: bool, on_gpu: bool) -> int:
+    """Alignment steps of each held-out camera before scoring (0: scored as given)."""
+    if not (oc.test_pose_align == "on" or (oc.test_pose_align == "auto" and estimated)):
+        return 0
+    return oc.test_pose_steps if on_gpu else min(oc.test_pose_steps, oc.cpu_align_steps)
+
+
+def _pose_change(before: torch.Tensor, after: torch.Tensor, radius: float) -> tuple[float, float]:
+    """(rotation angle in degrees, camera-centre shift in scene radii) between two world-to-camera matrices."""
+    b, a = before.double().cpu().numpy(), after.double().cpu().numpy()
+    return rotation_angle(a[:3, :3] @ b[:3, :3].T), float(np.linalg.norm(camera_center(a) - camera_center(b)) / radius)
