@@ -164,6 +164,65 @@ class OptimizeConfig:
 
 
 @dataclass
+class PriorConfig:
+    """Diffusion-prior refinement: renders of unseen views repaired by a generative model, distilled back."""
+
+    enabled: bool = False
+    """Run the prior stage after optimize (its splats then serve the mesh, the viewer and the metrics)."""
+    checkpoint: str | None = None
+    """A local diffusers image-to-image pipeline folder to repair with, instead of training a model on the scene."""
+    # Training pairs (degraded render, real image).
+    loo_views: int = 3
+    """Leave-one-out runs: at most this many training views are held out in turn (spread over the views)."""
+    loo_steps: int = 500
+    """Optimisation steps of each leave-one-out run (the optimize section's settings, scaled to this length)."""
+    loo_snapshots: int = 3
+    """Renders of the held-out view taken at this many evenly spaced points of its run (earlier: more degraded)."""
+    perturb_samples: int = 4
+    """Noisy copies of the optimised splats, each rendered from every training view."""
+    perturb_scale: float = 1.0
+    """Noise level of the perturbed copies (1: positions by up to 2% of the scene radius, log-scales 0.3, opacity logits 0.5)."""
+    # The per-scene repair model.
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    """UNet2DModel block widths (multiples of 8); one down-sampling between consecutive blocks."""
+    layers_per_block: int = 1
+    crop: int = 128
+    """Training crops, in pixels (centred on the object)."""
+    batch: int = 48
+    train_steps: int = 600
+    lr: float = 5e-4
+    timesteps: int = 1000
+    """Diffusion timesteps of the training schedule (cosine)."""
+    sample_steps: int = 10
+    """DDIM steps when repairing."""
+    strength: float = 0.6
+    """Where sampling starts: 1 from pure noise, below 1 from the render noised that far down the schedule."""
+    # Distillation.
+    pseudo_views: int = 24
+    """Cameras on the path through the training cameras whose repaired renders supervise the splats."""
+    elevation: float = 10.0
+    """Pseudo cameras are raised and lowered in turn by up to this many degrees."""
+    distill_steps: int = 800
+    distill_rounds: int = 2
+    """The pseudo views are rendered and repaired again at the start of each round."""
+    distill_weight: float = 0.5
+    """Weight of a pseudo view's loss next to a training view's, before the fall-off with distance."""
+    falloff: float = 0.6
+    """A pseudo view's weight is multiplied by exp(-distance / falloff), distance in radians to the nearest training camera."""
+    distill_ssim: float = 0.5
+    """Share of (1 - SSIM) in the pseudo views' loss (the rest is L1)."""
+    distill_lr_means: float = 0.1
+    """Learning rate of the splat positions while distilling, times optimize.lr_means (decayed 100x)."""
+    # A pretrained pipeline (with checkpoint).
+    checkpoint_strength: float = 0.3
+    checkpoint_steps: int = 20
+    guidance: float = 1.0
+    prompt: str = ""
+    cpu_model_steps: int = 100
+    """At most this many repair-model steps on the CPU (a smoke test, like optimize.cpu_steps)."""
+
+
+@dataclass
 class MeshConfig:
     """Mesh from the optimised splats: depth fusion, marching cubes, cleaning."""
 
@@ -206,6 +265,7 @@ class RunConfig:
     poses: PosesConfig = field(default_factory=PosesConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -34,7 +34,7 @@ from recon.scene.store import SceneStore, atomic_write, write_json
 @dataclass
 class StageOutcome:
     name: str
-    status: str  # "ran" or "reused"
+    status: str  # "ran", "reused", or "off" (a stage its config switches off)
     seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -87,13 +87,18 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
         key = graph.source["digest"]
         for i, module in enumerate(modules):
             section = getattr(cfg, module.CONFIG) if module.CONFIG else None
-            config_digest = digest(section, cfg.seed)
+            on = getattr(module, "enabled", lambda _: True)(cfg)
+            config_digest = digest(section, cfg.seed) if on else "off"  # the settings of a stage that is off do not matter
             key = hashlib.sha256(f"{key}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
             record = graph.stages.get(module.NAME)
             if record is not None and record.key == key:
-                outcomes.append(StageOutcome(module.NAME, "reused", record.seconds, record.metrics))
+                outcomes.append(StageOutcome(module.NAME, "reused" if on else "off", record.seconds, record.metrics))
                 continue
             graph.drop_stage_outputs({m.NAME for m in modules[i:]})
+            if not on:
+                graph.stages[module.NAME] = StageRecord(module.NAME, key, config_digest, 0.0, {})
+                outcomes.append(StageOutcome(module.NAME, "off", 0.0))
+                continue
             start = time.perf_counter()
             graph = module.run(graph, cfg)
             seconds = time.perf_counter() - start

@@ -116,7 +116,7 @@ class ViewerApp:
                     return True
                 self.layers = layers(self.graph)
                 self._draw_all()
-            elif self.graph is not None and "gaussians/final" not in self.graph.nodes:
+            elif self.graph is not None and self.graph.splats() is None:
                 splats, live = splat_layer(self.graph)  # a new snapshot: only the splats change
                 if live is not None:
                     self.layers.splats, self.layers.live = splats, live
@@ -200,7 +200,7 @@ class ViewerApp:
             parts.append(f"{len(L.cameras)} cameras ({counts['train']} train, {counts['test']} test)")
             if L.splats is not None:
                 parts.append(L.splats.label)
-        if L.live is not None and graph is not None and "gaussians/final" not in graph.nodes:
+        if L.live is not None and graph is not None and graph.splats() is None:
             loss = L.live.get("loss")
             parts.append(f"{L.live['stage']} running: step {L.live['step']}/{L.live['steps']}"
                          + (f", loss {loss:.4f}" if loss is not None else ""))

@@ -161,9 +161,10 @@ def splat_layer(graph: SceneGraph) -> tuple[SplatLayer | None, dict | None]:
     if source is None:
         return None, None
     path, kind, live = source
-    final = graph.nodes.get("gaussians/final")
-    if isinstance(final, Gaussians):
-        return splats_from_ply(path, f"{kind}, {final.count} splats"), None
+    final = graph.splats()
+    if final is not None:
+        prior = ", with the prior" if final.id == "gaussians/prior" else ""
+        return splats_from_ply(path, f"{kind}, {final.count} splats{prior}"), None
     if live is None:  # a snapshot whose status is being replaced: the next poll shows it
         return None, None
     return splats_from_ply(path, f"live: step {live['step']}/{live['steps']}"), live

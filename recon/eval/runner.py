@@ -90,6 +90,9 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
                 "traceback": traceback.format_exc()}, {}
     stages = {name: rec.seconds for name, rec in graph.stages.items()}
     optimize = dict(graph.stages["optimize"].metrics) if "optimize" in graph.stages else {}
+    prior = dict(graph.stages["prior"].metrics) if "prior" in graph.stages else {}
+    if prior.get("test_views"):  # the prior's splats are the scene's: score them
+        optimize = {**optimize, **prior}
     per_view = optimize.pop("per_view", {})
     mesh = graph.stages["mesh"].metrics if "mesh" in graph.stages else {}
     metrics = {k: optimize.get(k) for k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked",
@@ -123,8 +126,9 @@ def _grid_files(graph, name: str) -> dict[str, bytes]:
     from recon.io import images as image_io
 
     files = {}
+    render_dir = "assets/prior/renders" if "gaussians/prior" in graph.nodes else "assets/renders"
     for view in [v for v in graph.views("test") if v.image][:GRID_VIEWS]:
-        render_path = graph.resolve(f"assets/renders/{view.name}.png")
+        render_path = graph.resolve(f"{render_dir}/{view.name}.png")
         if not render_path.is_file():
             continue
         render = image_io.read_image(render_path)

@@ -10,6 +10,7 @@ renders and scores the held-out views of any trainer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +20,16 @@ from torch import Tensor
 
 from recon import progress
 from recon.config import OptimizeConfig
-from recon.errors import StageError
+from recon.errors import InputError, StageError
 from recon.eval.images import image_metrics, lpips_status, mean_metrics
 from recon.eval.poses import rotation_angle
 from recon.io import images as image_io
+from recon.io import ply
 from recon.live import SnapshotWriter
 from recon.optim import regularizers as reg
 from recon.optim.pose_refine import PoseCorrection, align_to_image
 from recon.render import render
+from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import Frames, load_frames
 from recon.scene.graph import SceneGraph
@@ -335,6 +338,23 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
                    test_pose_align={"steps": align_steps, "rotation_change_deg": float(rot.mean()),
                                     "translation_change": float(trans.mean())})
     return out
+
+
+def downsample_factor(width: int, oc: OptimizeConfig, on_gpu: bool) -> int:
+    """Training images are the views' at full size on CUDA, at most ``oc.cpu_max_width`` wide on the reference rasterizer."""
+    return 1 if on_gpu else max(1, math.ceil(width / oc.cpu_max_width))
+
+
+def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, seed: int) -> dict[str, Tensor]:
+    """Splats at the init stage's points; on the CPU a random subset of at most ``oc.cpu_points`` of them."""
+    init = graph.nodes.get("points/init")
+    if init is None:
+        raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
+    points, colors = ply.read_points(graph.resolve(init.path))
+    if device.type != "cuda" and len(points) > oc.cpu_points:
+        keep = np.random.default_rng(seed).choice(len(points), oc.cpu_points, replace=False)
+        points, colors = points[keep], colors[keep]
+    return init_splats(points, colors, oc.sh_degree, oc.kind, oc.init_scale, oc.init_opacity, device)
 
 
 def poses_estimated(graph: SceneGraph) -> bool:

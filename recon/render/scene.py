@@ -1,7 +1,8 @@
 """Render a finished scene's splats from any camera: the viewer's button, the evaluator's submission renders.
 
-The splats are those of ``gaussians/final`` or, while a run is still
-optimising, its newest snapshot in ``assets/live/`` (recon/live.py).
+The splats are the scene's newest (``gaussians/prior`` when the prior stage
+ran, else ``gaussians/final``) or, while a run is still optimising, its newest
+snapshot in ``assets/live/`` (recon/live.py).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from recon.errors import InputError
 from recon.live import LIVE_DIR, SPLATS, read_status
 from recon.render import render
 from recon.render.splats import load_ply, sh_degree_of
-from recon.scene.graph import Camera, Gaussians, SceneGraph
+from recon.scene.graph import Camera, SceneGraph
 
 
 def splat_source(graph: SceneGraph) -> tuple[Path, str, dict | None] | None:
-    """(PLY path, kind, live status) of the final splats, else of a running optimisation's snapshot, else None.
+    """(PLY path, kind, live status) of the newest splats, else of a running optimisation's snapshot, else None.
 
     The live status is None for the final splats (and for a snapshot whose status is being replaced).
     """
-    final = graph.nodes.get("gaussians/final")
-    if isinstance(final, Gaussians):
+    final = graph.splats()
+    if final is not None:
         return graph.resolve(final.path), final.kind, None
     live = graph.resolve(f"{LIVE_DIR}/{SPLATS}")
     if not live.is_file():

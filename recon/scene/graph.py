@@ -195,6 +195,14 @@ class SceneGraph:
         views = sorted(self.of_type(View), key=lambda v: (v.index, v.name))
         return [v for v in views if role is None or v.role == role]
 
+    def splats(self) -> Gaussians | None:
+        """The scene's newest splats: the prior stage's when it ran, else the optimize stage's, else None."""
+        for node_id in ("gaussians/prior", "gaussians/final"):
+            node = self.nodes.get(node_id)
+            if isinstance(node, Gaussians):
+                return node
+        return None
+
     def camera_of(self, view: View) -> Camera:
         if view.camera is None:
             raise InputError(f"view {view.name} has no camera pose")

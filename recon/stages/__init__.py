@@ -3,8 +3,9 @@
 Each stage is a module with ``NAME``, ``CONFIG`` (the section of
 :class:`recon.config.RunConfig` it reads) and ``run(graph, cfg) -> graph``, and
 optionally ``validate(graph, cfg)``, called on every stage before anything is
-written so that bad input fails early. Stages never import each other; they
-meet in the scene graph.
+written so that bad input fails early, and ``enabled(cfg)``, false when the
+config switches the stage off (it is then recorded as off, not run). Stages
+never import each other; they meet in the scene graph.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from types import ModuleType
 
 from recon.errors import InputError
 
-PIPELINE: tuple[str, ...] = ("views", "poses", "init", "optimize", "mesh")
+PIPELINE: tuple[str, ...] = ("views", "poses", "init", "optimize", "prior", "mesh")
 
 
 def load(until: str | None = None) -> list[ModuleType]:

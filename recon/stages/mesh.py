@@ -47,7 +47,7 @@ CONFIG = "mesh"
 
 def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     mc = cfg.mesh
-    node = graph.nodes.get("gaussians/final")
+    node = graph.splats()
     if node is None:
         raise InputError(f"{graph.name}: no Gaussians to mesh (the optimize stage has not run)")
     device = resolve_device(cfg.device)
@@ -86,7 +86,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     path = graph.resolve("assets/mesh.ply")
     atomic_write(path, lambda tmp: ply.write_mesh(tmp, vertices, faces, colors))
     graph.replace(Mesh(id="mesh/final", path="assets/mesh.ply", vertices=len(vertices), faces=len(faces),
-                       kind="reconstruction", provenance=Provenance(NAME, made_from=["gaussians/final"])))
+                       kind="reconstruction", provenance=Provenance(NAME, made_from=[node.id])))
     values = {"vertices": len(vertices), "faces": len(faces), "resolution": resolution, "voxel": volume.voxel,
               "depth_maps": len(cameras), "depth": "median" if use_median else "expected", "fuse_seconds": fuse_seconds}
     if mc.evaluate:

@@ -26,21 +26,19 @@ PSNR/SSIM when masks exist, LPIPS when its weights are on disk).
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from recon.config import RunConfig
 from recon.devices import resolve_device
 from recon.errors import InputError
 from recon.eval.poses import compare as compare_poses
-from recon.io import ply
 from recon.live import LIVE_DIR, SnapshotWriter
-from recon.optim.trainer import Trainer, evaluate_test_views, poses_estimated, test_align_steps
-from recon.render.splats import init_splats, save_ply
+from recon.optim.trainer import (Trainer, downsample_factor, evaluate_test_views, initial_splats, poses_estimated,
+                                 test_align_steps)
+from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, Gaussians, Metrics, Provenance, SceneGraph
 from recon.scene.store import atomic_write, write_json
@@ -62,7 +60,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
         raise InputError(f"{graph.name}: training views have no camera poses; the poses stage must estimate them first")
     cam0 = graph.camera_of(train_views[0])
     on_gpu = device.type == "cuda"
-    factor = 1 if on_gpu else max(1, math.ceil(cam0.width / oc.cpu_max_width))
+    factor = downsample_factor(cam0.width, oc, on_gpu)
     steps = oc.steps if on_gpu else min(oc.steps, oc.cpu_steps)
     if not on_gpu:
         warnings.warn(f"optimize: no CUDA device; training on the reference rasterizer at "
@@ -73,16 +71,9 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
         torch.cuda.reset_peak_memory_stats(device)
     frames = load_frames(graph, train_views, factor).to(device)
     center, radius = scene_bounds(graph, train_views)
-    init = graph.nodes.get("points/init")
-    if init is None:
-        raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
-    points, colors = ply.read_points(graph.resolve(init.path))
-    if not on_gpu and len(points) > oc.cpu_points:
-        keep = np.random.default_rng(cfg.seed).choice(len(points), oc.cpu_points, replace=False)
-        points, colors = points[keep], colors[keep]
+    splats = initial_splats(graph, oc, device, cfg.seed)
     estimated = poses_estimated(graph)
     refine = oc.pose_refine == "on" or (oc.pose_refine == "auto" and estimated)
-    splats = init_splats(points, colors, oc.sh_degree, oc.kind, oc.init_scale, oc.init_opacity, device)
     trainer = Trainer(oc, frames, splats, center, radius, steps, device, cfg.seed,
                       checkpoint=graph.resolve("assets/optimize/checkpoint.pt"), refine_poses=refine)
     if cfg.live_every > 0:
