@@ -195,7 +195,7 @@ class PriorConfig:
     """Diffusion timesteps of the training schedule (cosine)."""
     sample_steps: int = 10
     """DDIM steps when repairing."""
-    strength: float = 0.6
+    strength: float = 0.4
     """Where sampling starts: 1 from pure noise, below 1 from the render noised that far down the schedule."""
     # Distillation.
     pseudo_views: int = 24
@@ -205,9 +205,9 @@ class PriorConfig:
     distill_steps: int = 800
     distill_rounds: int = 2
     """The pseudo views are rendered and repaired again at the start of each round."""
-    distill_weight: float = 0.5
+    distill_weight: float = 0.2
     """Weight of a pseudo view's loss next to a training view's, before the fall-off with distance."""
-    falloff: float = 0.6
+    falloff: float = 0.3
     """A pseudo view's weight is multiplied by exp(-distance / falloff), distance in radians to the nearest training camera."""
     distill_ssim: float = 0.5
     """Share of (1 - SSIM) in the pseudo views' loss (the rest is L1)."""

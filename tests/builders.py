@@ -134,3 +134,33 @@ def build_spare(synthetic: Path, root: Path, scene_name: str = "Amplifier", inpu
 def build_images(synthetic: Path, root: Path) -> Path:
     shutil.copytree(synthetic / "image", root / "images")
     return root
+
+
+def tiny_img2img_pipeline(folder: Path) -> Path:
+    """A Stable Diffusion image-to-image pipeline with random weights and tiny layers, saved in folder/pipeline."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+                                norm_num_groups=8, attention_head_dim=2)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=32)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
+                                        vocab_size=100, max_position_embeddings=77, projection_dim=16))
+    words = folder / "tokenizer-files"
+    words.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "a": 3}
+    (words / "vocab.json").write_text(json.dumps(vocab))
+    (words / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=77)
+    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                          scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    out = folder / "pipeline"
+    pipe.save_pretrained(out)
+    return out

@@ -10,6 +10,8 @@ Nothing is downloaded: the folder must hold every component.
 from __future__ import annotations
 
 import inspect
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,10 @@ class PretrainedRepair:
                  guidance: float, prompt: str):
         self.folder = Path(folder).expanduser()
         self.device, self.seed = device, seed
-        self.strength, self.steps, self.guidance, self.prompt = strength, steps, guidance, prompt
+        if not 0 < strength <= 1:
+            raise InputError(f"prior.checkpoint_strength {strength}: must be in (0, 1]")
+        # img2img runs int(steps * strength) steps: at least one
+        self.strength, self.steps, self.guidance, self.prompt = strength, max(steps, math.ceil(1 / strength)), guidance, prompt
         self.pipe = load_pipeline(self.folder, device)
         self.name = f"checkpoint:{self.folder}"
         self.pipeline_class = type(self.pipe).__name__
@@ -81,11 +86,16 @@ def load_pipeline(folder: Path, device: torch.device):
     folder = check_folder(folder)
     try:
         from diffusers import AutoPipelineForImage2Image
+        from diffusers.utils import logging as diffusers_logging
     except ImportError:
         raise InputError("prior.checkpoint needs diffusers and transformers (pip install diffusers transformers)") from None
+    diffusers_logging.disable_progress_bar()  # recon shows its own progress
+    diffusers_logging.set_verbosity_error()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     try:
-        pipe = AutoPipelineForImage2Image.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+        with warnings.catch_warnings():  # diffusers' deprecation notes about the folder's own config
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = AutoPipelineForImage2Image.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(f"prior.checkpoint {folder}: cannot load an image-to-image pipeline from it "

@@ -1,19 +1,21 @@
 """Pseudo views for the prior: cameras on a path through the training cameras, and their distance to them.
 
 The training cameras are ordered by azimuth about the scene's up direction
-(the mean of their image "up" axes); consecutive cameras are joined by arcs
-about the scene centre (directions and orientations interpolated spherically,
-distances linearly), the wrap-around arc too unless it spans more than half a
-turn (cameras that face one side of a scene). The pseudo cameras are spread
-along the arcs in proportion to their angles, and raised and lowered in turn
-by up to ``elevation`` degrees about the centre. Each one's distance is the
-angle, seen from the centre, to the nearest training camera.
+(the mean of their image "up" axes); consecutive cameras are joined by orbits
+about the scene centre (azimuth, elevation and distance interpolated
+linearly; each pseudo camera is the nearer training camera moved rigidly
+along the orbit, so it frames the scene as that one does), the wrap-around
+orbit too unless it spans more than half a turn (cameras that face one side
+of a scene). The pseudo cameras are spread over the orbits in proportion to
+their azimuth gaps, and raised and lowered in turn by up to ``elevation``
+degrees. Each one's distance is the angle, seen from the centre, to the
+nearest training camera.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 
 from recon.scene.camera import camera_center
 
@@ -24,14 +26,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def _angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.arccos(np.clip(np.dot(_unit(a), _unit(b)), -1.0, 1.0)))
-
-
-def _slerp_direction(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    a, b = _unit(a), _unit(b)
-    omega = _angle(a, b)
-    if omega < 1e-6:
-        return a
-    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
 
 
 def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -60,25 +54,36 @@ def path_cameras(world_to_cameras: np.ndarray, center: np.ndarray, count: int,
         drop = int(np.argmax(gaps))
         segments.pop(drop)
         gaps.pop(drop)
-    arcs = np.array([max(_angle(offsets[i], offsets[j]), 1e-6) for i, j in segments])
+    arcs = np.maximum(np.array(gaps), 1e-6)
     per = np.floor(count * arcs / arcs.sum()).astype(int)
     for k in np.argsort(-(count * arcs / arcs.sum() - per))[: count - per.sum()]:
         per[k] += 1  # largest remainders first, so the counts add up to ``count``
 
     out, distance = [], []
-    for (i, j), m in zip(segments, per):
-        slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([w2c[i, :3, :3], w2c[j, :3, :3]])))
+    elevation = np.arcsin(np.clip(offsets @ up / np.linalg.norm(offsets, axis=1), -1, 1))
+    for (i, j), m, gap in zip(segments, per, gaps):
         for t in (np.arange(m) + 1) / (m + 1):
-            R = slerp([t]).as_matrix()[0]
-            length = (1 - t) * np.linalg.norm(offsets[i]) + t * np.linalg.norm(offsets[j])
-            C = center + _slerp_direction(offsets[i], offsets[j], t) * length
+            # Orbit the nearer of the two cameras about the up axis to the azimuth at t, then to the elevation
+            # and distance at t: the pseudo camera keeps how that camera frames the scene.
+            src, turn = (i, t * gap) if t < 0.5 else (j, -(1 - t) * gap)
+            T = _orbit(w2c[src], center, _rotation_about(up, turn))
+            C = camera_center(T)
             k = len(out)
-            lift = np.deg2rad(elevation_deg) * np.sin(np.pi / 2 * k)  # 0, +e, 0, -e, ...
+            lift = (1 - t) * elevation[i] + t * elevation[j] - elevation[src]
+            lift += np.deg2rad(elevation_deg) * np.sin(np.pi / 2 * k)  # then 0, +e, 0, -e, ... in turn
             if abs(lift) > 1e-9:
-                Q = _rotation_about(np.cross(up, C - center), lift)
-                C, R = center + Q @ (C - center), R @ Q.T
-            T = np.eye(4)
-            T[:3, :3], T[:3, 3] = R, -R @ C
+                T = _orbit(T, center, _rotation_about(np.cross(up, C - center), -lift))
+            length = (1 - t) * np.linalg.norm(offsets[i]) + t * np.linalg.norm(offsets[j])
+            T = _orbit(T, center, np.eye(3), length / np.linalg.norm(camera_center(T) - center))
             out.append(T)
-            distance.append(min(_angle(C - center, o) for o in offsets))
+            distance.append(min(_angle(camera_center(T) - center, o) for o in offsets))
     return np.stack(out), np.array(distance)
+
+
+def _orbit(w2c: np.ndarray, center: np.ndarray, Q: np.ndarray, stretch: float = 1.0) -> np.ndarray:
+    """The camera moved rigidly by the rotation ``Q`` about ``center`` (its distance times ``stretch``)."""
+    C = center + stretch * (Q @ (camera_center(w2c) - center))
+    R = w2c[:3, :3] @ Q.T
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, -R @ C
+    return T
