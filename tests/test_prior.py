@@ -107,7 +107,7 @@ def test_prior_stage_writes_its_splats_metrics_and_provenance(synthetic_scene, t
     assert saved["prior"]["prior"] == "scene"
 
     # Other distillation settings: the stage reruns, the pairs come from the cache.
-    again = run_scene(synthetic_scene, tiny(**{"prior.distill_weight": 0.2}), tmp_path).graph
+    again = run_scene(synthetic_scene, tiny(**{"prior.distill_weight": 0.35}), tmp_path).graph
     assert again.nodes["metrics/prior"].values["pairs"]["cached"] is True
     # Off: recorded as off, the optimize stage's splats are the scene's, and off-stage settings change nothing.
     off = run_scene(synthetic_scene, tiny(**{"prior.enabled": False}), tmp_path)
