@@ -28,7 +28,7 @@ from recon.io import ply
 from recon.live import SnapshotWriter
 from recon.optim import regularizers as reg
 from recon.optim.pose_refine import PoseCorrection, align_to_image
-from recon.render import render
+from recon.render import render, resolve_backend
 from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import Frames, load_frames
@@ -61,7 +61,7 @@ class Trainer:
         self.center = torch.tensor(center, dtype=torch.float32)  # on the CPU: pseudo cameras are built there
         self.viewmats_cpu = frames.viewmats.cpu()
         self.radius = radius
-        self.backend = "gsplat" if device.type == "cuda" else "reference"
+        self.backend = resolve_backend("auto", device)
         self.generator = torch.Generator().manual_seed(seed)
         self.device_generator = torch.Generator(device=device).manual_seed(seed)
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)

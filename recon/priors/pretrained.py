@@ -34,15 +34,18 @@ class PretrainedRepair:
         # img2img runs int(steps * strength) steps: at least one
         self.strength, self.steps, self.guidance, self.prompt = strength, max(steps, math.ceil(1 / strength)), guidance, prompt
         self.pipe = load_pipeline(self.folder, device)
+        self.params = inspect.signature(self.pipe.__call__).parameters
         self.name = f"checkpoint:{self.folder}"
         self.pipeline_class = type(self.pipe).__name__
+        self.parameters = None  # not trained here: nothing to count
         self.losses: list[float] = []
+        self.log_every = None
 
     @torch.no_grad()
     def repair(self, images: Tensor) -> Tensor:
         from PIL import Image
 
-        params = inspect.signature(self.pipe.__call__).parameters
+        params = self.params
         out = []
         h, w = images.shape[1:3]
         gen = torch.Generator(device="cpu").manual_seed(self.seed)

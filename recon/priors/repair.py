@@ -37,6 +37,11 @@ class RepairSettings:
     strength: float
 
 
+def check_channels(channels: list[int]) -> None:
+    if not channels or any(c % 8 for c in channels):
+        raise InputError(f"prior.channels {channels}: give one or more widths, each a multiple of 8")
+
+
 def _diffusers():
     try:
         import diffusers
@@ -49,10 +54,10 @@ class SceneRepair:
     """Train with :meth:`fit` on pairs, then :meth:`repair` renders of the same scene."""
 
     name = "scene"
+    pipeline_class = "UNet2DModel + DDIMScheduler"
 
     def __init__(self, settings: RepairSettings, device: torch.device, seed: int):
-        if any(c % 8 for c in settings.channels) or not settings.channels:
-            raise InputError(f"prior.channels {settings.channels}: give one or more widths, each a multiple of 8")
+        check_channels(settings.channels)
         diffusers = _diffusers()
         self.s, self.device, self.seed = settings, device, seed
         torch.manual_seed(seed)
@@ -157,7 +162,7 @@ class _CropSampler:
         self.offsets = torch.arange(crop, device=device)
 
     def batch(self, size: int) -> tuple[Tensor, Tensor]:
-        n, _, h, w, _ = self.pairs.shape
+        h, w = self.pairs.shape[2:4]
         c = self.crop
         pick = self.where[torch.randint(len(self.where), (size,), generator=self.gen).to(self.device)]
         i = pick[:, 0]

@@ -101,7 +101,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     if refine:
         metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
     metrics.update(
-        gaussians=int(len(splats["means"])), steps=steps, backend="gsplat" if on_gpu else "reference",
+        gaussians=int(len(splats["means"])), steps=steps, backend=trainer.backend,
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
     )

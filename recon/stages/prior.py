@@ -67,8 +67,10 @@ def validate(graph: SceneGraph, cfg: RunConfig) -> None:
         from recon.priors.pretrained import check_folder
 
         check_folder(pc.checkpoint)
-    elif any(c % 8 for c in pc.channels) or not pc.channels:
-        raise InputError(f"prior.channels {pc.channels}: give one or more widths, each a multiple of 8")
+    else:
+        from recon.priors.repair import check_channels
+
+        check_channels(pc.channels)
     if pc.distill_rounds < 1 or pc.distill_steps < pc.distill_rounds:
         raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least prior.distill_rounds ({pc.distill_rounds}) >= 1")
 
@@ -117,7 +119,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     prior_splats = trainer.splats
     atomic_write(graph.resolve("assets/prior/splats.ply"), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
     write_json(graph.resolve("assets/prior/loss.json"), {
-        "repair": {"every": getattr(model, "log_every", None), "loss": model.losses},
+        "repair": {"every": model.log_every, "loss": model.losses},
         "distill": {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric,
                     "pseudo": trainer.target_losses}})
     graph.replace(Gaussians(id="gaussians/prior", path="assets/prior/splats.ply", count=int(len(prior_splats["means"])),
@@ -135,8 +137,8 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
         prior=model.name, gaussians=int(len(prior_splats["means"])), seconds=seconds, pseudo_views=pseudo,
         before=before_values, backend=trainer.backend,
         gain={k: metrics[k] - v for k, v in before_values.items() if isinstance(metrics.get(k), float) and v is not None},
-        model={"pipeline": getattr(model, "pipeline_class", "UNet2DModel + DDIMScheduler"),
-               "parameters": getattr(model, "parameters", None), "loss_first": model.losses[0] if model.losses else None,
+        model={"pipeline": model.pipeline_class, "parameters": model.parameters,
+               "loss_first": model.losses[0] if model.losses else None,
                "loss_last": model.losses[-1] if model.losses else None},
         pairs=pairs_info)
     graph.replace(Metrics(id="metrics/prior", values=metrics, provenance=Provenance(NAME, made_from=["gaussians/prior"])))
@@ -149,8 +151,8 @@ def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: di
     """(degraded [P, H, W, 3], real [P, H, W, 3], what they are), from the cache when it matches."""
     pc, oc = cfg.prior, cfg.optimize
     record = graph.stages.get("optimize")
-    key = digest({k: getattr(pc, k) for k in PAIR_FIELDS}, record.key if record else None, factor, cfg.seed,
-                 dataclasses.asdict(oc))
+    # The optimize stage's key covers the input, every earlier stage, the optimize settings and the seed.
+    key = digest({k: getattr(pc, k) for k in PAIR_FIELDS}, record.key if record else None, factor)
     path = graph.resolve(PAIRS)
     if path.is_file():
         try:
@@ -190,7 +192,7 @@ def _scaled(oc: OptimizeConfig, steps: int) -> OptimizeConfig:
     scale = lambda n: max(1, int(round(n * s)))  # noqa: E731
     return dataclasses.replace(oc, steps=steps, refine_start=scale(oc.refine_start), refine_stop=scale(oc.refine_stop),
                                regularize_from=scale(oc.regularize_from), sh_degree_interval=scale(oc.sh_degree_interval),
-                               checkpoint_every=steps + 1, pose_refine="off")
+                               pose_refine="off")
 
 
 def leave_one_out(graph: SceneGraph, cfg: RunConfig, frames: Frames, targets: torch.Tensor, center: np.ndarray,
@@ -225,13 +227,12 @@ def perturbed(splats: dict, frames: Frames, targets: torch.Tensor, oc: OptimizeC
     gen = torch.Generator(device=device).manual_seed(seed)
     noise = lambda t, sigma: t + sigma * torch.randn(t.shape, generator=gen, device=device)  # noqa: E731
     inputs, outputs = [], []
-    backend = "gsplat" if device.type == "cuda" else "reference"
     for k in range(pc.perturb_samples):
         level = pc.perturb_scale * (k + 1) / pc.perturb_samples
         noisy = dict(splats, means=noise(splats["means"], 0.02 * radius * level),
                      scales=noise(splats["scales"], 0.3 * level), opacities=noise(splats["opacities"], 0.5 * level))
         out = render(noisy, frames.viewmats, frames.Ks, frames.width, frames.height, kind=oc.kind,
-                     sh_degree=oc.sh_degree, backgrounds=torch.zeros(len(frames), 3, device=device), backend=backend)
+                     sh_degree=oc.sh_degree, backgrounds=torch.zeros(len(frames), 3, device=device))
         inputs.append(out.rgb.clamp(0, 1))
         outputs.append(targets)
     return inputs, outputs
@@ -248,7 +249,7 @@ def distill(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: dict, cen
     rounds = max(1, min(pc.distill_rounds, steps))
     # No densification; every SH degree from the start; positions at a fraction of their learning rate.
     distill_oc = dataclasses.replace(oc, steps=steps, refine_stop=0, sh_degree_interval=0, pose_refine="off",
-                                     lr_means=oc.lr_means * pc.distill_lr_means, checkpoint_every=steps + 1)
+                                     lr_means=oc.lr_means * pc.distill_lr_means)
     trainer = Trainer(distill_oc, frames, splats, center, radius, steps, device, cfg.seed, title="prior: distil")
     viewmats, distance = path_cameras(frames.viewmats.double().cpu().numpy(), center, pc.pseudo_views, pc.elevation)
     summary = {"count": len(viewmats), "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
