@@ -36,7 +36,7 @@ def summarise(runs: list[dict]) -> list[dict]:
         sel = [r for r in runs if r["views"] == views and "error" not in r]
         if not sel:
             continue
-        gains = [r["on"]["psnr_masked"] - r["off"]["psnr_masked"] for r in sel]
+        gains = [r["gain"] for r in sel]
         rows.append({
             "views": views, "scenes": len(sel),
             "psnr_masked_off": float(np.mean([r["off"]["psnr_masked"] for r in sel])),
