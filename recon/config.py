@@ -171,6 +171,11 @@ class PriorConfig:
     """Run the prior stage after optimize (its splats then serve the mesh, the viewer and the metrics)."""
     checkpoint: str | None = None
     """A local diffusers image-to-image pipeline folder to repair with, instead of training a model on the scene."""
+    validate: bool = True
+    """Check the prior before applying it (3+ training views): hold out the training view that the pseudo cameras of
+    the others pass nearest, distil into its leave-one-out splats with a repair model that has not seen it, and keep
+    the optimize stage's splats unless its masked PSNR gains at least ``validate_margin`` dB."""
+    validate_margin: float = 0.0
     # Training pairs (degraded render, real image).
     loo_views: int = 3
     """Leave-one-out runs: at most this many training views are held out in turn (spread over the views)."""

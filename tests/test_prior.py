@@ -13,7 +13,8 @@ from recon.config import load_config
 from recon.errors import InputError
 from recon.pipeline import run_scene
 from recon.priors.repair import RepairSettings, SceneRepair
-from recon.priors.views import path_cameras
+from recon.priors.views import angle_to_path, path_cameras
+from recon.stages.prior import validation_view
 from recon.scene.camera import camera_center, look_at
 
 TINY = {
@@ -24,6 +25,7 @@ TINY = {
     "prior.enabled": True, "prior.loo_views": 2, "prior.loo_steps": 12, "prior.loo_snapshots": 2,
     "prior.perturb_samples": 2, "prior.channels": [8, 16], "prior.crop": 32, "prior.batch": 4, "prior.train_steps": 8,
     "prior.sample_steps": 2, "prior.pseudo_views": 4, "prior.distill_steps": 10, "prior.distill_rounds": 2,
+    "prior.validate_margin": -100.0,  # the check runs, and passes: a few steps decide nothing
 }
 
 
@@ -67,6 +69,19 @@ def test_cameras_on_one_side_get_no_pseudo_views_behind_the_scene():
     assert max(heights) > 1.05 and min(heights) < 0.95  # raised and lowered in turn
 
 
+def test_the_check_holds_out_the_view_that_the_others_path_passes_nearest():
+    from recon.scene.frames import Frames
+
+    train = ring([0, 40, 90, 200])
+    # without view 1 the path from 0 to 90 runs through it; without 3 the path 200 -> 0 misses it by ~40 degrees
+    assert angle_to_path(np.delete(train, 1, 0), train[1], np.zeros(3)) < np.radians(2)
+    assert angle_to_path(np.delete(train, 3, 0), train[3], np.zeros(3)) > np.radians(30)
+    frames = lambda T: Frames([str(i) for i in range(len(T))], None, None, torch.tensor(T, dtype=torch.float32),  # noqa: E731
+                              torch.eye(3).expand(len(T), 3, 3), 8, 8)
+    assert validation_view(frames(ring([0, 60, 20])), np.zeros(3)) == 2
+    assert validation_view(frames(ring([0, 60])), np.zeros(3)) is None  # two views: nothing to hold out
+
+
 def test_repair_model_learns_a_scene_degradation():
     """Renders darkened and shifted in colour: after training, the repair is closer to the photo than the render."""
     gen = torch.Generator().manual_seed(0)
@@ -95,20 +110,36 @@ def test_prior_stage_writes_its_splats_metrics_and_provenance(synthetic_scene, t
     assert graph.nodes["mesh/final"].provenance.made_from == ["gaussians/prior"]
     m = graph.nodes["metrics/prior"].values
     assert m["prior"] == "scene" and m["model"]["pipeline"] == "UNet2DModel + DDIMScheduler"
-    assert m["pairs"] == {"leave_one_out": 4, "perturbed": 8, "cached": False}  # 2 held out x 2 snapshots; 2 x 4 views
+    assert m["applied"] is True and m["outcome"].startswith("applied (check on ")
+    check = m["validation"]
+    assert check["passed"] and check["gain"] == pytest.approx(check["after"] - check["before"])
+    # views 0 and 3 are held out in turn (loo_views 2), and the check's view when it is another: 2 snapshots each
+    train = [v.name for v in graph.views("train")]
+    held = {0, 3, train.index(check["view"])}
+    assert m["pairs"] == {"leave_one_out": 2 * len(held), "perturbed": 8, "cached": False}  # perturbed: 2 x 4 views
     assert m["pseudo_views"]["count"] == 4 and 0 < m["pseudo_views"]["weight_mean"] <= 0.5
-    assert set(m["seconds"]) == {"pairs", "model", "distill", "evaluate"}
+    assert set(m["seconds"]) == {"pairs", "model", "validate", "distill", "evaluate"}
     assert m["gain"]["psnr_masked"] == pytest.approx(m["psnr_masked"] - m["before"]["psnr_masked"])
     assert len(m["per_view"]) == 8 and len(list((out / "assets/prior/renders").glob("*.png"))) == 8
     assert len(list((out / "assets/prior/pseudo").glob("*.png"))) == 4
     losses = json.loads((out / "assets/prior/loss.json").read_text())
-    assert len(losses["repair"]["loss"]) == 1 and len(losses["distill"]["pseudo"]) == 2
+    assert len(losses["repair"]["loss"]) == 2 and len(losses["distill"]["pseudo"]) == 2  # 4 + 4 model steps
     saved = json.loads((out / "metrics.json").read_text())["stages"]
     assert saved["prior"]["prior"] == "scene"
 
     # Other distillation settings: the stage reruns, the pairs come from the cache.
     again = run_scene(synthetic_scene, tiny(**{"prior.distill_weight": 0.35}), tmp_path).graph
     assert again.nodes["metrics/prior"].values["pairs"]["cached"] is True
+    # A check that cannot pass: the prior is not applied, and nothing of the applied run is left behind.
+    kept = run_scene(synthetic_scene, tiny(**{"prior.validate_margin": 100.0}), tmp_path)
+    m = kept.graph.nodes["metrics/prior"].values
+    assert m["applied"] is False and m["outcome"].startswith("not applied") and not m["validation"]["passed"]
+    assert m["pairs"]["cached"] is True and set(m["seconds"]) == {"pairs", "model", "validate"}
+    assert set(m["gain"].values()) == {0.0} and "psnr_masked" not in m
+    assert kept.graph.splats().id == "gaussians/final" and "gaussians/prior" not in kept.graph.nodes
+    assert kept.graph.nodes["mesh/final"].provenance.made_from == ["gaussians/final"]
+    assert not any((out / "assets/prior" / name).exists() for name in ("splats.ply", "renders", "pseudo"))
+    assert len(json.loads((out / "assets/prior/loss.json").read_text())["repair"]["loss"]) == 1  # the check's half
     # Off: recorded as off, the optimize stage's splats are the scene's, and off-stage settings change nothing.
     off = run_scene(synthetic_scene, tiny(**{"prior.enabled": False}), tmp_path)
     assert off.outcomes[5].status == "off" and off.graph.splats().id == "gaussians/final"
@@ -123,7 +154,8 @@ def test_a_pretrained_image_to_image_pipeline_replaces_the_scene_model(synthetic
     graph = run_scene(synthetic_scene, cfg, tmp_path / "out", until="prior").graph
     m = graph.nodes["metrics/prior"].values
     assert m["prior"] == f"checkpoint:{folder}" and m["model"]["pipeline"] == "StableDiffusionImg2ImgPipeline"
-    assert m["pairs"] == {} and "pairs" not in m["seconds"] and np.isfinite(m["psnr_masked"])
+    assert m["pairs"] == {} and set(m["seconds"]) == {"load", "validate", "distill", "evaluate"}
+    assert m["validation"]["passed"] and np.isfinite(m["psnr_masked"])
 
 
 def test_bad_prior_settings_are_one_line_errors(synthetic_scene, tmp_path):
@@ -141,6 +173,8 @@ def test_bad_prior_settings_are_one_line_errors(synthetic_scene, tmp_path):
         run_scene(synthetic_scene, tiny(**{"prior.checkpoint": str(tmp_path / "unconditional")}), tmp_path / "u")
     with pytest.raises(InputError, match=r"prior.channels \[12\]: .*multiple of 8"):
         run_scene(synthetic_scene, tiny(**{"prior.channels": [12]}), tmp_path)
+    with pytest.raises(InputError, match=r"prior.validate needs leave-one-out runs"):
+        run_scene(synthetic_scene, tiny(**{"prior.loo_steps": 0}), tmp_path)
     assert not (tmp_path / "mug").exists()  # rejected before anything was written
 
 
@@ -149,8 +183,10 @@ def test_prior_stage_on_gsplat(tmp_path):
     from recon.resources import DATA_DIR
 
     cfg = load_config("default", {"views.count": 3, "device": "cuda", "optimize.steps": 600, "prior.enabled": True,
-                                  "prior.loo_steps": 200, "prior.train_steps": 100, "prior.distill_steps": 200})
+                                  "prior.loo_steps": 200, "prior.train_steps": 100, "prior.distill_steps": 200,
+                                  "prior.validate_margin": -100.0})
     graph = run_scene(DATA_DIR / "example", cfg, tmp_path, until="prior").graph
     m = graph.nodes["metrics/prior"].values
-    assert m["backend"] == "gsplat" and m["prior"] == "scene"
+    assert m["backend"] == "gsplat" and m["prior"] == "scene" and m["applied"]
+    assert np.isfinite(m["validation"]["gain"])
     assert np.isfinite(m["psnr_masked"]) and m["psnr_masked"] > m["before"]["psnr_masked"] - 3.0

@@ -73,30 +73,39 @@ class SceneRepair:
         self.multiple = 2 ** (levels - 1)
         self.losses: list[float] = []
         self.log_every = 10
+        self.done = 0  # training steps taken
+        self.gen = torch.Generator().manual_seed(seed)
+        self.gen_device = torch.Generator(device=device).manual_seed(seed)
+        self.optimizer: torch.optim.Optimizer | None = None
 
     @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 
     # --- training -----------------------------------------------------------------------------
-    def fit(self, inputs: Tensor, targets: Tensor) -> list[float]:
-        """Train on pairs (degraded [N, H, W, 3], real [N, H, W, 3]); returns the mean loss per ``log_every`` steps."""
+    def fit(self, inputs: Tensor, targets: Tensor, until: int | None = None) -> list[float]:
+        """Train on pairs (degraded [N, H, W, 3], real [N, H, W, 3]) from where the last call stopped to step
+        ``until`` (default: the last); the learning-rate schedule spans all ``steps`` whatever the pairs of each call.
+        Returns the mean loss per ``log_every`` steps so far."""
         s = self.s
-        gen = torch.Generator().manual_seed(self.seed)
-        gen_device = torch.Generator(device=self.device).manual_seed(self.seed)
+        until = s.steps if until is None else min(until, s.steps)
+        if until <= self.done:
+            return self.losses
         crops = _CropSampler(inputs, targets, min(s.crop, inputs.shape[1], inputs.shape[2]) // self.multiple * self.multiple,
-                             gen, self.device)
-        opt = torch.optim.AdamW(self.unet.parameters(), lr=s.lr, weight_decay=1e-4)
-        warmup = max(1, s.steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
+                             self.gen, self.device)
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=s.lr, weight_decay=1e-4)
+            warmup = max(1, s.steps // 20)
+            self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
+        opt = self.optimizer
         self.unet.train()
-        running = torch.zeros((), device=self.device)
-        with progress.task("prior: repair model", s.steps) as bar:
-            for step in range(s.steps):
+        running, count = torch.zeros((), device=self.device), 0
+        with progress.task("prior: repair model", until - self.done) as bar:
+            for step in range(self.done, until):
                 cond, clean = crops.batch(s.batch)
-                noise = torch.randn(clean.shape, generator=gen_device, device=self.device)
-                t = torch.randint(0, s.timesteps, (len(clean),), generator=gen_device, device=self.device)
+                noise = torch.randn(clean.shape, generator=self.gen_device, device=self.device)
+                t = torch.randint(0, s.timesteps, (len(clean),), generator=self.gen_device, device=self.device)
                 noisy = self.scheduler.add_noise(clean, noise, t)
                 pred = self.unet(torch.cat([noisy, cond], 1), t).sample
                 loss = F.l1_loss(pred, clean)
@@ -104,16 +113,19 @@ class SceneRepair:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
                 opt.step()
-                sched.step()
+                self.lr_schedule.step()
                 running += loss.detach()
-                if (step + 1) % self.log_every == 0 or step + 1 == s.steps:
-                    value = float(running) / ((step % self.log_every) + 1)
+                count += 1
+                if (step + 1) % self.log_every == 0 or step + 1 == until:
+                    value = float(running) / count
                     if not math.isfinite(value):
                         raise InputError(f"prior: the repair model's loss became {value} at step {step}; "
                                          f"lower prior.lr (now {s.lr})")
                     self.losses.append(value)
                     running.zero_()
+                    count = 0
                 bar.advance()
+        self.done = until
         self.unet.eval()
         return self.losses
 

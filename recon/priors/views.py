@@ -87,3 +87,11 @@ def _orbit(w2c: np.ndarray, center: np.ndarray, Q: np.ndarray, stretch: float = 
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R, -R @ C
     return T
+
+
+def angle_to_path(world_to_cameras: np.ndarray, camera: np.ndarray, center: np.ndarray, count: int = 48) -> float:
+    """Angle in radians, seen from ``center``, from ``camera`` (world-to-camera [4, 4]) to the nearest camera on the
+    path through ``world_to_cameras`` (infinite when there is no path)."""
+    path, _ = path_cameras(world_to_cameras, center, count)
+    offset = camera_center(np.asarray(camera, dtype=np.float64)) - center
+    return min((_angle(camera_center(T) - center, offset) for T in path), default=float("inf"))

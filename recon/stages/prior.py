@@ -13,24 +13,35 @@ With 3 or 4 views much of an object is seen badly or not at all. This stage
 2. **Repair model**: a conditional diffusion model trained from scratch on the
    pairs (recon/priors/repair.py), or, with ``prior.checkpoint``, a pretrained
    image-to-image pipeline from the user's disk (recon/priors/pretrained.py).
-3. **Distillation**: cameras on a path through the training cameras
+3. **Check** (``prior.validate``, with 3 or more training views): the
+   training view that the pseudo cameras of the others pass nearest is held
+   out; a repair model trained for half its steps on the other views' pairs
+   repairs pseudo views for that view's leave-one-out splats, which are
+   distilled exactly as in step 4. Unless the held-out view's masked PSNR gains
+   at least ``validate_margin`` dB, the prior is not applied: the scene keeps
+   the optimize stage's splats, and ``metrics/prior`` says why. Otherwise the
+   model finishes training on all pairs.
+4. **Distillation**: cameras on a path through the training cameras
    (recon/priors/views.py) are rendered, repaired, and added as targets (L1 and
    SSIM) weighted down with their angle to the nearest training view, for
    ``distill_steps`` more steps over the training views; the pseudo views are
    rendered and repaired again at the start of each round.
 
-Outputs: ``gaussians/prior`` (``assets/prior/splats.ply``), which the mesh
-stage, the viewer and ``recon eval`` use instead of ``gaussians/final``; the
-held-out renders in ``assets/prior/renders/``; the last round's pseudo views
-(render | repaired) in ``assets/prior/pseudo/``; the loss curves in
-``assets/prior/loss.json``; and ``metrics/prior``: the held-out metrics, those
-before the prior, which prior was used, its loss curve, its pairs and seconds.
+Outputs, when applied: ``gaussians/prior`` (``assets/prior/splats.ply``),
+which the mesh stage, the viewer and ``recon eval`` use instead of
+``gaussians/final``; the held-out renders in ``assets/prior/renders/``; the
+last round's pseudo views (render | repaired) in ``assets/prior/pseudo/``.
+Always: the loss curves in ``assets/prior/loss.json`` and ``metrics/prior``
+(whether the prior was applied and the check's result, which prior was used,
+its loss curve, its pairs and seconds, the metrics before the prior, and when
+applied the held-out metrics and their gain).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 import time
 
 import numpy as np
@@ -51,6 +62,7 @@ from recon.scene.store import atomic_write, write_json
 NAME = "prior"
 CONFIG = "prior"
 PAIRS = "assets/prior/pairs.npz"
+HELD_SPLATS = "assets/prior/held-out.ply"  # the leave-one-out splats that the check distils into
 # Fields of PriorConfig that change the training pairs (the cache's key).
 PAIR_FIELDS = ("loo_views", "loo_steps", "loo_snapshots", "perturb_samples", "perturb_scale")
 
@@ -71,6 +83,8 @@ def validate(graph: SceneGraph, cfg: RunConfig) -> None:
         from recon.priors.repair import check_channels
 
         check_channels(pc.channels)
+    if pc.validate and pc.loo_steps <= 0:
+        raise InputError("prior.validate needs leave-one-out runs: set prior.loo_steps above 0 or prior.validate false")
     if pc.distill_rounds < 1 or pc.distill_steps < pc.distill_rounds:
         raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least prior.distill_rounds ({pc.distill_rounds}) >= 1")
 
@@ -80,6 +94,9 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     final = graph.nodes.get("gaussians/final")
     if not isinstance(final, Gaussians):
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
+    for stale in ("assets/prior/splats.ply", "assets/prior/loss.json", "assets/prior/renders", "assets/prior/pseudo"):
+        path = graph.resolve(stale)
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     device = resolve_device(cfg.device)
     on_gpu = device.type == "cuda"
     train_views = graph.views("train")
@@ -91,6 +108,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     splats = load_ply(graph.resolve(final.path), device)
     torch.manual_seed(cfg.seed)
     seconds: dict[str, float] = {}
+    held = validation_view(frames, center) if pc.validate else None
 
     start = time.perf_counter()
     if pc.checkpoint is not None:
@@ -99,22 +117,49 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
         model = PretrainedRepair(pc.checkpoint, device, cfg.seed, pc.checkpoint_strength, pc.checkpoint_steps,
                                  pc.guidance, pc.prompt)
         pairs_info: dict = {}
+        held_splats = None
         seconds["load"] = time.perf_counter() - start
     else:
         from recon.priors.repair import RepairSettings, SceneRepair
 
-        inputs, targets, pairs_info = training_pairs(graph, cfg, frames, splats, center, radius, device, factor)
+        inputs, targets, pair_views, held_splats, pairs_info = training_pairs(graph, cfg, frames, splats, center, radius,
+                                                                              device, factor, held)
         seconds["pairs"] = time.perf_counter() - start
         start = time.perf_counter()
         settings = RepairSettings(channels=list(pc.channels), layers_per_block=pc.layers_per_block, crop=pc.crop,
                                   batch=pc.batch, steps=pc.train_steps if on_gpu else min(pc.train_steps, pc.cpu_model_steps),
                                   lr=pc.lr, timesteps=pc.timesteps, sample_steps=pc.sample_steps, strength=pc.strength)
         model = SceneRepair(settings, device, cfg.seed)
-        model.fit(inputs, targets)
+        if held is not None:  # the model that is checked must not have seen the held-out view
+            others = pair_views != held
+            model.fit(inputs[others], targets[others], until=settings.steps // 2)
         seconds["model"] = time.perf_counter() - start
 
+    check = None
+    if held is not None:
+        start = time.perf_counter()
+        if held_splats is None:  # no training pairs were made: one leave-one-out run for the check
+            *_, held_splats = leave_one_out(graph, cfg, frames, _targets(frames), center, radius, device, [held], held)
+        check = validation(cfg, frames, held, held_splats, center, radius, device, model, on_gpu)
+        seconds["validate"] = time.perf_counter() - start
+    before = graph.nodes.get("metrics/optimize")
+    before_values = {k: v for k, v in (before.values if before is not None else {}).items()
+                     if k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
+    summary = dict(prior=model.name, before=before_values, validation=check, pairs=pairs_info,
+                   model={"pipeline": model.pipeline_class, "parameters": model.parameters})
+    if check is not None and not check["passed"]:  # the scene keeps the optimize stage's splats
+        write_json(graph.resolve("assets/prior/loss.json"), {"repair": {"every": model.log_every, "loss": model.losses}})
+        _record(graph, summary, model, seconds, applied=False,
+                gain={k: 0.0 for k, v in before_values.items() if v is not None})
+        return graph
+
+    if pc.checkpoint is None:
+        start = time.perf_counter()
+        model.fit(inputs, targets)
+        seconds["model"] += time.perf_counter() - start
     start = time.perf_counter()
-    trainer, pseudo = distill(graph, cfg, frames, splats, center, radius, device, model, on_gpu)
+    trainer, pseudo, (renders, repaired) = distill(cfg, frames, splats, center, radius, device, model, on_gpu)
+    _write_pseudo(graph, renders, repaired)
     seconds["distill"] = time.perf_counter() - start
     prior_splats = trainer.splats
     atomic_write(graph.resolve("assets/prior/splats.ply"), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
@@ -130,52 +175,98 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, poses_estimated(graph), on_gpu),
                                   render_dir="assets/prior/renders")
     seconds["evaluate"] = time.perf_counter() - start
-    before = graph.nodes.get("metrics/optimize")
-    before_values = {k: v for k, v in (before.values if before is not None else {}).items()
-                     if k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
-    metrics.update(
-        prior=model.name, gaussians=int(len(prior_splats["means"])), seconds=seconds, pseudo_views=pseudo,
-        before=before_values, backend=trainer.backend,
-        gain={k: metrics[k] - v for k, v in before_values.items() if isinstance(metrics.get(k), float) and v is not None},
-        model={"pipeline": model.pipeline_class, "parameters": model.parameters,
-               "loss_first": model.losses[0] if model.losses else None,
-               "loss_last": model.losses[-1] if model.losses else None},
-        pairs=pairs_info)
-    graph.replace(Metrics(id="metrics/prior", values=metrics, provenance=Provenance(NAME, made_from=["gaussians/prior"])))
+    metrics.update(summary, gaussians=int(len(prior_splats["means"])), pseudo_views=pseudo, backend=trainer.backend,
+                   gain={k: metrics[k] - v for k, v in before_values.items() if isinstance(metrics.get(k), float) and v is not None})
+    _record(graph, metrics, model, seconds, applied=True)
     return graph
+
+
+def _record(graph: SceneGraph, values: dict, model, seconds: dict, applied: bool, **extra) -> None:
+    check = values.get("validation")
+    said = f" (check on {check['view']}: {check['gain']:+.2f} dB)" if check else ""
+    outcome = f"applied{said}" if applied else f"not applied, the optimize stage's splats stay{said}"
+    values = dict(values, applied=applied, outcome=outcome, seconds=seconds, **extra)
+    values["model"] = dict(values["model"], loss_first=model.losses[0] if model.losses else None,
+                           loss_last=model.losses[-1] if model.losses else None)
+    made_from = ["gaussians/prior"] if applied else ["gaussians/final"]
+    graph.replace(Metrics(id="metrics/prior", values=values, provenance=Provenance(NAME, made_from=made_from)))
+
+
+# --- validation --------------------------------------------------------------------------------------
+def validation_view(frames: Frames, center: np.ndarray) -> int | None:
+    """The training view that the pseudo cameras of the others pass nearest (None with fewer than 3 views)."""
+    from recon.priors.views import angle_to_path
+
+    if len(frames) < 3:
+        return None
+    w2c = frames.viewmats.double().cpu().numpy()
+    distances = [angle_to_path(np.delete(w2c, i, 0), w2c[i], center) for i in range(len(w2c))]
+    return int(np.argmin(distances))
+
+
+def validation(cfg: RunConfig, frames: Frames, held: int, splats: dict, center: np.ndarray, radius: float,
+               device: torch.device, model, on_gpu: bool) -> dict:
+    """Distil into the leave-one-out splats of training view ``held`` with the views it was trained on, as the
+    stage would into the scene's, and score the held-out view before and after (masked PSNR when masks exist)."""
+    from recon.eval.images import psnr
+
+    rest = [j for j in range(len(frames)) if j != held]
+    trainer, _, _ = distill(cfg, frames.subset(rest), splats, center, radius, device, model, on_gpu,
+                            title=f"prior: check on {frames.names[held]}")
+    viewmat, K, image = frames.viewmats[held], frames.Ks[held], frames.images[held]
+    mask = frames.masks[held].bool() if frames.masks is not None else None
+    before = render(splats, viewmat[None], K[None], frames.width, frames.height, kind=cfg.optimize.kind,
+                    sh_degree=cfg.optimize.sh_degree, backgrounds=torch.zeros(1, 3, device=device),
+                    backend=trainer.backend, antialiased=cfg.optimize.antialiased).rgb[0].clamp(0, 1)
+    after = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+    psnr_before, psnr_after = psnr(before, image, mask), psnr(after, image, mask)
+    gain = psnr_after - psnr_before
+    return {"view": frames.names[held], "metric": "psnr_masked" if mask is not None else "psnr",
+            "before": psnr_before, "after": psnr_after, "gain": gain, "margin": cfg.prior.validate_margin,
+            "passed": bool(gain >= cfg.prior.validate_margin)}
 
 
 # --- training pairs ----------------------------------------------------------------------------------
 def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, radius: float,
-                   device: torch.device, factor: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(degraded [P, H, W, 3], real [P, H, W, 3], what they are), from the cache when it matches."""
+                   device: torch.device, factor: int, held: int | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, dict | None, dict]:
+    """(degraded [P, H, W, 3], real [P, H, W, 3], the training view of each pair [P], the leave-one-out splats of
+    view ``held`` (None without it), what they are), from the cache when it matches."""
     pc, oc = cfg.prior, cfg.optimize
     record = graph.stages.get("optimize")
     # The optimize stage's key covers the input, every earlier stage, the optimize settings and the seed.
-    key = digest({k: getattr(pc, k) for k in PAIR_FIELDS}, record.key if record else None, factor)
-    path = graph.resolve(PAIRS)
-    if path.is_file():
+    key = digest({k: getattr(pc, k) for k in PAIR_FIELDS}, record.key if record else None, factor, held)
+    path, held_path = graph.resolve(PAIRS), graph.resolve(HELD_SPLATS)
+    if path.is_file() and (held is None or held_path.is_file()):
         try:
             with np.load(path) as cached:
                 if str(cached["key"]) == key:
                     info = {"leave_one_out": int(cached["loo"]), "perturbed": int(cached["perturbed"]), "cached": True}
                     return (torch.from_numpy(cached["inputs"]).float() / 255, torch.from_numpy(cached["targets"]).float() / 255,
-                            info)
+                            cached["views"], load_ply(held_path, device) if held is not None else None, info)
         except (OSError, KeyError, ValueError):
             pass  # unreadable or from another version: make them again
     targets_all = _targets(frames)
-    loo_in, loo_out = leave_one_out(graph, cfg, frames, targets_all, center, radius, device)
-    pert_in, pert_out = perturbed(splats, frames, targets_all, oc, pc, radius, device, cfg.seed)
+    n = len(frames)
+    loo = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(pc.loo_views, n))}) if pc.loo_views > 0 else []
+    if held is not None and held not in loo:
+        loo = sorted(loo + [held])  # its run is needed for the check, so its pairs come with it
+    loo_in, loo_out, loo_views, held_splats = leave_one_out(graph, cfg, frames, targets_all, center, radius, device, loo, held)
+    pert_in, pert_out, pert_views = perturbed(splats, frames, targets_all, oc, pc, radius, device, cfg.seed)
     inputs = torch.cat(loo_in + pert_in).cpu()
     targets = torch.cat(loo_out + pert_out).cpu()
+    views = np.array(loo_views + pert_views, dtype=np.int64)
     as_u8 = lambda t: (t.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
     buf = io.BytesIO()
     info = {"leave_one_out": sum(len(t) for t in loo_in), "perturbed": sum(len(t) for t in pert_in), "cached": False}
-    np.savez_compressed(buf, key=np.array(key), inputs=as_u8(inputs), targets=as_u8(targets),
+    if held_splats is not None:
+        atomic_write(held_path, lambda tmp: save_ply(tmp, held_splats, oc.kind))
+    np.savez_compressed(buf, key=np.array(key), inputs=as_u8(inputs), targets=as_u8(targets), views=views,
                         loo=np.array(info["leave_one_out"]), perturbed=np.array(info["perturbed"]))
     atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
     # The network trains on what was stored (8 bits), so a cached rerun trains on the same pairs.
-    return torch.from_numpy(as_u8(inputs)).float() / 255, torch.from_numpy(as_u8(targets)).float() / 255, info
+    held_splats = load_ply(held_path, device) if held_splats is not None else None  # as stored, likewise
+    return torch.from_numpy(as_u8(inputs)).float() / 255, torch.from_numpy(as_u8(targets)).float() / 255, views, held_splats, info
 
 
 def _targets(frames: Frames) -> torch.Tensor:
@@ -196,17 +287,18 @@ def _scaled(oc: OptimizeConfig, steps: int) -> OptimizeConfig:
 
 
 def leave_one_out(graph: SceneGraph, cfg: RunConfig, frames: Frames, targets: torch.Tensor, center: np.ndarray,
-                  radius: float, device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Renders of held-out training views by runs on the others, at ``loo_snapshots`` points of each run."""
+                  radius: float, device: torch.device, held: list[int], keep: int | None = None
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int], dict | None]:
+    """Renders of each of the ``held`` training views by a run on the others, at ``loo_snapshots`` points of the run:
+    (renders, real images, their views, the finished splats of the run without view ``keep``)."""
     pc, oc = cfg.prior, cfg.optimize
     n = len(frames)
-    if n < 2 or pc.loo_views <= 0 or pc.loo_steps <= 0:
-        return [], []
+    inputs, outputs, views, kept = [], [], [], None
+    if n < 2 or pc.loo_steps <= 0:
+        return inputs, outputs, views, kept
     steps = pc.loo_steps if device.type == "cuda" else min(pc.loo_steps, oc.cpu_steps)
     loo_oc = _scaled(oc, steps)
-    held = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(pc.loo_views, n))})
     stops = sorted({max(1, int(round(steps * (k + 1) / pc.loo_snapshots))) for k in range(max(1, pc.loo_snapshots))})
-    inputs, outputs = [], []
     for i in held:
         rest = [j for j in range(n) if j != i]
         trainer = Trainer(loo_oc, frames.subset(rest), initial_splats(graph, oc, device, cfg.seed), center, radius,
@@ -217,16 +309,19 @@ def leave_one_out(graph: SceneGraph, cfg: RunConfig, frames: Frames, targets: to
             begin = stop
             inputs.append(trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height).clamp(0, 1)[None])
             outputs.append(targets[i : i + 1])
-    return inputs, outputs
+            views.append(i)
+        if i == keep:
+            kept = {k: v.detach() for k, v in trainer.splats.items()}
+    return inputs, outputs, views, kept
 
 
 @torch.no_grad()
 def perturbed(splats: dict, frames: Frames, targets: torch.Tensor, oc: OptimizeConfig, pc: PriorConfig, radius: float,
-              device: torch.device, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+              device: torch.device, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
     """Every training view rendered from ``perturb_samples`` noisy copies of the splats, at rising noise levels."""
     gen = torch.Generator(device=device).manual_seed(seed)
     noise = lambda t, sigma: t + sigma * torch.randn(t.shape, generator=gen, device=device)  # noqa: E731
-    inputs, outputs = [], []
+    inputs, outputs, views = [], [], []
     for k in range(pc.perturb_samples):
         level = pc.perturb_scale * (k + 1) / pc.perturb_samples
         noisy = dict(splats, means=noise(splats["means"], 0.02 * radius * level),
@@ -235,13 +330,15 @@ def perturbed(splats: dict, frames: Frames, targets: torch.Tensor, oc: OptimizeC
                      sh_degree=oc.sh_degree, backgrounds=torch.zeros(len(frames), 3, device=device))
         inputs.append(out.rgb.clamp(0, 1))
         outputs.append(targets)
-    return inputs, outputs
+        views.extend(range(len(frames)))
+    return inputs, outputs, views
 
 
 # --- distillation ----------------------------------------------------------------------------------
-def distill(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, radius: float,
-            device: torch.device, model, on_gpu: bool) -> tuple[Trainer, dict]:
-    """Continue the splats over the training views plus repaired pseudo views; (trainer, pseudo-view summary)."""
+def distill(cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, radius: float, device: torch.device,
+            model, on_gpu: bool, title: str = "prior: distil") -> tuple[Trainer, dict, tuple[torch.Tensor, torch.Tensor]]:
+    """Continue the splats over the training views plus repaired pseudo views:
+    (trainer, pseudo-view summary, the last round's (renders, repaired) pseudo views)."""
     from recon.priors.views import path_cameras
 
     pc, oc = cfg.prior, cfg.optimize
@@ -250,13 +347,14 @@ def distill(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: dict, cen
     # No densification; every SH degree from the start; positions at a fraction of their learning rate.
     distill_oc = dataclasses.replace(oc, steps=steps, refine_stop=0, sh_degree_interval=0, pose_refine="off",
                                      lr_means=oc.lr_means * pc.distill_lr_means)
-    trainer = Trainer(distill_oc, frames, splats, center, radius, steps, device, cfg.seed, title="prior: distil")
+    trainer = Trainer(distill_oc, frames, splats, center, radius, steps, device, cfg.seed, title=title)
     viewmats, distance = path_cameras(frames.viewmats.double().cpu().numpy(), center, pc.pseudo_views, pc.elevation)
     summary = {"count": len(viewmats), "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
                "distance_deg_max": float(np.degrees(distance.max())) if len(distance) else None}
+    empty = torch.zeros(0, frames.height, frames.width, 3, device=device)
     if len(viewmats) == 0:
         trainer.train()
-        return trainer, summary
+        return trainer, summary, (empty, empty)
     vm = torch.tensor(viewmats, dtype=torch.float32, device=device)
     Ks = frames.Ks[:1].expand(len(vm), 3, 3).contiguous()
     weights = torch.tensor(pc.distill_weight * np.exp(-distance / pc.falloff), dtype=torch.float32, device=device)
@@ -270,8 +368,7 @@ def distill(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: dict, cen
         trainer.train(bounds[r], bounds[r + 1])
     if oc.hull_prune or oc.min_views > 0:
         trainer.prune()
-    _write_pseudo(graph, renders, repaired)
-    return trainer, summary
+    return trainer, summary, (renders, repaired)
 
 
 def _write_pseudo(graph: SceneGraph, renders: torch.Tensor, repaired: torch.Tensor) -> None:
