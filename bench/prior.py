@@ -46,10 +46,20 @@ def summarise(runs: list[dict]) -> list[dict]:
             "ssim_masked_on": float(np.mean([r["on"]["ssim_masked"] for r in sel])),
             "psnr_masked_gain_mean": float(np.mean(gains)), "psnr_masked_gain_min": float(np.min(gains)),
             "applied": sum(bool(r.get("applied", True)) for r in sel),
+            **_ungated(sel),
             "prior_seconds_mean": float(np.mean([r["prior_seconds"] for r in sel])),
             "prior_seconds_max": float(np.max([r["prior_seconds"] for r in sel])),
         })
     return rows
+
+
+def _ungated(runs: list[dict]) -> dict:
+    """The gains without the check, where every run that the check turned down was run again without it."""
+    gains = [r["ungated"]["gain"] if "ungated" in r else r["gain"] for r in runs
+             if r.get("applied", True) or "ungated" in r]
+    if len(gains) < len(runs):
+        return {}
+    return {"psnr_masked_gain_ungated_mean": float(np.mean(gains)), "psnr_masked_gain_ungated_min": float(np.min(gains))}
 
 
 def main() -> int:

@@ -112,7 +112,8 @@ def test_prior_stage_writes_its_splats_metrics_and_provenance(synthetic_scene, t
     assert m["prior"] == "scene" and m["model"]["pipeline"] == "UNet2DModel + DDIMScheduler"
     assert m["applied"] is True and m["outcome"].startswith("applied (check on ")
     check = m["validation"]
-    assert check["passed"] and check["gain"] == pytest.approx(check["after"] - check["before"])
+    assert check["passed"] and check["after"] != check["before"]
+    assert check["gain"] == pytest.approx(check["after"] - check["before"])
     # views 0 and 3 are held out in turn (loo_views 2), and the check's view when it is another: 2 snapshots each
     train = [v.name for v in graph.views("train")]
     held = {0, 3, train.index(check["view"])}

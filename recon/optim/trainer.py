@@ -69,7 +69,9 @@ class Trainer:
         self.losses: list[float] = []  # mean total loss per log_every steps
         self.photometric: list[float] = []  # mean photometric term per log_every steps
         self.photometric_sum = torch.zeros((), device=device)
-        self.splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(device).float()) for k, v in splats.items()})
+        # Copies: training never changes the caller's tensors.
+        self.splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach().to(device).float().clone())
+                                              for k, v in splats.items()})
         lrs = {"means": oc.lr_means * radius, "scales": oc.lr_scales, "quats": oc.lr_quats,
                "opacities": oc.lr_opacities, "sh0": oc.lr_sh0, "shN": oc.lr_shN}
         fused = device.type == "cuda"  # one kernel per tensor instead of a dozen

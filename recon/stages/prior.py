@@ -215,9 +215,10 @@ def validation(cfg: RunConfig, frames: Frames, held: int, splats: dict, center: 
                             title=f"prior: check on {frames.names[held]}")
     viewmat, K, image = frames.viewmats[held], frames.Ks[held], frames.images[held]
     mask = frames.masks[held].bool() if frames.masks is not None else None
-    before = render(splats, viewmat[None], K[None], frames.width, frames.height, kind=cfg.optimize.kind,
-                    sh_degree=cfg.optimize.sh_degree, backgrounds=torch.zeros(1, 3, device=device),
-                    backend=trainer.backend, antialiased=cfg.optimize.antialiased).rgb[0].clamp(0, 1)
+    with torch.no_grad():
+        before = render(splats, viewmat[None], K[None], frames.width, frames.height, kind=cfg.optimize.kind,
+                        sh_degree=cfg.optimize.sh_degree, backgrounds=torch.zeros(1, 3, device=device),
+                        backend=trainer.backend, antialiased=cfg.optimize.antialiased).rgb[0].clamp(0, 1)
     after = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
     psnr_before, psnr_after = psnr(before, image, mask), psnr(after, image, mask)
     gain = psnr_after - psnr_before
