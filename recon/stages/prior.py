@@ -96,7 +96,10 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
     for stale in ("assets/prior/splats.ply", "assets/prior/loss.json", "assets/prior/renders", "assets/prior/pseudo"):
         path = graph.resolve(stale)
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     device = resolve_device(cfg.device)
     on_gpu = device.type == "cuda"
     train_views = graph.views("train")
