@@ -286,17 +286,21 @@ class Trainer:
         frozen = {k: v.detach() for k, v in self.splats.items()}
 
         def fn(viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
-            return render(frozen, viewmats, Ks, width, height, kind=self.oc.kind, sh_degree=self.oc.sh_degree,
-                          backgrounds=torch.zeros(1, 3, device=self.device), backend=self.backend,
-                          antialiased=self.oc.antialiased).rgb[0]
+            return render_on_black(frozen, viewmats, Ks, width, height, self.oc, self.backend)[0]
 
         return fn
 
     @torch.no_grad()
     def render_view(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
-        out = render(self.splats, viewmat[None], K[None], width, height, kind=self.oc.kind, sh_degree=self.oc.sh_degree,
-                     backgrounds=torch.zeros(1, 3, device=self.device), backend=self.backend, antialiased=self.oc.antialiased)
-        return out.rgb[0]
+        return render_on_black(self.splats, viewmat[None], K[None], width, height, self.oc, self.backend)[0]
+
+
+def render_on_black(splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int,
+                    oc: OptimizeConfig, backend: str = "auto") -> Tensor:
+    """Colour [C, H, W, 3] of the splats on black, rendered as the optimize settings ``oc`` train them."""
+    return render(splats, viewmats, Ks, width, height, kind=oc.kind, sh_degree=oc.sh_degree,
+                  backgrounds=torch.zeros(len(viewmats), 3, device=viewmats.device), backend=backend,
+                  antialiased=oc.antialiased).rgb
 
 
 def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_steps: int = 0,

@@ -52,8 +52,7 @@ from recon.devices import resolve_device
 from recon.errors import InputError
 from recon.io import images as image_io
 from recon.optim.trainer import (Targets, Trainer, downsample_factor, evaluate_test_views, initial_splats,
-                                 poses_estimated, test_align_steps)
-from recon.render import render
+                                 poses_estimated, render_on_black, test_align_steps)
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
@@ -219,9 +218,8 @@ def validation(cfg: RunConfig, frames: Frames, held: int, splats: dict, center: 
     viewmat, K, image = frames.viewmats[held], frames.Ks[held], frames.images[held]
     mask = frames.masks[held].bool() if frames.masks is not None else None
     with torch.no_grad():
-        before = render(splats, viewmat[None], K[None], frames.width, frames.height, kind=cfg.optimize.kind,
-                        sh_degree=cfg.optimize.sh_degree, backgrounds=torch.zeros(1, 3, device=device),
-                        backend=trainer.backend, antialiased=cfg.optimize.antialiased).rgb[0].clamp(0, 1)
+        before = render_on_black(splats, viewmat[None], K[None], frames.width, frames.height, cfg.optimize,
+                                 trainer.backend)[0].clamp(0, 1)
     after = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
     psnr_before, psnr_after = psnr(before, image, mask), psnr(after, image, mask)
     gain = psnr_after - psnr_before
@@ -330,9 +328,8 @@ def perturbed(splats: dict, frames: Frames, targets: torch.Tensor, oc: OptimizeC
         level = pc.perturb_scale * (k + 1) / pc.perturb_samples
         noisy = dict(splats, means=noise(splats["means"], 0.02 * radius * level),
                      scales=noise(splats["scales"], 0.3 * level), opacities=noise(splats["opacities"], 0.5 * level))
-        out = render(noisy, frames.viewmats, frames.Ks, frames.width, frames.height, kind=oc.kind,
-                     sh_degree=oc.sh_degree, backgrounds=torch.zeros(len(frames), 3, device=device))
-        inputs.append(out.rgb.clamp(0, 1))
+        out = render_on_black(noisy, frames.viewmats, frames.Ks, frames.width, frames.height, oc)
+        inputs.append(out.clamp(0, 1))
         outputs.append(targets)
         views.extend(range(len(frames)))
     return inputs, outputs, views
