@@ -4,7 +4,7 @@
     recon data synth OUT --scene NAME [--layout dtu|sphere] [--views N] [--width W] [--height H]
     recon data list
     recon view OUT/SCENE [--host H] [--port P]
-    recon eval dtu|spare|synthetic|folder --root PATH [--views N | --track 3|9] [--out DIR] [--ray [ADDRESS]]
+    recon eval dtu|spare|llff|synthetic|folder --root PATH [--views N | --track 3|9] [--out DIR] [--ray [ADDRESS]]
     recon export OUT/SCENE --format transforms|colmap|ply|obj|glb [--to PATH]
 
 Expected failures print one line, ``recon: error: <file>: <problem>``, and exit
@@ -30,7 +30,7 @@ class Run:
     """Reconstruct a scene: import it, choose views, and run every stage; writes OUT/<scene>/."""
 
     scene: tyro.conf.Positional[Path]
-    """Scene folder (images/, a COLMAP model, transforms.json, a DTU or SpaRe scan) or a transforms.json."""
+    """Scene folder (images/, a COLMAP model, transforms.json, an LLFF capture, a DTU or SpaRe scan) or a transforms.json."""
     views: int | None = None
     """Number of training views (default: every view)."""
     split: str | None = None
@@ -38,7 +38,7 @@ class Run:
     out: Path = Path("out")
     """Output root; the scene is written to OUT/<name>/."""
     config: str = "default"
-    """Preset name in configs/ (default, fast, quality, dtu) or a path to a YAML file."""
+    """Preset name in configs/ (default, fast, quality, object, dtu, llff, plain) or a path to a YAML file."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to compute; auto uses CUDA when it is available."""
     downscale: int | None = None
@@ -130,7 +130,7 @@ class EvalCommon:
     out: Path | None = None
     """Results folder (default: results/<suite>-<views>v)."""
     config: str | None = None
-    """Preset (default: the suite's own: dtu, spare, or default)."""
+    """Preset (default: the suite's own: dtu, spare, llff, or default)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     scenes: str | None = None
     """Comma-separated scene names to run (default: all of the suite's)."""
@@ -160,6 +160,13 @@ class EvalSpaRe(EvalCommon):
 
 
 @dataclass
+class EvalLLFF(EvalCommon):
+    """LLFF sparse-view protocol: images 8x smaller than the photos, every 8th view held out, whole-image metrics."""
+
+    views: Literal[3, 6, 9] = 3
+
+
+@dataclass
 class EvalSynthetic(EvalCommon):
     """Scenes made by `recon data synth`: masked metrics on held-out views and Chamfer to the exact mesh."""
 
@@ -180,6 +187,7 @@ class Eval:
     command: Union[
         Annotated[EvalDTU, tyro.conf.subcommand("dtu")],
         Annotated[EvalSpaRe, tyro.conf.subcommand("spare")],
+        Annotated[EvalLLFF, tyro.conf.subcommand("llff")],
         Annotated[EvalSynthetic, tyro.conf.subcommand("synthetic")],
         Annotated[EvalFolder, tyro.conf.subcommand("folder")],
     ]
@@ -286,6 +294,8 @@ def eval_command(args: EvalCommon) -> int:
         suite = suites.dtu(args.root, args.views, args.config or "dtu")
     elif isinstance(args, EvalSpaRe):
         suite = suites.spare(args.root, args.track, args.split, args.config or "spare")
+    elif isinstance(args, EvalLLFF):
+        suite = suites.llff(args.root, args.views, args.config or "llff")
     elif isinstance(args, EvalSynthetic):
         suite = suites.synthetic(args.root, args.views, args.config or "default")
     else:

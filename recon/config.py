@@ -35,7 +35,10 @@ class DataConfig:
     strict: bool = False
     """Treat recoverable problems (frames without images, unregistered images) as errors."""
     masks: bool = True
-    """Use object masks when the scene has them."""
+    """Read object masks when the scene has them."""
+    train_masks: bool = True
+    """Let the masks shape the model (visual-hull init, mask loss, hull pruning, the mesh's hull cleaning). False
+    keeps them for the masked metrics only: the published per-scene DTU methods train on whole images."""
     spare_split: str | None = None
     """SpaRe split file stem (e.g. Track1_split_development) when several list the scene."""
 

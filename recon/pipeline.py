@@ -48,7 +48,8 @@ class RunResult:
 
 def import_options(cfg: RunConfig) -> ImportOptions:
     d = cfg.data
-    return ImportOptions(downscale=d.downscale, light=d.light, strict=d.strict, masks=d.masks, spare_split=d.spare_split)
+    return ImportOptions(downscale=d.downscale, light=d.light, strict=d.strict, masks=d.masks,
+                         train_masks=d.train_masks, spare_split=d.spare_split)
 
 
 def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = None, force: bool = False,

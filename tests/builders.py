@@ -164,3 +164,40 @@ def tiny_img2img_pipeline(folder: Path) -> Path:
     out = folder / "pipeline"
     pipe.save_pretrained(out)
     return out
+
+
+def write_llff(root: Path, c2w_llff: list[np.ndarray], full_size: tuple[int, int], focal: float, factor: int,
+               bounds: tuple[float, float] = (1.0, 10.0), masks: bool = False) -> Path:
+    """An LLFF capture as LLFF's imgs2poses writes it: poses_bounds.npy for the full-size photos, and
+    images_{factor}/ (random pixels) N times smaller; ``c2w_llff`` [3, 4] per view, axes (down, right, back)."""
+    from PIL import Image
+
+    width, height = full_size
+    folder = root / (f"images_{factor}" if factor > 1 else "images")
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, c2w in enumerate(c2w_llff):
+        hwf = np.array([[height], [width], [focal]], dtype=np.float64)
+        rows.append(np.concatenate([np.concatenate([c2w, hwf], 1).ravel(), bounds]))
+        pixels = rng.integers(0, 256, (height // factor, width // factor, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"IMG_{i:04d}.JPG")
+        if masks:
+            mask_dir = root / (f"masks_{factor}" if factor > 1 else "masks")
+            mask_dir.mkdir(exist_ok=True)
+            Image.fromarray(np.full((height // factor, width // factor), 255, np.uint8)).save(mask_dir / f"IMG_{i:04d}.png")
+    np.save(root / "poses_bounds.npy", np.stack(rows))
+    return root
+
+
+def build_llff(synthetic: Path, root: Path) -> Path:
+    """The synthetic scene as an LLFF capture: its images as images/, poses_bounds.npy in LLFF's axes."""
+    root.mkdir(parents=True)
+    shutil.copytree(synthetic / "image", root / "images")
+    rows = []
+    for K, w2c, w, h in dataset_cameras(synthetic):
+        c2w = np.linalg.inv(w2c)
+        pose = np.stack([c2w[:3, 1], c2w[:3, 0], -c2w[:3, 2], c2w[:3, 3], [h, w, K[0, 0]]], 1)  # down, right, back
+        rows.append(np.concatenate([pose.ravel(), [100.0, 1000.0]]))
+    np.save(root / "poses_bounds.npy", np.stack(rows))
+    return root

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from builders import build_rectified, build_spare
+from builders import build_llff, build_rectified, build_spare
 from PIL import Image
 
 from recon.cli import main
@@ -22,8 +22,8 @@ TINY = [
 ]
 
 
-def evaluate(*argv) -> int:
-    return main(["eval", *[str(a) for a in argv], "--device", "cpu", "--set", *TINY])
+def evaluate(*argv, sets: tuple[str, ...] = ()) -> int:
+    return main(["eval", *[str(a) for a in argv], "--device", "cpu", "--set", *TINY, *sets])
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,34 @@ def test_folder_eval_runs_what_imports_and_names_what_does_not(synthetic_scene, 
     failed = json.loads((out / "scenes" / "notes.json").read_text())
     assert failed["status"] == "failed" and "unknown scene layout" in failed["error"]
     assert "notes" in capsys.readouterr().err
+
+
+def test_llff_eval_holds_out_every_8th_view_and_scores_whole_images(tmp_path, capsys):
+    from recon.data.synth import SynthSpec, synthesize
+
+    synthesize(tmp_path / "mug", SynthSpec("mug", layout="dtu", views=12, width=48, height=36, gt_spacing=0.05, aux=False))
+    root = tmp_path / "llff"
+    build_llff(tmp_path / "mug", root / "fern")
+    out = tmp_path / "results"
+    # The images are already the protocol's size here: no further down-sampling.
+    assert evaluate("llff", "--root", root, "--views", 3, "--out", out, sets=("data.downscale=1",)) == 0
+    result = json.loads((out / "scenes" / "fern.json").read_text())
+    # 12 views: 0 and 8 held out; the 10 others at linspace(0, 9, 3) = 0, 4.5 (to 4), 9.
+    assert result["train_views"] == [1, 5, 11] and result["test_views"] == [0, 8]
+    assert result["metrics"]["psnr"] > 5 and result["metrics"]["psnr_masked"] is None
+    table = (out / "table.md").read_text()
+    assert "## Published, 3 views" in table and "| CoR-GS | 20.45 |" in table
+
+
+def test_split_ids_of_the_protocols():
+    from recon.stages.views import hold_out_split, load_split
+
+    dtu = load_split("dtu")
+    assert dtu["train"][:3] == [25, 22, 28] and dtu["train"][3:] == [40, 44, 48, 0, 8, 13] and len(dtu["test"]) == 25
+    assert not set(dtu["train"]) & set(dtu["test"])
+    assert load_split("llff")["hold_every"] == 8
+    train, test = hold_out_split(list(range(20)), 8, 3)  # LLFF's fern: 20 images
+    assert test == [0, 8, 16] and train == [1, 10, 19]
+    assert hold_out_split(list(range(20)), 8, 6)[0] == [1, 4, 7, 12, 15, 19]
+    # 34 images: 29 remain; linspace gives 3.5, 10.5, 17.5 and 24.5, rounded half to even (4, 10, 18, 24).
+    assert hold_out_split(list(range(34)), 8, 9)[0] == [1, 5, 9, 12, 17, 21, 25, 28, 33]

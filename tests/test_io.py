@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import build_colmap, build_images, build_rectified, build_spare, build_transforms, dataset_cameras
+from builders import (build_colmap, build_images, build_rectified, build_spare, build_transforms, dataset_cameras,
+                      write_llff)
 
 from recon.errors import InputError
 from recon.io import ImportOptions, detect_layout, import_scene
 from recon.io import images as image_io
 from recon.scene.camera import camera_center, project, transform_world_to_camera
 from recon.scene.graph import Mesh, PointCloud
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 def assert_same_cameras(graph, truth, indices=None, atol=1e-6):
@@ -126,6 +130,70 @@ def test_images_only_folder(synthetic_scene, tmp_path):
     graph = import_scene(build_images(synthetic_scene, tmp_path / "photos"))
     assert graph.source["layout"] == "images"
     assert len(graph.views()) == 12 and all(v.camera is None for v in graph.views())
+
+
+def _rotation(angle_deg: float, axis: int) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("xyz"[axis], angle_deg, degrees=True).as_matrix()
+
+
+def test_llff_cameras_project_as_computed_by_hand(tmp_path):
+    # Two cameras in LLFF's convention: rotation columns are the camera's down, right and backwards axes.
+    c2w = [np.concatenate([_rotation(a, 1), np.array([[x], [0.5], [-2.0]])], 1) for a, x in ((0, 0.0), (20, 1.0))]
+    root = write_llff(tmp_path / "capture", c2w, full_size=(64, 48), focal=50.0, factor=4, bounds=(1.5, 9.0), masks=True)
+    graph = import_scene(root)
+    assert graph.source["layout"] == "llff" and len(graph.views()) == 2
+    assert all(v.mask is not None for v in graph.views())
+    point = np.array([0.3, -0.2, -7.0])
+    for view, pose in zip(graph.views(), c2w):
+        cam = graph.camera_of(view)
+        assert (cam.width, cam.height) == (16, 12) and (cam.near, cam.far) == (1.5, 9.0)
+        down, right, back = pose[:, :3].T @ (point - pose[:, 3])  # the point on LLFF's camera axes
+        by_hand = np.array([8.0 + 12.5 * right / -back, 6.0 + 12.5 * down / -back])  # focal 50 / 4, centre (8, 6)
+        uv, depth = project(point[None], cam.K, cam.world_to_camera)
+        np.testing.assert_allclose(uv[0], by_hand, atol=1e-9)
+        assert depth[0] == pytest.approx(-back)
+
+
+def test_llff_reads_the_images_folder_that_fits_the_down_sampling(tmp_path):
+    c2w = [np.concatenate([np.eye(3), np.zeros((3, 1))], 1)]
+    root = write_llff(tmp_path / "capture", c2w, full_size=(64, 48), focal=40.0, factor=2)
+    write_llff(tmp_path / "copy", c2w, full_size=(64, 48), focal=40.0, factor=8)
+    shutil.copytree(tmp_path / "copy" / "images_8", root / "images_8")
+    for downscale, folder, size in ((1, "images_2", 32), (2, "images_2", 32), (4, "images_2", 16), (8, "images_8", 8)):
+        graph = import_scene(root, ImportOptions(downscale=downscale))
+        cam = graph.cameras()[0]
+        assert graph.meta["llff"]["images"] == folder and cam.width == size
+        assert cam.K[0, 0] == pytest.approx(40.0 * size / 64)
+    with pytest.raises(InputError, match="cannot be made from images_2, images_8"):
+        import_scene(root, ImportOptions(downscale=3))
+
+
+def test_llff_rejects_a_pose_count_that_does_not_match_the_images(tmp_path):
+    c2w = [np.concatenate([np.eye(3), np.zeros((3, 1))], 1)] * 2
+    root = write_llff(tmp_path / "capture", c2w, full_size=(32, 24), focal=40.0, factor=1)
+    np.save(root / "poses_bounds.npy", np.load(root / "poses_bounds.npy")[:1])
+    with pytest.raises(InputError, match="1 poses but 2 images"):
+        import_scene(root)
+
+
+@pytest.mark.parametrize("name, views, size, masks", [("llff_fern", 20, (504, 378), False),
+                                                      ("ethiopian_head", 66, (1000, 1000), True)])
+def test_llff_real_captures(name, views, size, masks):
+    path = REALDATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is not on this machine")
+    graph = import_scene(path)
+    assert graph.source["layout"] == "llff" and len(graph.views()) == views
+    assert {(c.width, c.height) for c in graph.cameras()} == {size}
+    assert all((v.mask is not None) == masks for v in graph.views())
+    from recon.scene.frames import scene_bounds
+
+    centre, _ = scene_bounds(graph, graph.views())
+    for cam in graph.cameras():  # the region every camera looks at lies in front of it, within its bounds
+        depth = (cam.world_to_camera[:3, :3] @ centre + cam.world_to_camera[:3, 3])[2]
+        assert 0.5 * cam.near < depth < 1.5 * cam.far
 
 
 def test_unknown_layout_lists_what_was_looked_for(tmp_path):

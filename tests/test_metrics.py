@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from recon.eval.images import composite_white, image_metrics, mean_metrics, psnr, ssim
+from recon.eval.images import composite, image_metrics, mean_metrics, psnr, ssim
 
 
 def test_ssim_matches_scikit_image_with_a_gaussian_window():
@@ -30,11 +30,25 @@ def test_psnr_and_the_masked_protocol():
     mask[:10] = True
     b[10:] = 0.9  # errors outside the mask do not count
     assert psnr(a, b, mask) == pytest.approx(20.0, abs=1e-5)
-    white = composite_white(a, mask)
+    white = composite(a, mask, 1.0)
     assert float(white[15, 3, 0]) == 1.0 and float(white[2, 3, 0]) == 0.0
     m = image_metrics(a, b, mask)
     assert m["psnr_masked"] == pytest.approx(20.0, abs=1e-5) and m["psnr"] < 10
     assert m["lpips"] is None or math.isfinite(m["lpips"])
+
+
+def test_both_masked_conventions_on_a_hand_made_pair():
+    """Mask over a quarter of the image; inside it the render is off by 0.1, outside by 0.5."""
+    truth = torch.full((16, 16, 3), 0.5)
+    render = torch.full((16, 16, 3), 1.0)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[:8, :8] = True
+    render[:8, :8] = 0.6
+    m = image_metrics(render, truth, mask)
+    assert m["psnr_masked"] == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 over the object's pixels
+    # Background black in both: the background agrees, MSE = 0.01 / 4 over the whole image.
+    assert m["psnr_black"] == pytest.approx(20.0 + 10 * math.log10(4), abs=1e-4)
+    assert m["psnr"] == pytest.approx(-10 * math.log10((0.01 + 0.25 * 3) / 4), abs=1e-4)
 
 
 def test_mean_metrics_skips_unavailable_values():

@@ -63,6 +63,30 @@ def test_2dgs_with_distortion_and_normal_consistency(synthetic_scene, tmp_path):
     assert math.isfinite(graph.nodes["metrics/optimize"].values["psnr_masked"])
 
 
+def test_dtu_preset_trains_without_masks_and_scores_with_them(synthetic_scene, tmp_path, monkeypatch):
+    from recon.stages import optimize
+
+    seen = []
+
+    class Recording(optimize.Trainer):
+        def __init__(self, oc, frames, *args, **kwargs):
+            seen.append(frames.masks)
+            super().__init__(oc, frames, *args, **kwargs)
+
+    monkeypatch.setattr(optimize, "Trainer", Recording)
+    cfg = load_config("dtu", {**TINY, "views.split": None, "data.downscale": 1, "optimize.cpu_steps": 5})
+    graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph
+    assert seen == [None]  # no masks reach the training loop
+    assert graph.nodes["metrics/init"].values["source"] == "random"  # not the masks' visual hull
+    assert all(v.mask is not None for v in graph.views("test"))
+    assert math.isfinite(graph.nodes["metrics/optimize"].values["psnr_masked"])
+
+    seen.clear()
+    cfg = load_config("object", {**TINY, "optimize.cpu_steps": 5})
+    run_scene(synthetic_scene, cfg, tmp_path / "object", until="optimize")
+    assert seen[0] is not None and seen[0].shape[0] == 4
+
+
 def test_random_init_without_masks(synthetic_scene, tmp_path):
     cfg = tiny(**{"data.masks": False, "optimize.steps": 5, "optimize.cpu_steps": 5})
     graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph

@@ -7,9 +7,15 @@ Definitions, for images in [0, 1]:
   ``C1 = 0.01^2``, ``C2 = 0.03^2``, averaged over the valid (unpadded) window
   positions and the three channels, as in the 3DGS code base and the sparse-view
   papers built on it.
-* Masked, as RegNeRF's DTU evaluation defines them: PSNR over the pixels whose
-  mask is set; SSIM and LPIPS on both images composited onto white outside the
-  mask.
+* Masked, two conventions that papers mix (data/anchors/dtu.yaml records which
+  one each published number used):
+
+  - ``*_masked``: PSNR over the pixels whose mask is set (the mean squared error
+    of the object alone); SSIM and LPIPS on both images composited onto white
+    outside the mask;
+  - ``*_black``: both images with the background set to black, scored over the
+    whole image (background pixels add zero error, so this PSNR is the higher
+    of the two by ``-10 log10`` of the mask's share of the image).
 * LPIPS (AlexNet) only when the ``lpips`` package and torchvision's AlexNet
   weights are already on disk; otherwise it is reported as unavailable with the
   reason, never estimated.
@@ -65,9 +71,10 @@ def ssim(a: Tensor, b: Tensor) -> float:
     return float(ssim_map(a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]).mean())
 
 
-def composite_white(image: Tensor, mask: Tensor) -> Tensor:
+def composite(image: Tensor, mask: Tensor, background: float) -> Tensor:
+    """``image`` [H, W, 3] inside the bool ``mask`` [H, W], ``background`` (0 black, 1 white) outside."""
     m = mask[..., None].to(image.dtype)
-    return image * m + (1.0 - m)
+    return image * m + background * (1.0 - m)
 
 
 @lru_cache(maxsize=1)
@@ -107,8 +114,10 @@ def image_metrics(render: Tensor, target: Tensor, mask: Tensor | None = None) ->
     """All metrics of one view: psnr, ssim, lpips and, with a mask, their masked variants."""
     out: dict[str, float | None] = {"psnr": psnr(render, target), "ssim": ssim(render, target), "lpips": lpips(render, target)}
     if mask is not None and bool(mask.any()):
-        a, b = composite_white(render, mask), composite_white(target, mask)
+        a, b = composite(render, mask, 1.0), composite(target, mask, 1.0)
         out.update(psnr_masked=psnr(render, target, mask), ssim_masked=ssim(a, b), lpips_masked=lpips(a, b))
+        a, b = composite(render, mask, 0.0), composite(target, mask, 0.0)
+        out.update(psnr_black=psnr(a, b), ssim_black=ssim(a, b), lpips_black=lpips(a, b))
         # SpaRe's SSIM-M / LPIPS-M: both images cropped to the mask's tight bounding box.
         rows, cols = torch.nonzero(mask.any(1)), torch.nonzero(mask.any(0))
         box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))

@@ -49,7 +49,9 @@ def metric_per_scene(path: Path, results: list[dict], published: list[dict]) -> 
     for i, row in enumerate(published):
         value = row["values"].get(key)
         if value is not None:
-            ax.axhline(value, ls="--", lw=0.8, color=plt.cm.tab10(i % 10), label=f"{row['name']} {value:.2f}")
+            other = key == "psnr_masked" and row.get("convention") == "black_background"
+            ax.axhline(value, ls="--", lw=0.8, color=plt.cm.tab10(i % 10),
+                       label=f"{row['name']} {value:.2f}" + (" (background black, whole image)" if other else ""))
     ax.set_ylabel({"psnr_masked": "PSNR-M (dB)", "psnr": "PSNR (dB)"}[key])
     ax.tick_params(axis="x", rotation=60)
     ax.legend(fontsize=7, loc="lower right")

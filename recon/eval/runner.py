@@ -33,6 +33,8 @@ from recon.errors import InputError, ReconError
 from recon.eval.suites import SceneTask, Suite
 from recon.scene.store import atomic_write, write_json
 
+IMAGE_METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked", "psnr_black", "ssim_black",
+                 "lpips_black", "ssim_box", "lpips_box")
 GRID_VIEWS = 3
 GRID_WIDTH = 320
 
@@ -95,8 +97,7 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
         optimize = {**optimize, **prior}
     per_view = optimize.pop("per_view", {})
     mesh = graph.stages["mesh"].metrics if "mesh" in graph.stages else {}
-    metrics = {k: optimize.get(k) for k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked",
-                                            "ssim_box", "lpips_box")}
+    metrics = {k: optimize.get(k) for k in IMAGE_METRICS}
     metrics.update({k: v for k, v in mesh.get("geometry", {}).items() if isinstance(v, (int, float))})
     poses = graph.stages.get("poses")
     errors = poses.metrics.get("against_given") if poses is not None else None

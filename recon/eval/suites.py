@@ -10,6 +10,10 @@ config overrides its protocol needs (../shared/DATASETS.md has the protocols):
   ``Points/`` and ``ObsMask/`` are beside the scans, the mesh is scored too.
 * ``spare``: the scenes of one SpaRe split file (track 1 = 3 views, track 2 =
   9), with a submission folder of 1600x1200 renders of the test views.
+* ``llff``: every LLFF capture (``poses_bounds.npy``) under a folder, with the
+  protocol of RegNeRF, FreeNeRF, FSGS, DNGaussian and CoR-GS: images 8x smaller
+  than the photos, every 8th view held out, 3, 6 or 9 training views spread
+  evenly over the rest (``data/splits/llff.json``), whole-image metrics.
 * ``synthetic``: scenes made by ``recon data synth`` (with exact ground truth),
   N views spread over the cap, every other view held out.
 * ``folder``: every scene recon can import under a folder.
@@ -137,6 +141,20 @@ def spare(root: Path, track: int, split: str = "development", preset: str = "spa
         tasks.append(SceneTask(name, folder, {"data.spare_split": stem}))
     return Suite("spare", root, preset, tasks, {"suite": "spare", "track": track, "views": track, "split": stem},
                  anchors="spare", submission="spare")
+
+
+def llff(root: Path, views: int, preset: str = "llff") -> Suite:
+    """The LLFF captures under ``root`` (or ``root`` itself), each at its every-8th hold-out."""
+    from recon.io import llff as llff_io
+
+    root = _check_root(root, "LLFF")
+    if views not in (3, 6, 9):
+        raise InputError(f"--views {views}: the LLFF protocol trains on 3, 6 or 9 views")
+    folders = [root] if llff_io.detect(root) else sorted(p for p in root.iterdir() if p.is_dir() and llff_io.detect(p))
+    if not folders:
+        raise InputError(f"{root}: no LLFF captures (folders with {llff_io.FILE_NAME} and images/ or images_N/)")
+    tasks = [SceneTask(f.name, f, {"views.split": "llff", "views.count": views}) for f in folders]
+    return Suite("llff", root, preset, tasks, {"suite": "llff", "views": views, "split": "llff"}, anchors="llff")
 
 
 def synthetic(root: Path, views: int, preset: str = "default") -> Suite:

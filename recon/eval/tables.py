@@ -23,13 +23,14 @@ from recon.scene.store import atomic_write, write_json
 # (key, header, digits); a column is shown when some scene has a value for it.
 COLUMNS = [
     ("psnr_masked", "PSNR-M", 2), ("ssim_masked", "SSIM-M", 3), ("lpips_masked", "LPIPS-M", 3),
-    ("ssim_box", "SSIM-B", 3), ("lpips_box", "LPIPS-B", 3), ("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3),
+    ("psnr_black", "PSNR-K", 2), ("ssim_black", "SSIM-K", 3), ("lpips_black", "LPIPS-K", 3), ("ssim_box", "SSIM-B", 3), ("lpips_box", "LPIPS-B", 3), ("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3),
     ("chamfer", "Chamfer", 3), ("accuracy", "Acc.", 3), ("completeness", "Comp.", 3),
     ("pose_rotation_deg", "Rot. err (deg)", 2), ("seconds", "s", 1),
 ]
 DEFINITIONS = (
     "PSNR-M: PSNR over the object-mask pixels; SSIM-M / LPIPS-M: on both images with the background "
-    "outside the mask set to white; SSIM-B / LPIPS-B: on both images cropped to the mask's tight bounding "
+    "outside the mask set to white; PSNR-K / SSIM-K / LPIPS-K: the whole image with the background set to "
+    "black in both images; SSIM-B / LPIPS-B: on both images cropped to the mask's tight bounding "
     "box (SpaRe's SSIM-M / LPIPS-M); Chamfer: mean of accuracy and completeness (DTU: millimetres in "
     "DTU's frame, after its observation masks; synthetic scenes: their own units); s: wall seconds "
     "of the whole scene (import to mesh). LPIPS is left empty when its AlexNet weights are not on disk."
@@ -84,19 +85,45 @@ def markdown(title: str, results: list[dict], anchors: dict | None, views: int |
     lines += ["", DEFINITIONS]
     published = anchor_rows(anchors, views)
     if published:
-        keys = [("psnr_masked", "PSNR-M", 2), ("ssim_masked", "SSIM-M", 3), ("lpips_masked", "LPIPS-M", 3)]
-        lines += ["", f"## Published, {views} views", "", "| method | " + " | ".join(h for _, h, _ in keys) + " | source |",
-                  "| --- | " + " | ".join("---:" for _ in keys) + " | --- |"]
-        for row in published:
-            lines.append(f"| {row['name']} | " + " | ".join(cells(row["values"], keys))
-                         + f" | {row['citation']}; {row['source']} |")
-        lines.append("| **recon (this run)** | " + " | ".join(cells(mean, keys)) + " | this table |")
+        lines += ["", f"## Published, {views} views", ""] + published_table(published, mean)
         if anchors.get("note"):
             lines += ["", anchors["note"].strip()]
     failed = [r for r in results if r.get("status") != "ok"]
     if failed:
         lines += ["", "## Failed", ""] + [f"- {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+# A published masked number is compared with recon's number under the same convention
+# (recon/eval/images.py defines both): the anchor's keys are named for the mask-mean one.
+CONVENTION_KEYS = {"mask_mean": {}, "black_background": {"psnr_masked": "psnr_black", "ssim_masked": "ssim_black",
+                                                         "lpips_masked": "lpips_black"}}
+
+
+def published_table(published: list[dict], mean: dict[str, float | None]) -> list[str]:
+    """Markdown lines: each published method, and recon's mean under the same masked convention beside it."""
+    keys = [c for c in COLUMNS if any(c[0] in row["values"] for row in published)]
+    conventions = any(row.get("convention") for row in published)
+    head = ["method", *(h for _, h, _ in keys)] + (["convention", "recon, same convention"] if conventions else [])
+    lines = ["| " + " | ".join(head) + " | source |", "| --- | " + " | ".join("---:" for _ in head[1:]) + " | --- |"]
+    for row in published:
+        extra = []
+        if conventions:
+            ours = same_convention(mean, row.get("convention"))
+            extra = [row.get("convention") or "unknown", " / ".join(c for c in cells(ours, keys) if c) if ours else ""]
+        lines.append(f"| {row['name']} | " + " | ".join(cells(row["values"], keys) + extra)
+                     + f" | {row['citation']}; {row['source']} |")
+    lines.append("| **recon (this run)** | " + " | ".join(cells(mean, keys) + (["mask_mean", ""] if conventions else []))
+                 + " | this table |")
+    return lines
+
+
+def same_convention(values: dict[str, float | None], convention: str | None) -> dict[str, float | None] | None:
+    """recon's values under the names of the anchors' keys, measured by ``convention`` (None if unknown)."""
+    if convention not in CONVENTION_KEYS:
+        return None
+    rename = CONVENTION_KEYS[convention]
+    return {key: values.get(rename.get(key, key)) for key, _, _ in COLUMNS}
 
 
 def anchor_rows(anchors: dict | None, views: int | None) -> list[dict]:
@@ -107,7 +134,7 @@ def anchor_rows(anchors: dict | None, views: int | None) -> list[dict]:
         values = (m.get("views") or {}).get(views) or (m.get("views") or {}).get(str(views))
         if values:
             rows.append({"name": m["name"], "citation": m.get("citation", ""), "source": m.get("source", ""),
-                         "values": values})
+                         "values": values, "convention": m.get("masked_convention"), "setting": m.get("setting")})
     return rows
 
 

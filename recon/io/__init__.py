@@ -32,6 +32,7 @@ class ImportOptions:
     light: int = 3
     strict: bool = False
     masks: bool = True
+    train_masks: bool = True
     spare_split: str | None = None
 
 
@@ -45,9 +46,10 @@ class Layout:
 
 def layouts() -> list[Layout]:
     """Known layouts, most specific first (an images-only folder matches almost anything)."""
-    from recon.io import colmap, dtu, folder, spare, transforms
+    from recon.io import colmap, dtu, folder, llff, spare, transforms
 
-    return [transforms.LAYOUT, colmap.LAYOUT, dtu.IDR_LAYOUT, spare.LAYOUT, dtu.RECTIFIED_LAYOUT, folder.LAYOUT]
+    return [transforms.LAYOUT, llff.LAYOUT, colmap.LAYOUT, dtu.IDR_LAYOUT, spare.LAYOUT, dtu.RECTIFIED_LAYOUT,
+            folder.LAYOUT]
 
 
 def detect_layout(path: Path) -> Layout:
@@ -72,6 +74,8 @@ def import_scene(path: Path, options: ImportOptions = ImportOptions()) -> SceneG
     graph.source.setdefault("path", str(path))
     graph.source["layout"] = layout.name
     _check(graph)
+    if not options.train_masks:
+        graph.meta["masks"] = "metrics"
     graph.source["digest"] = _digest(graph, options)
     _prepare_rewrites(graph, options)
     return graph
@@ -121,10 +125,14 @@ def _digest(graph: SceneGraph, options: ImportOptions) -> str:
 
 
 def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
-    """Undistort and down-sample: adjust cameras now, rewrite images on first save."""
-    factor = int(options.downscale)
-    if factor < 1:
-        raise InputError(f"downscale must be a positive integer, got {factor}")
+    """Undistort and down-sample: adjust cameras now, rewrite images on first save.
+
+    An importer that read smaller copies of the photos (LLFF's ``images_N/``) records their factor
+    as ``source["downscaled"]``; the rest of the requested factor is applied here.
+    """
+    if int(options.downscale) < 1:
+        raise InputError(f"downscale must be a positive integer, got {options.downscale}")
+    factor = max(1, int(options.downscale) // int(graph.source.get("downscaled", 1)))
     for view in graph.views():
         cam = graph.nodes.get(view.camera) if view.camera else None
         dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None

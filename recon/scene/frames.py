@@ -43,8 +43,13 @@ class Frames:
                       self.width, self.height)
 
 
-def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_images: bool = True) -> Frames:
-    """Read the views' images and masks (area-down-sampled by ``factor``) and stack their cameras."""
+def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_images: bool = True,
+                training: bool = False) -> Frames:
+    """Read the views' images and masks (area-down-sampled by ``factor``) and stack their cameras.
+
+    ``training``: frames to train on, which carry masks only when the scene lets masks shape the model
+    (:meth:`SceneGraph.training_mask`); frames to score always carry them.
+    """
     if not views:
         raise InputError(f"{graph.name}: no views to load")
     cams = [graph.camera_of(v) for v in views]
@@ -56,8 +61,9 @@ def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_imag
     if with_images and all(v.image for v in views):
         for v in views:
             images.append(image_io.downsample(image_io.read_image(graph.resolve(v.image)), factor))
-            if v.mask:
-                masks.append(image_io.downsample(image_io.read_mask(graph.resolve(v.mask)).astype(np.float32), factor) > 0.5)
+            mask = graph.training_mask(v) if training else v.mask
+            if mask:
+                masks.append(image_io.downsample(image_io.read_mask(graph.resolve(mask)).astype(np.float32), factor) > 0.5)
     Ks = np.stack([c.K for c in cams]).copy()
     Ks[:, :2] /= factor
     return Frames(

@@ -58,6 +58,10 @@ class Camera:
     distortion: np.ndarray | None = None
     sensor: str = "0"
     provenance: Provenance = field(default_factory=lambda: Provenance("import"))
+    near: float | None = None
+    """Nearest scene depth along the optical axis, in world units, when the dataset gives it (LLFF's bounds)."""
+    far: float | None = None
+    """Farthest scene depth, likewise."""
 
 
 @dataclass
@@ -202,6 +206,14 @@ class SceneGraph:
             if isinstance(node, Gaussians):
                 return node
         return None
+
+    def train_masks(self) -> bool:
+        """Whether object masks may shape the model; else they only score the held-out views (``data.train_masks``)."""
+        return self.meta.get("masks") != "metrics"
+
+    def training_mask(self, view: View) -> str | None:
+        """The mask a stage may train with for ``view``: its mask, unless masks are for the metrics only."""
+        return view.mask if self.train_masks() else None
 
     def camera_of(self, view: View) -> Camera:
         if view.camera is None:

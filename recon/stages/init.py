@@ -57,7 +57,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
 def _choose(graph: SceneGraph, train: list[View], requested: str) -> str:
     if requested != "auto":
         return requested
-    if train and all(v.mask for v in train):  # a few views' SfM points are sparse; the hull fills the object
+    if train and all(graph.training_mask(v) for v in train):  # a few views' SfM points are sparse; the hull fills the object
         return "hull"
     if "points/sfm" in graph.nodes and graph.nodes["points/sfm"].path:
         return "sfm"
@@ -69,7 +69,8 @@ class _ViewData:
         cam = graph.camera_of(view)
         self.K, self.w2c, self.width, self.height = cam.K, cam.world_to_camera, cam.width, cam.height
         self.image = image_io.read_image(graph.resolve(view.image))
-        self.mask = image_io.read_mask(graph.resolve(view.mask)) if view.mask else None
+        mask = graph.training_mask(view)
+        self.mask = image_io.read_mask(graph.resolve(mask)) if mask else None
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Integer pixel (col, row) [N, 2], inside-image flag [N], camera depth [N]."""

@@ -76,7 +76,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     fuse_seconds = time.perf_counter() - start
     vertices, faces, colors = meshing.extract(volume)
     keep = meshing.keep_large_components(vertices, faces, mc.keep_components)
-    masked = [v for v in train if v.mask]
+    masked = [v for v in train if graph.training_mask(v)]
     if mc.hull and masked and len(masked) == len(train):
         hull = [(graph.camera_of(v).K, graph.camera_of(v).world_to_camera, image_io.read_mask(graph.resolve(v.mask))) for v in train]
         keep &= meshing.inside_hull(vertices[faces].mean(axis=1), hull)

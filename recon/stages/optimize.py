@@ -69,7 +69,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     torch.manual_seed(cfg.seed)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
-    frames = load_frames(graph, train_views, factor).to(device)
+    frames = load_frames(graph, train_views, factor, training=True).to(device)
     center, radius = scene_bounds(graph, train_views)
     splats = initial_splats(graph, oc, device, cfg.seed)
     estimated = poses_estimated(graph)

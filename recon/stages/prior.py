@@ -103,7 +103,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     on_gpu = device.type == "cuda"
     train_views = graph.views("train")
     factor = downsample_factor(graph.camera_of(train_views[0]).width, oc, on_gpu)
-    frames = load_frames(graph, train_views, factor).to(device)
+    frames = load_frames(graph, train_views, factor, training=True).to(device)
     if frames.images is None:
         raise InputError(f"{graph.name}: the prior needs the training views' images")
     center, radius = scene_bounds(graph, train_views)

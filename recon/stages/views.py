@@ -2,7 +2,9 @@
 
 * A named split (``--split dtu``, files in ``data/splits/``) takes its training
   ids in order (the first ``--views`` of them) and its test ids; other views
-  are unused.
+  are unused. A split may instead give a rule, ``hold_every: k`` (LLFF's
+  protocol): every k-th view in order is a test view, and the ``--views``
+  training views are spread evenly over the rest.
 * A scene that brings its own split (SpaRe) uses it the same way.
 * Otherwise ``--views N`` picks N views spread over the scene: farthest-point
   sampling over camera centres when poses are known (starting from the camera
@@ -33,9 +35,24 @@ def load_split(name: str) -> dict:
         known = sorted(p.stem for p in SPLITS_DIR.glob("*.json"))
         raise InputError(f"unknown split {name!r}; splits: {', '.join(known)} (or a path to a .json file)")
     split = json.loads(path.read_text())
-    if not {"train", "test"} <= set(split):
-        raise InputError(f"{path}: a split needs 'train' and 'test' id lists")
+    if not ({"train", "test"} <= set(split) or isinstance(split.get("hold_every"), int)):
+        raise InputError(f"{path}: a split needs 'train' and 'test' id lists, or a 'hold_every' rule")
     return split
+
+
+def hold_out_split(indices: list[int], hold_every: int, count: int | None) -> tuple[list[int], list[int]]:
+    """(train, test) ids of the views ``indices`` (in order): every ``hold_every``-th one tests, ``count`` of the rest train.
+
+    The training views sit at ``round(linspace(0, len(rest) - 1, count))`` of the rest, the rounding of
+    RegNeRF's and FSGS's loaders (half to even); all of the rest without ``count``.
+    """
+    test = indices[::hold_every]
+    rest = [i for i in indices if i not in set(test)]
+    if count is None:
+        return rest, test
+    if count > len(rest):
+        raise InputError(f"{len(rest)} views remain after holding out every {hold_every}th, fewer than --views {count}")
+    return [rest[int(p)] for p in np.round(np.linspace(0, len(rest) - 1, count))], test
 
 
 def validate(graph: SceneGraph, cfg: RunConfig) -> None:
@@ -61,7 +78,9 @@ def assign(graph: SceneGraph, cfg: RunConfig, dry_run: bool = False) -> tuple[li
     if count is not None and count < 1:
         raise InputError(f"--views must be at least 1, got {count}")
     split = load_split(cfg.views.split) if cfg.views.split else graph.meta.get("split")
-    if split is not None:
+    if split is not None and "hold_every" in split:
+        train_ids, test_ids = hold_out_split([v.index for v in usable], int(split["hold_every"]), count)
+    elif split is not None:
         train_ids, test_ids = _from_split(graph, split, count, cfg.views.split or split.get("name", "scene"))
     else:
         if count is not None and count > len(usable):

@@ -1,0 +1,245 @@
+"""Benchmark on real captures: every scene under --root at 3, 6 and 9 views, recon's presets against plain 3DGS.
+
+Each scene is run under its protocol (../shared/realdata/SOURCES.md):
+
+* DTU scans (the IDR layout, 49 views, a ``scan<N>`` name): the ids of data/splits/dtu.json, 400x300;
+* LLFF captures (``poses_bounds.npy``): every 8th view held out, images 8x smaller than the photos;
+* anything else: farthest-point training views, every other view held out, the long side brought to
+  about 512 pixels by an integer factor.
+
+Variants are ``NAME=PRESET[,section.key=value...]``; one built on the ``dtu`` preset runs on DTU scans
+only, one built on ``object`` only where the scene has masks, and a variant whose resolved config
+equals an earlier one's on a scene is recorded as the same run, not run again. Each run goes up to
+the optimize stage (held-out views scored there) in its own folder; ``--jobs N`` runs N at a time in
+separate processes on the same GPU (the per-stage seconds then include the sharing: ``jobs`` is in
+the report). Records PSNR, SSIM, LPIPS, both masked PSNRs where masks exist, seconds per stage, peak
+GPU memory, splats, and for 3-view runs one strip (photo | render | 4x absolute error) of the first
+held-out view in ``--images``. Prints one JSON line per run, then the summary table in markdown.
+
+    python bench/real.py --root ../shared/realdata --views 3,6,9 --jobs 8 --out bench/results/real-h200.json
+    python bench/real.py --table bench/results/real-h200.json      # the markdown table of a report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from optimize import environment, parse_variant, warm_up  # noqa: E402
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+DEFAULT_VARIANTS = ("plain=plain", "default=default", "dtu=dtu", "object=object")
+METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "psnr_black", "ssim_black")
+LONG_SIDE = 512
+
+
+def scene_protocol(path: Path) -> dict | None:
+    """{"kind", "overrides", "masks"} of a capture recon can import, or None for anything else."""
+    from recon.errors import InputError
+    from recon.io import ImportOptions, import_scene
+
+    try:
+        graph = import_scene(path, ImportOptions())
+    except InputError:
+        return None
+    views = graph.views()
+    masks = all(v.mask for v in views)
+    layout = graph.source["layout"]
+    if layout == "dtu-idr" and len(views) == 49 and re.search(r"scan\d+", path.name):
+        width = graph.camera_of(views[0]).width
+        return {"kind": "dtu", "overrides": {"views.split": "dtu", "data.downscale": max(1, round(width / 400))},
+                "masks": masks}
+    if layout == "llff":
+        return {"kind": "llff", "overrides": {"views.split": "llff", "data.downscale": 8}, "masks": masks}
+    cam = graph.camera_of(views[0])
+    return {"kind": "farthest", "masks": masks,
+            "overrides": {"views.split": None, "views.strategy": "farthest",
+                          "data.downscale": max(1, round(max(cam.width, cam.height) / LONG_SIDE))}}
+
+
+def applies(preset: str, protocol: dict) -> bool:
+    if preset == "dtu":
+        return protocol["kind"] == "dtu"
+    if preset == "object":
+        return protocol["masks"]
+    return True
+
+
+def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, images: str | None) -> dict:
+    """One run up to the optimize stage, in a worker process; never raises."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    from recon import progress
+    from recon.config import load_config
+    from recon.pipeline import run_scene
+
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    row: dict = {}
+    try:
+        cfg = load_config(preset, overrides)
+        start = time.perf_counter()
+        result = run_scene(Path(scene), cfg, Path(out_root), name=name, until="optimize")
+        graph = result.graph
+        m = graph.nodes["metrics/optimize"].values
+        row.update({k: m.get(k) for k in METRICS})
+        row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
+                   resolution=m.get("resolution"), seconds=time.perf_counter() - start,
+                   stages={k: rec.seconds for k, rec in graph.stages.items()},
+                   init=graph.nodes["metrics/init"].values.get("source"),
+                   train_views=graph.nodes["metrics/views"].values["train_indices"],
+                   test_views=len(graph.nodes["metrics/views"].values["test_indices"]))
+        if images:
+            row["image"] = write_strip(graph, Path(images) / f"{name}.png")
+    except Exception as exc:  # a failed run is a result too
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def write_strip(graph, path: Path) -> str | None:
+    """Photo | render | 4x absolute error of the first held-out view with a render; the file name."""
+    from recon.io import images as image_io
+
+    for view in graph.views("test"):
+        render_path = graph.resolve(f"assets/renders/{view.name}.png")
+        if view.image and render_path.is_file():
+            render = image_io.read_image(render_path)
+            photo = image_io.read_image(graph.resolve(view.image))
+            photo = image_io.downsample(photo, max(1, photo.shape[1] // render.shape[1]))[: render.shape[0], : render.shape[1]]
+            error = np.clip(4 * np.abs(render - photo), 0, 1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image_io.write_image(path, np.concatenate([photo, render, error], 1))
+            return path.name
+    return None
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per (scene, views, variant) that ran, and each variant's mean gain in PSNR over plain on the same views."""
+    ok = [r for r in runs if "error" not in r]
+    plain = {(r["scene"], r["views"]): r for r in ok if r["variant"] == "plain"}
+    rows = []
+    for r in ok:
+        row = {k: r.get(k) for k in ("scene", "views", "variant", "same_as", *METRICS, "seconds", "peak_memory_mb")}
+        base = plain.get((r["scene"], r["views"]))
+        if base is not None and r["variant"] != "plain":
+            row["psnr_gain_over_plain"] = r["psnr"] - base["psnr"]
+            if r.get("psnr_masked") is not None and base.get("psnr_masked") is not None:
+                row["psnr_masked_gain_over_plain"] = r["psnr_masked"] - base["psnr_masked"]
+        rows.append(row)
+    return rows
+
+
+def markdown(report: dict) -> str:
+    """The report's table: one row per scene and view count, a column pair per variant."""
+    runs = [r for r in report["runs"] if "error" not in r]
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    lines = ["| scene | views | " + " | ".join(variants) + " |", "| --- | ---: | " + " | ".join("---:" for _ in variants) + " |"]
+    by_key = {(r["scene"], r["views"], r["variant"]): r for r in runs}
+    for scene, views in dict.fromkeys((r["scene"], r["views"]) for r in runs):
+        cells = []
+        for v in variants:
+            r = by_key.get((scene, views, v))
+            if r is None:
+                cells.append("")
+            elif r.get("psnr_masked") is not None:
+                cells.append(f"{r['psnr']:.2f} / {r['psnr_masked']:.2f} M")
+            else:
+                cells.append(f"{r['psnr']:.2f}")
+        lines.append(f"| {scene} | {views} | " + " | ".join(cells) + " |")
+    lines += ["", "PSNR (whole image) / PSNR-M (over the object mask, where the capture has masks), held-out views, dB."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--scenes", default="", help="comma-separated folder names (default: every capture under --root)")
+    ap.add_argument("--views", default="3,6,9")
+    ap.add_argument("--variant", action="append", default=[], help="NAME=PRESET[,section.key=value...]")
+    ap.add_argument("--set", action="append", default=[], help="section.key=value for every variant")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
+    ap.add_argument("--out", type=Path, help="the report (JSON)")
+    ap.add_argument("--images", type=Path, help="folder for the photo | render | error strips of 3-view runs")
+    ap.add_argument("--work", type=Path, help="keep the runs' output folders here (default: a temporary folder)")
+    ap.add_argument("--note", default="")
+    ap.add_argument("--table", type=Path, help="print the markdown table of an existing report and stop")
+    args = ap.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())), end="")
+        return 0
+    if args.out is None:
+        ap.error("--out is required")
+    from recon.config import digest, load_config, parse_override, to_dict
+
+    variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
+    common = dict(parse_override(s) for s in args.set)
+    wanted = set(filter(None, args.scenes.split(",")))
+    scenes = [p for p in sorted(args.root.iterdir()) if p.is_dir() and (not wanted or p.name in wanted)]
+    protocols = {p: scene_protocol(p) for p in scenes}
+    compile_seconds = warm_up()
+    report = {"benchmark": "real", "environment": {**environment(), "gsplat_compile_seconds": compile_seconds},
+              "note": args.note, "jobs": args.jobs, "root": str(args.root),
+              "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common,
+              "protocols": {p.name: v for p, v in protocols.items() if v is not None},
+              "skipped": [p.name for p, v in protocols.items() if v is None], "runs": []}
+    tasks, aliases = [], []
+    for scene, protocol in protocols.items():
+        if protocol is None:
+            continue
+        for n in [int(v) for v in args.views.split(",")]:
+            seen: dict[str, str] = {}
+            for name, preset, overrides in variants:
+                if not applies(preset, protocol):
+                    continue
+                merged = {**common, **overrides, **protocol["overrides"], "views.count": n, "device": "auto"}
+                resolved = to_dict(load_config(preset, merged))
+                key = digest({k: v for k, v in resolved.items() if k != "preset"}, 0)
+                base = {"scene": scene.name, "views": n, "variant": name, "kind": protocol["kind"]}
+                if key in seen:
+                    aliases.append({**base, "same_as": seen[key]})
+                    continue
+                seen[key] = name
+                tasks.append((base, (str(scene), preset, merged, f"{scene.name}-{n}v-{name}",
+                                     str(args.images) if args.images and n == 3 else None)))
+    wall = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = str(args.work or tmp)
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, a[0], a[1], a[2], work, a[3], a[4]): base for base, a in tasks}
+            for future in as_completed(futures):
+                row = {**futures[future], **future.result()}
+                report["runs"].append(row)
+                print(json.dumps(row), flush=True)
+                write(report, args.out, aliases, wall)
+    write(report, args.out, aliases, wall)
+    print(markdown(report), end="")
+    return 0 if not any("error" in r for r in report["runs"]) else 1
+
+
+def write(report: dict, out: Path, aliases: list[dict], wall: float) -> None:
+    """Rewrite the report: runs in a stable order, aliases filled from the runs they equal, a fresh summary."""
+    done = {(r["scene"], r["views"], r["variant"]): r for r in report["runs"] if "same_as" not in r}
+    filled = [{**done[(a["scene"], a["views"], a["same_as"])], **a} for a in aliases
+              if (a["scene"], a["views"], a["same_as"]) in done]
+    runs = sorted(list(done.values()) + filled, key=lambda r: (r["scene"], r["views"], r["variant"]))
+    report["runs"] = runs
+    report["wall_seconds"] = time.perf_counter() - wall
+    report["summary"] = summarise(runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
