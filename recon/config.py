@@ -77,14 +77,40 @@ class PosesConfig:
 
 @dataclass
 class InitConfig:
-    """Where the optimiser's first Gaussians come from."""
+    """Where the optimiser's first Gaussians come from, and the multi-view-stereo depth that supervises optimize."""
 
-    source: Literal["auto", "sfm", "hull", "random"] = "auto"
-    """auto: SfM points if the scene has them, else a visual hull when every training view has a mask, else random."""
+    source: Literal["auto", "mvs", "sfm", "hull", "random"] = "auto"
+    """auto: multi-view stereo when two or more training views look at the scene, else SfM points if the scene has
+    them, else a visual hull when every training view has a mask, else random. A source that finds too little
+    falls back to the next one, and says why."""
     points: int = 20_000
     """Number of points for the hull and random initialisations."""
     hull_resolution: int = 96
     """Voxels per axis of the carving grid."""
+    mvs_plane_step: float = 1.0
+    """Depth hypotheses per view are evenly spaced in inverse depth, this many pixels apart in the source that sees
+    them move most (recon/geometry/mvs.py)."""
+    mvs_max_planes: int = 512
+    """At most this many depth hypotheses per view."""
+    mvs_window: int = 7
+    """Side of the patch, in pixels, whose normalised cross-correlation scores a depth."""
+    mvs_sources: int = 4
+    """Other views each view is matched against (those with the nearest viewing directions)."""
+    mvs_min_score: float = 0.7
+    """Lowest NCC score a depth may have."""
+    mvs_min_consistent: int = 1
+    """Other views whose own depth must agree with a pixel's (within a pixel and 1% of its depth)."""
+    mvs_max_side: int = 800
+    """Views are matched at most this many pixels on their long side (down-sampled by an integer factor)."""
+    mvs_cpu_max_side: int = 128
+    """The same without CUDA (a smoke test, like optimize.cpu_max_width)."""
+    mvs_points: int = 150_000
+    """At most this many fused points seed the splats (a random subset of them)."""
+    mvs_min_points: int = 1000
+    """Fewer fused points than this and the next source is used instead."""
+    mvs_random: float = 0.0
+    """Random points in the common view volume added to the MVS points, as a share of their number (for what no
+    two views see)."""
 
 
 @dataclass
@@ -141,8 +167,27 @@ class OptimizeConfig:
     """Weight of pseudo-view consistency: a jittered camera's render against the training image warped into it."""
     pseudo_jitter: float = 0.08
     """Jitter of pseudo views, as a rotation about the scene centre in radians."""
+    depth_weight: float = 0.0
+    """Weight of the rendered depth's agreement with the multi-view-stereo depth (init's ``depth/mvs``), per pixel
+    weighted by its confidence: the mean relative error |rendered / stereo - 1|; pixels without stereo depth are free."""
+    anisotropy: float = 0.0
+    """Weight of the penalty on splats longer than ``max_anisotropy`` times their width (log of the excess ratio)."""
+    max_anisotropy: float = 10.0
+    """Largest ratio of a splat's longest to shortest axis that goes unpenalised (2DGS: of its two axes)."""
+    opacity_entropy: float = 0.0
+    """Weight of the mean binary entropy of the opacities: pushes each splat to opaque or gone (against floaters)."""
+    dropout: float = 0.0
+    """Share of splats left out of each training render, the others' opacity scaled by 1 / (1 - share)
+    (DropGaussian): no splat can lean on the ones in front of it."""
+    binocular: float = 0.0
+    """Weight of binocular consistency (Binocular3DGS): a camera shifted sideways from the training camera is
+    rendered, warped back into the training view through its rendered depth, and compared with the photo."""
+    binocular_shift: float = 0.1
+    """Largest sideways shift of the binocular camera, times its distance to the scene's centre (a random share of
+    it, to either side, each step)."""
     regularize_from: int = 500
-    """Step from which the geometric regularisers (depth, distortion, normals, pseudo views) apply."""
+    """Step from which the geometric regularisers (depth smoothness, distortion, normals, pseudo views, binocular)
+    apply."""
     pose_refine: Literal["auto", "on", "off"] = "off"
     """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the poses were estimated."""
     pose_lr: float = 1e-3

@@ -200,3 +200,54 @@ def test_held_out_cameras_can_be_fitted_to_their_photos_before_scoring(synthetic
     assert given == "auto"
     plain = run_scene(synthetic_scene, tiny(), tmp_path / "given", until="optimize").graph.nodes["metrics/optimize"].values
     assert "unaligned" not in plain
+
+
+def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(synthetic_scene, tmp_path):
+    switches = {"init.source": "mvs", "init.mvs_min_points": 50, "init.mvs_max_planes": 32, "optimize.steps": 12,
+                "optimize.cpu_steps": 12, "optimize.refine_start": 100, "optimize.regularize_from": 2,
+                "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
+                "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.binocular": 0.1,
+                "data.train_masks": False}
+    graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
+    init = graph.nodes["metrics/init"].values
+    assert init["source"] == "mvs" and init["mvs"]["points"] >= 50
+    depth = graph.nodes["depth/mvs"]
+    assert len(depth.views) == 4 and (tmp_path / "mug" / depth.path).is_file()
+    assert graph.nodes["points/mvs"].count == init["mvs"]["points"]
+    metrics = graph.nodes["metrics/optimize"].values
+    assert math.isfinite(metrics["psnr"]) and metrics["gaussians"] > 0
+
+
+def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():
+    log_scales = torch.log(torch.tensor([[1.0, 1.0, 1.0], [20.0, 1.0, 1.0]])).requires_grad_()
+    term = reg.anisotropy(log_scales, max_ratio=10.0)
+    term.backward()
+    assert float(term) == pytest.approx(math.log(2) / 2)  # only the second splat, 2x past the cap
+    assert float(log_scales.grad[0].abs().sum()) == 0 and torch.isfinite(log_scales.grad).all()
+
+    logits = torch.tensor([-20.0, 0.0, 20.0], requires_grad=True)
+    reg.opacity_entropy(logits).backward()
+    assert torch.isfinite(logits.grad).all()
+    assert float(reg.opacity_entropy(torch.tensor([0.0]))) == pytest.approx(math.log(2))
+    assert float(reg.opacity_entropy(torch.tensor([-30.0, 30.0]))) < 1e-9
+
+    target = torch.tensor([[2.0, 0.0], [4.0, 4.0]])  # 0: no stereo depth there
+    depth = torch.tensor([[2.0, 9.0], [5.0, 4.0]], requires_grad=True)
+    confidence = torch.tensor([[1.0, 1.0], [0.5, 0.0]])
+    term = reg.depth_agreement(depth, target, confidence)
+    term.backward()
+    assert float(term) == pytest.approx(0.25 * 0.5 / 1.5)  # only the pixel off by 25% counts, at half weight
+    assert float(depth.grad[0, 1]) == 0 and torch.isfinite(depth.grad).all()
+    assert float(reg.depth_agreement(depth, torch.zeros(2, 2), confidence)) == 0
+
+
+def test_a_binocular_partner_moves_sideways_only():
+    from recon.render import rigid_inverse
+
+    viewmat = torch.tensor(look_at(np.array([0.0, -3.0, 1.0]), np.zeros(3))).float()
+    shifted = reg.shift_camera(viewmat, torch.zeros(3), 0.1, torch.Generator().manual_seed(0))
+    before, after = rigid_inverse(viewmat), rigid_inverse(shifted)
+    move = after[:3, 3] - before[:3, 3]
+    assert torch.allclose(after[:3, :3], before[:3, :3])
+    assert float(move.norm()) <= 0.1 * math.sqrt(10) + 1e-6
+    assert float(torch.cross(move, before[:3, 0], dim=0).norm()) < 1e-5  # along the camera's x axis

@@ -75,7 +75,7 @@ class ViewerApp:
         self.status = gui.add_markdown("")
         with gui.add_folder("Layers"):
             self.toggles = {name: gui.add_checkbox(label, initial_value=name in self.SHOWN)
-                            for name, label in (("splats", "Splats"), ("mesh", "Mesh"), ("points", "Sparse points"),
+                            for name, label in (("splats", "Splats"), ("mesh", "Mesh"), ("points", "Points"),
                                                 ("ground_truth", "Ground truth"), ("train", "Train cameras"),
                                                 ("test", "Test cameras"))}
             self.min_opacity = gui.add_slider("Min splat opacity", min=0.0, max=1.0, step=0.01, initial_value=0.0)

@@ -22,7 +22,7 @@ from recon.render.reference import quat_to_rotmat
 from recon.render.scene import splat_source
 from recon.render.sh import Y0
 from recon.scene.camera import camera_center, invert_rigid, transform_points
-from recon.scene.graph import Gaussians, Mesh, PointCloud, SceneGraph, View
+from recon.scene.graph import DepthMaps, Gaussians, Mesh, PointCloud, SceneGraph, View
 from recon.scene.store import LOCK_FILE, SceneStore, holder_alive
 
 THUMBNAIL_WIDTH = 160
@@ -62,7 +62,7 @@ def open_scene(folder: Path, wait_for_run: bool = False) -> SceneGraph | None:
 def _asset_paths(node) -> list[str]:
     if isinstance(node, View):
         return [p for p in (node.image, node.mask) if p]
-    if isinstance(node, (PointCloud, Gaussians, Mesh)) and node.path:
+    if isinstance(node, (PointCloud, Gaussians, Mesh, DepthMaps)) and node.path:
         return [node.path]
     return []
 

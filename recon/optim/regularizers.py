@@ -26,6 +26,26 @@ def photometric(render: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
     return (1 - ssim_weight) * l1 + ssim_weight * (1 - s)
 
 
+def depth_agreement(depth: Tensor, target: Tensor, confidence: Tensor) -> Tensor:
+    """Confidence-weighted mean of |depth / target - 1| over the pixels with a target (depths [H, W], target 0 where
+    unknown, confidence [H, W] in [0, 1]); 0 when no pixel has one."""
+    known = (target > 0).to(depth.dtype) * confidence
+    error = (depth / target.clamp_min(1e-8) - 1).abs()
+    return (error * known).sum() / known.sum().clamp_min(1e-8)
+
+
+def anisotropy(log_scales: Tensor, max_ratio: float) -> Tensor:
+    """Mean over splats of how far log(longest / shortest axis) exceeds log(max_ratio); log_scales [N, A]."""
+    spread = log_scales.max(1).values - log_scales.min(1).values
+    return F.relu(spread - math.log(max_ratio)).mean()
+
+
+def opacity_entropy(logits: Tensor) -> Tensor:
+    """Mean binary entropy (nats) of the opacities sigmoid(logits) [N]: zero at 0 and 1, largest at 0.5."""
+    p = torch.sigmoid(logits)
+    return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).mean()
+
+
 def depth_smoothness(depth: Tensor, image: Tensor, alpha: Tensor, scale: float) -> Tensor:
     """Edge-aware total variation of depth (in units of ``scale``) where the render is opaque."""
     d = depth[..., 0] / scale
@@ -69,15 +89,27 @@ def jitter_camera(viewmat: Tensor, center: Tensor, max_angle: float, generator: 
     return rigid_inverse(new)
 
 
+def shift_camera(viewmat: Tensor, center: Tensor, max_shift: float, generator: torch.Generator) -> Tensor:
+    """A binocular partner of a camera: moved along its own x axis by a random share of ``max_shift`` times its
+    distance to ``center``, to either side, looking the same way. Pass small tensors on the CPU."""
+    c2w = rigid_inverse(viewmat)
+    distance = (c2w[:3, 3] - center).norm()
+    share = torch.rand(1, generator=generator).item() * 2 - 1
+    new = c2w.clone()
+    new[:3, 3] = c2w[:3, 3] + c2w[:3, 0] * share * max_shift * distance
+    return rigid_inverse(new)
+
+
 def warp_consistency(rgb_p: Tensor, depth_p: Tensor, alpha_p: Tensor, vm_p: Tensor, K_p: Tensor,
                      image_t: Tensor, depth_t: Tensor, vm_t: Tensor, K_t: Tensor, tolerance: float) -> Tensor:
-    """L1 between a pseudo view's render and the training image warped into it through the rendered depth.
+    """L1 between camera p's image and camera t's image carried into p through p's rendered depth.
 
-    Shapes: rgb_p [H, W, 3], depth_p / alpha_p [H, W, 1], image_t [H, W, 3],
-    depth_t [H, W, 1] (the training view's own rendered depth, detached, for the
-    occlusion test). Pixels count where the pseudo render is opaque, lands
-    inside the training image and is not hidden there (depths agree within
-    ``tolerance``).
+    Pseudo views: p is a jittered camera (its render) and t the training view (its photo).
+    Binocular consistency: p is the training view (its photo, through its rendered depth) and t
+    the shifted camera (its render). Shapes: rgb_p [H, W, 3], depth_p / alpha_p [H, W, 1],
+    image_t [H, W, 3], depth_t [H, W, 1] (t's rendered depth, detached, for the occlusion
+    test). Pixels count where p's render is opaque, lands inside t's image and is not hidden
+    there (depths agree within ``tolerance``).
     """
     h, w = rgb_p.shape[:2]
     pts = depth_to_points(depth_p[None], vm_p[None], K_p[None])[0]  # [H, W, 3]

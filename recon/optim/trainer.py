@@ -112,28 +112,38 @@ class Trainer:
 
     # --- one step -------------------------------------------------------------------------------
     def _render(self, viewmats, Ks, backgrounds, sh_degree, distloss=False):
+        keep = None
+        if self.oc.dropout > 0:  # DropGaussian: a random share of the splats sits out this step
+            n = len(self.splats["means"])
+            keep = (torch.rand(n, device=self.device, generator=self.device_generator) >= self.oc.dropout).float()
+            keep = keep / (1 - self.oc.dropout)
         return render(self.splats, viewmats, Ks, self.frames.width, self.frames.height, kind=self.oc.kind,
                       sh_degree=sh_degree, backgrounds=backgrounds, backend=self.backend,
-                      antialiased=self.oc.antialiased, absgrad=self.oc.absgrad, distloss=distloss)
+                      antialiased=self.oc.antialiased, absgrad=self.oc.absgrad, distloss=distloss, opacity_scale=keep)
 
-    def _backgrounds(self, count: int) -> torch.Tensor:
+    def _background(self) -> torch.Tensor:
+        """This step's background colour [1, 3]."""
         if self.background == "random":
-            return torch.rand(count, 3, generator=self.device_generator, device=self.device)
+            return torch.rand(1, 3, generator=self.device_generator, device=self.device)
         value = 1.0 if self.background == "white" else 0.0
-        return torch.full((count, 3), value, device=self.device)
+        return torch.full((1, 3), value, device=self.device)
 
     def step(self, step: int, index: int) -> torch.Tensor:
         oc, f = self.oc, self.frames
         sh_degree = min(step // max(1, oc.sh_degree_interval), oc.sh_degree)
         regularize = step >= oc.regularize_from
         pseudo = regularize and oc.pseudo_views > 0
+        binocular = regularize and oc.binocular > 0
         vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
         if self.refine_poses:
             vm, K = self.pose(slice(index, index + 1), vm, K)
         if pseudo:
             pv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
-            vm, K = torch.stack([vm[0], pv.to(self.device)]), torch.cat([K, K.detach()])
-        bgs = self._backgrounds(len(vm))
+            vm, K = torch.cat([vm, pv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
+        if binocular:
+            bv = reg.shift_camera(self.viewmats_cpu[index], self.center, oc.binocular_shift, self.generator)
+            vm, K = torch.cat([vm, bv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
+        bgs = self._background().expand(len(vm), 3)  # one background for the photo and every extra camera
         extra = None
         if self.targets is not None:  # one target camera per step, rendered in the same batch on black
             t = self.targets
@@ -153,8 +163,15 @@ class Trainer:
             loss = loss + oc.mask_weight * (out.alpha[0, ..., 0] - mask.float()).abs().mean()
         if oc.opacity_reg > 0:
             loss = loss + oc.opacity_reg * torch.sigmoid(self.splats["opacities"]).mean()
+        if oc.opacity_entropy > 0:
+            loss = loss + oc.opacity_entropy * reg.opacity_entropy(self.splats["opacities"])
         if oc.scale_reg > 0:
             loss = loss + oc.scale_reg * torch.exp(self.splats["scales"]).mean() / self.radius
+        if oc.anisotropy > 0:
+            axes = 2 if oc.kind == "2dgs" else 3
+            loss = loss + oc.anisotropy * reg.anisotropy(self.splats["scales"][:, :axes], oc.max_anisotropy)
+        if oc.depth_weight > 0 and f.depths is not None:
+            loss = loss + oc.depth_weight * reg.depth_agreement(out.depth[0, ..., 0], f.depths[index], f.depth_confidence[index])
         if regularize and oc.depth_smooth > 0 and oc.kind == "3dgs":
             loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.images[index : index + 1], out.alpha[:1], self.radius)
         if regularize and oc.kind == "2dgs":
@@ -165,6 +182,11 @@ class Trainer:
         if pseudo:
             loss = loss + oc.pseudo_views * reg.warp_consistency(
                 out.rgb[1], out.depth[1], out.alpha[1], vm[1], K[1], target, out.depth[0].detach(), vm[0], K[0],
+                tolerance=0.03 * self.radius)
+        if binocular:  # the shifted render, carried into the training view through its depth, against the photo
+            b = 1 + int(pseudo)
+            loss = loss + oc.binocular * reg.warp_consistency(
+                target, out.depth[0], out.alpha[0], vm[0], K[0], out.rgb[b], out.depth[b].detach(), vm[b], K[b],
                 tolerance=0.03 * self.radius)
         if extra is not None:
             term = self.targets.weights[extra] * reg.photometric(out.rgb[-1:], self.targets.images[extra : extra + 1],

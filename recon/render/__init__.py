@@ -69,6 +69,7 @@ def render(
     kind: Literal["3dgs", "2dgs"] = "3dgs", sh_degree: int = 0, backgrounds: Tensor | None = None,
     backend: Backend = "auto", near: float = 0.01, far: float = 1e10, eps2d: float = 0.3,
     antialiased: bool = False, absgrad: bool = False, distloss: bool = False, colors: Tensor | None = None,
+    opacity_scale: Tensor | None = None,
 ) -> Render:
     """Render the splats from every camera; differentiable with respect to the splats.
 
@@ -76,12 +77,15 @@ def render(
     ``distloss`` are gsplat options (AbsGS gradients for densification, the
     2DGS distortion output); the reference backend always provides distortion.
     ``colors`` [N, D] replaces the spherical-harmonic colours with arbitrary
-    per-splat channels (``rgb`` then has D channels).
+    per-splat channels (``rgb`` then has D channels). ``opacity_scale`` [N] multiplies the opacities
+    (clamped to 1): 0 leaves a splat out (dropout during training).
     """
     means = splats["means"]
     quats = splats["quats"]
     scales = torch.exp(splats["scales"])
     opacities = torch.sigmoid(splats["opacities"])
+    if opacity_scale is not None:
+        opacities = (opacities * opacity_scale).clamp(max=1.0)
     use = resolve_backend(backend, means.device)
     if colors is None:
         # View-dependent colours [C, N, 3], evaluated here rather than inside gsplat, whose SH path inverts

@@ -28,6 +28,8 @@ class Frames:
     Ks: Tensor  # [V, 3, 3]
     width: int
     height: int
+    depths: Tensor | None = None  # [V, H, W] depth that supervises training (0 where unknown)
+    depth_confidence: Tensor | None = None  # [V, H, W] in [0, 1]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -35,12 +37,12 @@ class Frames:
     def subset(self, indices: list[int]) -> "Frames":
         pick = lambda t: None if t is None else t[indices]  # noqa: E731
         return Frames([self.names[i] for i in indices], pick(self.images), pick(self.masks), self.viewmats[indices],
-                      self.Ks[indices], self.width, self.height)
+                      self.Ks[indices], self.width, self.height, pick(self.depths), pick(self.depth_confidence))
 
     def to(self, device: torch.device) -> "Frames":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Frames(self.names, move(self.images), move(self.masks), self.viewmats.to(device), self.Ks.to(device),
-                      self.width, self.height)
+                      self.width, self.height, move(self.depths), move(self.depth_confidence))
 
 
 def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_images: bool = True,

@@ -1,7 +1,7 @@
 """The scene graph: the one contract between stages, the CLI, the viewer and the evaluator.
 
 A :class:`SceneGraph` holds typed nodes (:class:`Camera`, :class:`View`,
-:class:`PointCloud`, :class:`Gaussians`, :class:`Mesh`, :class:`Metrics`),
+:class:`PointCloud`, :class:`Gaussians`, :class:`Mesh`, :class:`DepthMaps`, :class:`Metrics`),
 each with the :class:`Provenance` of the stage that made it. Edges are the
 ``made_from`` lists of the provenance. Bulk data (pixels, points, splats) lives
 in asset files beside ``scene.json``; nodes hold paths, never pixels.
@@ -134,6 +134,20 @@ class Mesh:
 
 
 @dataclass
+class DepthMaps:
+    """Depth and confidence maps of some views, stored as NPZ: ``depth`` [V, H, W] float32 z-depths (0 where
+    unknown) and ``confidence`` [V, H, W] in [0, 1], in the order of ``views`` (view ids), ``width`` x ``height``
+    pixels (the views' cameras scaled by ``width / camera width``)."""
+
+    id: str
+    path: str
+    views: list[str]
+    width: int
+    height: int
+    provenance: Provenance = field(default_factory=lambda: Provenance("init"))
+
+
+@dataclass
 class Metrics:
     """Named numbers a stage measured (JSON-serialisable values)."""
 
@@ -142,8 +156,8 @@ class Metrics:
     provenance: Provenance = field(default_factory=lambda: Provenance("evaluate"))
 
 
-Node = Union[Camera, View, PointCloud, Gaussians, Mesh, Metrics]
-NODE_TYPES: dict[str, type] = {t.__name__: t for t in (Camera, View, PointCloud, Gaussians, Mesh, Metrics)}
+Node = Union[Camera, View, PointCloud, Gaussians, Mesh, DepthMaps, Metrics]
+NODE_TYPES: dict[str, type] = {t.__name__: t for t in (Camera, View, PointCloud, Gaussians, Mesh, DepthMaps, Metrics)}
 
 
 @dataclass

@@ -1,67 +1,179 @@
 """Init stage: the points the first Gaussians are placed at, with colours from the images.
 
+* ``mvs``: multi-view stereo from the training views (recon/geometry/mvs.py): a
+  depth map per view by plane sweep, kept where the views agree, fused into
+  coloured points (``points/mvs``); the depth and confidence maps (``depth/mvs``)
+  also supervise the optimize stage;
 * ``sfm``: the scene's structure-from-motion points;
 * ``hull``: a visual hull carved from the training views' masks on a voxel
   grid over the scene's bounds (a voxel survives if every training view that
   sees it sees it inside the mask), sampled on its surface;
 * ``random``: uniform in the bounds, kept where every training camera sees.
 
+``auto`` tries them in that order, each where it applies (stereo needs two
+views, the hull masks that may shape the model); a source that finds too
+little hands over to the next with a warning that says why.
+
 Colours are the mean of the training images where each point projects (inside
-the mask when there is one), grey where no view sees it.
+the mask when there is one), grey where no view sees it; stereo points keep the
+colour of the pixel they came from.
 """
 
 from __future__ import annotations
 
+import math
+import time
 import warnings
 
 import numpy as np
+import torch
 from scipy import ndimage
 
-from recon.config import RunConfig
+from recon.config import InitConfig, RunConfig
+from recon.devices import resolve_device
+from recon.geometry import mvs
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.camera import project as project_to_pixels
-from recon.scene.frames import scene_bounds
-from recon.scene.graph import Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.frames import load_frames, scene_bounds
+from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.store import atomic_write
 
 NAME = "init"
 CONFIG = "init"
+SOURCES = ("mvs", "sfm", "hull", "random")
 
 
 def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     train = graph.views("train")
-    source = _choose(graph, train, cfg.init.source)
     rng = np.random.default_rng(cfg.seed)
     center, radius = scene_bounds(graph, train)
     views = [_ViewData(graph, v) for v in train]
-    if source == "sfm":
-        node = graph.nodes["points/sfm"]
-        points, colors = ply.read_points(graph.resolve(node.path))
-    else:
-        points = carve_hull(views, center, radius, cfg.init.hull_resolution, cfg.init.points, rng) if source == "hull" else None
-        if points is None or len(points) == 0:
-            if source == "hull":
-                warnings.warn(f"{graph.name}: the masks' visual hull is empty; initialising at random", stacklevel=2)
-            source = "random"
+    made_from = [v.id for v in train]
+    values: dict = {}
+    points = colors = None
+    for source in candidates(graph, train, cfg.init.source):
+        why = None
+        if source == "mvs":
+            found = stereo(graph, train, cfg.init, center, radius, resolve_device(cfg.device), rng)
+            values["mvs"] = found.metrics
+            if len(found.points) >= cfg.init.mvs_min_points:
+                points, colors = found.points, found.colors
+                if cfg.init.mvs_random > 0:
+                    extra = random_in_frusta(views, center, radius, int(cfg.init.mvs_random * len(points)), rng)
+                    points, colors = np.concatenate([points, extra]), np.concatenate([colors, sample_colors(views, extra)])
+                made_from = ["points/mvs"]
+            else:
+                why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
+                       f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
+        elif source == "sfm":
+            points, colors = ply.read_points(graph.resolve(graph.nodes["points/sfm"].path))
+            made_from = ["points/sfm"]
+        elif source == "hull":
+            points = carve_hull(views, center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
+            if points is None or len(points) == 0:
+                points, why = None, "the masks' visual hull is empty"
+        else:
             points = random_in_frusta(views, center, radius, cfg.init.points, rng)
-        colors = None
+        if points is not None:
+            break
+        warnings.warn(f"{graph.name}: init: {why}; trying the next source", stacklevel=2)
+    assert points is not None  # random always finds points
     if colors is None:
         colors = sample_colors(views, points)
     graph.replace(PointCloud(id="points/init", path=None, count=len(points), kind="init", points=points, colors=colors,
-                             provenance=Provenance(NAME, made_from=[v.id for v in train])))
-    graph.replace(Metrics(id="metrics/init", values={"source": source, "points": int(len(points))},
+                             provenance=Provenance(NAME, made_from=made_from)))
+    graph.replace(Metrics(id="metrics/init", values={"source": source, "points": int(len(points)), **values},
                           provenance=Provenance(NAME)))
     return graph
 
 
-def _choose(graph: SceneGraph, train: list[View], requested: str) -> str:
-    if requested != "auto":
-        return requested
-    if train and all(graph.training_mask(v) for v in train):  # a few views' SfM points are sparse; the hull fills the object
-        return "hull"
-    if "points/sfm" in graph.nodes and graph.nodes["points/sfm"].path:
-        return "sfm"
-    return "random"
+def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str]:
+    """The sources to try in turn: from the requested one (the first that applies for ``auto``) onwards."""
+    applies = {
+        "mvs": len(train) >= 2,
+        "sfm": "points/sfm" in graph.nodes and bool(graph.nodes["points/sfm"].path),
+        "hull": bool(train) and all(graph.training_mask(v) for v in train),
+        "random": True,
+    }
+    start = 0 if requested == "auto" else SOURCES.index(requested)
+    chain = [s for s in SOURCES[start:] if applies[s] or s == requested]
+    if requested != "auto" and not applies[requested]:
+        reasons = {"mvs": "it needs two training views", "sfm": "the scene has no SfM points",
+                   "hull": "not every training view has a mask it may train with"}
+        warnings.warn(f"{graph.name}: init.source={requested} does not apply ({reasons[requested]}); "
+                      f"using {chain[1] if len(chain) > 1 else 'random'}", stacklevel=3)
+        chain = chain[1:]
+    return chain
+
+
+class StereoResult:
+    """Fused stereo points [N, 3], their colours [N, 3], and what was measured."""
+
+    def __init__(self, points: np.ndarray, colors: np.ndarray, metrics: dict):
+        self.points, self.colors, self.metrics = points, colors, metrics
+
+
+def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndarray, radius: float,
+           device: torch.device, rng: np.random.Generator) -> StereoResult:
+    """Depth maps of the training views (kept as ``depth/mvs``) and their fused points (``points/mvs``)."""
+    start = time.perf_counter()
+    cam0 = graph.camera_of(train[0])
+    max_side = ic.mvs_max_side if device.type == "cuda" else ic.mvs_cpu_max_side
+    factor = max(1, math.ceil(max(cam0.width, cam0.height) / max_side))
+    frames = load_frames(graph, train, factor, training=True).to(device)
+    near, far = depth_range(graph, train, center, radius)
+    settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window, sources=ic.mvs_sources,
+                                  min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
+    with torch.no_grad():
+        maps = mvs.estimate_depth(frames.images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
+                                  torch.tensor(far, device=device).float(), settings)
+        if frames.masks is not None:  # an object capture: the stereo of the background is not wanted
+            maps.depth[~frames.masks] = 0
+            maps.confidence[~frames.masks] = 0
+        points, colors, _ = mvs.fuse(maps, frames.images, frames.viewmats, frames.Ks)
+    points, colors = points.double().cpu().numpy(), colors.double().cpu().numpy()
+    if len(points) > ic.mvs_points:
+        pick = rng.choice(len(points), ic.mvs_points, replace=False)
+        points, colors = points[pick], colors[pick]
+    depth = maps.depth.cpu().numpy().astype(np.float32)
+    confidence = maps.confidence.cpu().numpy().astype(np.float32)
+    rel = "assets/mvs/depth.npz"
+    atomic_write(graph.resolve(rel), lambda tmp: np.savez_compressed(tmp, depth=depth, confidence=confidence))
+    graph.replace(DepthMaps(id="depth/mvs", path=rel, views=[v.id for v in train], width=frames.width,
+                            height=frames.height, provenance=Provenance(NAME, made_from=[v.id for v in train])))
+    graph.replace(PointCloud(id="points/mvs", path=None, count=len(points), kind="mvs", points=points, colors=colors,
+                             provenance=Provenance(NAME, made_from=["depth/mvs"])))
+    kept = (depth > 0).reshape(len(train), -1).mean(1)
+    metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
+               "kept_share": [round(float(k), 4) for k in kept], "near": [float(n) for n in near],
+               "far": [float(f) for f in far], "seconds": time.perf_counter() - start}
+    return StereoResult(points, colors, metrics)
+
+
+def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray, radius: float) -> tuple[list[float], list[float]]:
+    """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
+    percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind it."""
+    sfm = graph.nodes.get("points/sfm")
+    sfm_points = ply.read_points(graph.resolve(sfm.path))[0] if sfm is not None and sfm.path else None
+    near, far = [], []
+    for view in train:
+        cam = graph.camera_of(view)
+        if cam.near is not None and cam.far is not None:
+            near.append(0.8 * cam.near)
+            far.append(1.2 * cam.far)
+            continue
+        if sfm_points is not None:
+            _, z = project_to_pixels(sfm_points, cam.K, cam.world_to_camera)
+            z = z[z > 0]
+            if len(z) >= 20:
+                near.append(0.8 * float(np.percentile(z, 1)))
+                far.append(1.2 * float(np.percentile(z, 99)))
+                continue
+        dz = float((cam.world_to_camera[:3, :3] @ center + cam.world_to_camera[:3, 3])[2])
+        near.append(max(dz - 2 * radius, 0.1 * abs(dz)))
+        far.append(max(dz + 5 * radius, 2 * near[-1]))
+    return near, far
 
 
 class _ViewData:

@@ -29,7 +29,9 @@ from __future__ import annotations
 import time
 import warnings
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from recon.config import RunConfig
 from recon.devices import resolve_device
@@ -40,7 +42,7 @@ from recon.optim.trainer import (Trainer, downsample_factor, evaluate_test_views
                                  test_align_steps)
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
-from recon.scene.graph import Camera, Gaussians, Metrics, Provenance, SceneGraph
+from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -69,7 +71,11 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     torch.manual_seed(cfg.seed)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
-    frames = load_frames(graph, train_views, factor, training=True).to(device)
+    frames = load_frames(graph, train_views, factor, training=True)
+    if oc.depth_weight > 0 and isinstance(graph.nodes.get("depth/mvs"), DepthMaps):
+        frames.depths, frames.depth_confidence = stereo_depth(graph, graph.nodes["depth/mvs"], train_views,
+                                                              frames.width, frames.height)
+    frames = frames.to(device)
     center, radius = scene_bounds(graph, train_views)
     splats = initial_splats(graph, oc, device, cfg.seed)
     estimated = poses_estimated(graph)
@@ -107,6 +113,21 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     )
     graph.replace(Metrics(id="metrics/optimize", values=metrics, provenance=Provenance(NAME, made_from=["gaussians/final"])))
     return graph
+
+
+def stereo_depth(graph: SceneGraph, node: DepthMaps, views: list[View], width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The init stage's stereo depth and confidence [V, H, W] of ``views`` at the training size (nearest
+    neighbour); zeros for a view the maps do not cover."""
+    with np.load(graph.resolve(node.path)) as data:
+        depth, confidence = torch.from_numpy(data["depth"]), torch.from_numpy(data["confidence"])
+    order = {view_id: i for i, view_id in enumerate(node.views)}
+    out_depth = torch.zeros(len(views), height, width)
+    out_confidence = torch.zeros(len(views), height, width)
+    for k, view in enumerate(views):
+        if view.id in order:
+            pair = torch.stack([depth[order[view.id]], confidence[order[view.id]]])[None].float()
+            out_depth[k], out_confidence[k] = F.interpolate(pair, size=(height, width), mode="nearest")[0]
+    return out_depth, out_confidence
 
 
 def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: Trainer, factor: int) -> dict:

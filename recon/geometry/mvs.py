@@ -1,0 +1,265 @@
+"""Multi-view stereo from the training views: a depth map per view by plane sweep, checked across views, fused.
+
+For every reference view, depth hypotheses are fronto-parallel planes spaced evenly
+in inverse depth over the view's ``[near, far]``, as many as it takes for the image
+centre to move ``plane_step`` pixels from one plane to the next in the source view
+farthest from it (at most ``max_planes``): a wide baseline needs more planes. Besides
+fronto-parallel planes, four families lean by ``tilt_degrees`` left, right, up and
+down, so that a surface seen at a slant (a table, a wall) still fills the window
+with one plane; each pixel takes the best plane of any family. Each plane carries the reference
+pixels to its nearest source views, whose grey levels are sampled there; the
+photometric score is the normalised cross-correlation (NCC) of the two over a
+``window`` x ``window`` patch, which ignores a gain and an offset of the lighting.
+Per pixel and plane, the best half of the sources' scores is averaged (a point can
+be hidden from some sources), the best plane wins, and a parabola through its
+neighbours refines the inverse depth.
+
+A depth is kept only if
+
+* the reference patch has texture (its grey standard deviation is at least
+  ``min_texture``): NCC of a flat patch is noise;
+* its score is at least ``min_score``, and the winner is not among the first or last
+  thirty-second of the planes (the true depth may lie outside the range);
+* it is geometrically consistent with ``min_consistent`` other views: the point,
+  carried into the other view and back through that view's own depth, lands within
+  ``max_reprojection`` pixels and ``max_depth_ratio`` of its depth.
+
+The confidence of a kept depth is its score rescaled from ``[min_score, 1]`` to
+``[0, 1]``, times the share of the other views that agree. Kept pixels become
+world points coloured by their reference image (:func:`fuse`).
+
+Shapes: images [V, H, W, 3] in [0, 1]; cameras as in recon/scene/camera.py
+(``viewmats`` [V, 4, 4] world-to-camera, ``Ks`` [V, 3, 3]); depths are z-depths
+along the optical axis. Everything is batched torch and runs on the images' device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recon.render import pixel_rays, rigid_inverse
+
+
+@dataclass(frozen=True)
+class StereoSettings:
+    """Plane-sweep settings (recon.config.InitConfig holds the user's values)."""
+
+    plane_step: float = 1.0
+    max_planes: int = 512
+    tilt_degrees: float = 40.0
+    window: int = 7
+    sources: int = 4
+    min_texture: float = 0.01
+    min_score: float = 0.5
+    min_consistent: int = 1
+    max_reprojection: float = 1.0
+    max_depth_ratio: float = 0.01
+    chunk_pixels: int = 1 << 23
+    """Planes are swept in chunks of about this many plane-pixels (memory against kernel launches)."""
+
+
+@dataclass
+class DepthMaps:
+    """Per-view depth [V, H, W] (0 where unknown) and confidence [V, H, W] in [0, 1] (0 where unknown)."""
+
+    depth: Tensor
+    confidence: Tensor
+    score: Tensor  # [V, H, W] the winning NCC score of every pixel, before any check
+
+
+def grey(images: Tensor) -> Tensor:
+    """Luminance [V, H, W] of RGB images [V, H, W, 3]."""
+    return images @ torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
+
+
+def _box(x: Tensor, window: int) -> Tensor:
+    """Mean over a ``window`` x ``window`` patch of [B, 1, H, W] (edges replicated)."""
+    pad = window // 2
+    return F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), window, stride=1)
+
+
+def choose_sources(viewmats: Tensor, count: int) -> list[list[int]]:
+    """For each view, up to ``count`` other views ordered by the angle between their optical axes (nearest first)."""
+    axes = rigid_inverse(viewmats)[:, :3, 2]
+    cos = axes @ axes.T
+    order = torch.argsort(-cos, dim=1).tolist()
+    return [[j for j in row if j != i][:count] for i, row in enumerate(order)]
+
+
+def _project(points: Tensor, viewmat: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates [..., 2] and z-depth [...] of world points [..., 3] in one camera."""
+    cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[..., 2]
+    uv = (cam @ K.T)[..., :2] / z.clamp_min(1e-8)[..., None]
+    return uv, z
+
+
+def _grid(uv: Tensor, width: int, height: int) -> Tensor:
+    """grid_sample coordinates of pixel positions (pixel centres at +0.5, align_corners=False)."""
+    return torch.stack([uv[..., 0] / width * 2 - 1, uv[..., 1] / height * 2 - 1], -1)
+
+
+def plane_normals(tilt_degrees: float) -> list[tuple[float, float, float]]:
+    """Camera-frame normals of the plane families: fronto-parallel, and (with a tilt) leaning left, right, up, down."""
+    if tilt_degrees <= 0:
+        return [(0.0, 0.0, 1.0)]
+    s, c = math.sin(math.radians(tilt_degrees)), math.cos(math.radians(tilt_degrees))
+    return [(0.0, 0.0, 1.0), (s, 0.0, c), (-s, 0.0, c), (0.0, s, c), (0.0, -s, c)]
+
+
+def plane_sweep(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, far: Tensor,
+                settings: StereoSettings = StereoSettings()) -> tuple[Tensor, Tensor]:
+    """(depth [V, H, W], score [V, H, W]) of the best plane per pixel; depth 0 where no plane could be scored.
+
+    ``near`` and ``far`` [V] bound each view's depths (at the image centre, for tilted planes). The score is
+    the mean NCC of the best half of the sources, -1 where the pixel has no texture or no source sees it.
+    """
+    V, H, W = images.shape[:3]
+    g = grey(images)[:, None]  # [V, 1, H, W]
+    win = settings.window
+    ref_mean = _box(g, win)
+    ref_var = (_box(g * g, win) - ref_mean**2).clamp_min(0)
+    textured = ref_var.sqrt()[:, 0] >= settings.min_texture
+    origins, dirs = pixel_rays(viewmats, Ks, W, H)  # dirs have z = 1 in the camera: points are origin + depth * dir
+    depth_out = torch.zeros(V, H, W, device=images.device, dtype=images.dtype)
+    score_out = torch.full((V, H, W), -1.0, device=images.device, dtype=images.dtype)
+    for r, sources in enumerate(choose_sources(viewmats, settings.sources)):
+        if not sources:
+            continue
+        D = plane_count(origins[r], dirs[r, H // 2, W // 2], near[r], far[r], viewmats[sources], Ks[sources], settings)
+        # Camera-frame ray of each pixel (z = 1): a plane of normal n through the centre ray at depth d meets it at
+        # depth d * slant, slant = n_z / (n . ray).
+        ray = torch.einsum("ij,hwj->hwi", viewmats[r, :3, :3], dirs[r])
+        for normal in plane_normals(settings.tilt_degrees):
+            n = torch.tensor(normal, dtype=images.dtype, device=images.device)
+            slant = n[2] / (ray @ n).clamp_min(1e-6)
+            depth, score = _sweep(g, r, sources, origins[r], dirs[r] * slant[..., None], near[r], far[r], D,
+                                  ref_mean, ref_var, viewmats, Ks, settings)
+            depth = depth * slant
+            better = (score > score_out[r]) & (slant > 0.2) & (slant < 5)
+            depth_out[r] = torch.where(better, depth, depth_out[r])
+            score_out[r] = torch.where(better, score, score_out[r])
+        valid = textured[r] & (depth_out[r] > 0)
+        depth_out[r] = torch.where(valid, depth_out[r], torch.zeros_like(depth_out[r]))
+        score_out[r] = torch.where(valid, score_out[r], torch.full_like(score_out[r], -1.0))
+    return depth_out, score_out
+
+
+def _sweep(g: Tensor, r: int, sources: list[int], origin: Tensor, dirs: Tensor, near: Tensor, far: Tensor, D: int,
+           ref_mean: Tensor, ref_var: Tensor, viewmats: Tensor, Ks: Tensor,
+           settings: StereoSettings) -> tuple[Tensor, Tensor]:
+    """One plane family of reference ``r``: (parameter [H, W] such that a pixel's point is origin + it * dirs, score
+    [H, W]); the parameter is 0 where the best plane is at the range's ends or nothing scored."""
+    H, W = g.shape[2:]
+    win = settings.window
+    steps = torch.linspace(0, 1, D, device=g.device, dtype=g.dtype)
+    inv = 1 / near + steps * (1 / far - 1 / near)  # [D], near first
+    keep = max(1, math.ceil(len(sources) / 2))
+    scores = torch.empty(D, H, W, device=g.device, dtype=g.dtype)
+    chunk = max(1, settings.chunk_pixels // (H * W))
+    for start in range(0, D, chunk):
+        d = 1 / inv[start : start + chunk]  # [d]
+        points = origin + d[:, None, None, None] * dirs[None]  # [d, H, W, 3]
+        per_source = []
+        for s in sources:
+            uv, z = _project(points, viewmats[s], Ks[s])
+            warped = F.grid_sample(g[s : s + 1].expand(len(d), -1, -1, -1), _grid(uv, W, H),
+                                   mode="bilinear", padding_mode="zeros", align_corners=False)
+            seen = (z > 0) & (uv[..., 0] >= 0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= 0.5) & (uv[..., 1] <= H - 0.5)
+            w_mean = _box(warped, win)
+            w_var = (_box(warped * warped, win) - w_mean**2).clamp_min(0)
+            cov = _box(warped * g[r : r + 1], win) - w_mean * ref_mean[r : r + 1]
+            ncc = (cov / (w_var * ref_var[r : r + 1]).sqrt().clamp_min(1e-6))[:, 0]
+            # A source that does not see the whole patch cannot vouch for it.
+            seen = _box(seen[:, None].to(g.dtype), win)[:, 0] > 0.999
+            per_source.append(torch.where(seen, ncc.clamp(-1, 1), torch.full_like(ncc, -1.0)))
+        stacked = torch.stack(per_source)  # [S, d, H, W]
+        scores[start : start + len(d)] = stacked.topk(keep, dim=0).values.mean(0)
+    best_score, best = scores.max(0)
+    # Sub-plane refinement: a parabola through the scores of the best plane and its two neighbours.
+    lo, hi = (best - 1).clamp(0, D - 1), (best + 1).clamp(0, D - 1)
+    s_lo, s_hi = scores.gather(0, lo[None])[0], scores.gather(0, hi[None])[0]
+    curvature = s_lo - 2 * best_score + s_hi
+    offset = torch.where(curvature < -1e-6, 0.5 * (s_lo - s_hi) / curvature, torch.zeros_like(curvature))
+    position = best.to(g.dtype) + offset.clamp(-0.5, 0.5)
+    edge = max(1, D // 32)  # a winner at the range's ends is the range's doing, not the scene's
+    inner = (best >= edge) & (best < D - edge) & (best_score > -1)
+    inv_best = 1 / near + position / (D - 1) * (1 / far - 1 / near)
+    return torch.where(inner, 1 / inv_best, torch.zeros_like(inv_best)), torch.where(inner, best_score, torch.full_like(best_score, -1.0))
+
+
+def plane_count(origin: Tensor, direction: Tensor, near: Tensor, far: Tensor, viewmats: Tensor, Ks: Tensor,
+                settings: StereoSettings) -> int:
+    """Planes for the image-centre ray ``origin + depth * direction`` to move ``plane_step`` pixels per plane in the
+    source cameras (``viewmats`` [S, 4, 4], ``Ks`` [S, 3, 3]) that see it move most, within [16, max_planes]."""
+    ends = torch.stack([origin + near * direction, origin + far * direction])  # [2, 3]
+    travel = 0.0
+    for vm, K in zip(viewmats, Ks):
+        uv, z = _project(ends, vm, K)
+        if bool((z > 0).all()):
+            travel = max(travel, float((uv[0] - uv[1]).norm()))
+    return int(min(settings.max_planes, max(16, math.ceil(travel / settings.plane_step) + 1)))
+
+
+def consistency(depth: Tensor, viewmats: Tensor, Ks: Tensor, settings: StereoSettings = StereoSettings()) -> Tensor:
+    """Per pixel, how many other views agree with its depth: [V, H, W] counts (see the module's docstring)."""
+    V, H, W = depth.shape
+    origins, dirs = pixel_rays(viewmats, Ks, W, H)
+    pix = torch.stack(torch.meshgrid(torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5,
+                                     torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5, indexing="xy"), -1)
+    counts = torch.zeros(V, H, W, device=depth.device, dtype=torch.long)
+    for r in range(V):
+        points = origins[r] + depth[r][..., None] * dirs[r]  # [H, W, 3]
+        for j in range(V):
+            if j == r:
+                continue
+            uv, z = _project(points, viewmats[j], Ks[j])
+            d_j = F.grid_sample(depth[j][None, None], _grid(uv, W, H)[None], mode="nearest", padding_mode="zeros",
+                                align_corners=False)[0, 0]
+            # Back from view j, through its own depth, into view r.
+            back = depth_to_world(d_j, uv, viewmats[j], Ks[j])
+            uv_r, z_r = _project(back, viewmats[r], Ks[r])
+            error = (uv_r - pix).norm(dim=-1)
+            agree = ((depth[r] > 0) & (z > 0) & (d_j > 0) & (error <= settings.max_reprojection)
+                     & ((z_r - depth[r]).abs() <= settings.max_depth_ratio * depth[r]))
+            counts[r] += agree.long()
+    return counts
+
+
+def depth_to_world(depth: Tensor, uv: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
+    """World points [..., 3] at pixel positions ``uv`` [..., 2] of one camera with z-depths ``depth`` [...]."""
+    x = (uv[..., 0] - K[0, 2]) / K[0, 0]
+    y = (uv[..., 1] - K[1, 2]) / K[1, 1]
+    cam = torch.stack([x, y, torch.ones_like(x)], -1) * depth[..., None]
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    return (cam - t) @ R
+
+
+def estimate_depth(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, far: Tensor,
+                   settings: StereoSettings = StereoSettings()) -> DepthMaps:
+    """Depth and confidence maps of every view, checked for texture, score, range and cross-view consistency."""
+    depth, score = plane_sweep(images, viewmats, Ks, near, far, settings)
+    depth = torch.where(score >= settings.min_score, depth, torch.zeros_like(depth))
+    counts = consistency(depth, viewmats, Ks, settings)
+    keep = (counts >= settings.min_consistent) & (depth > 0)
+    others = max(1, len(images) - 1)
+    confidence = ((score - settings.min_score) / (1 - settings.min_score)).clamp(0, 1) * (counts.float() / others).clamp(max=1)
+    return DepthMaps(depth=torch.where(keep, depth, torch.zeros_like(depth)),
+                     confidence=torch.where(keep, confidence, torch.zeros_like(confidence)), score=score)
+
+
+def fuse(maps: DepthMaps, images: Tensor, viewmats: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(points [N, 3], colours [N, 3], confidence [N]) of every kept pixel of every view."""
+    V, H, W = maps.depth.shape
+    points = []
+    origins, dirs = pixel_rays(viewmats, Ks, W, H)
+    for r in range(V):
+        keep = maps.depth[r] > 0
+        points.append((origins[r] + maps.depth[r][..., None] * dirs[r])[keep])
+    keep_all = maps.depth > 0
+    return torch.cat(points), images[keep_all], maps.confidence[keep_all]
