@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from optimize import environment, parse_variant, warm_up  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-DEFAULT_VARIANTS = ("plain=plain", "default=default", "dtu=dtu", "object=object")
+DEFAULT_VARIANTS = ("plain=plain", "default=default", "dtu=dtu", "object=object")  # the last two where they apply
 METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "psnr_black", "ssim_black")
 LONG_SIDE = 512
+STRIP_WIDTH = 256  # each of photo, render and error in a strip, at most (integer down-sampling)
 
 
 def scene_protocol(path: Path) -> dict | None:
@@ -119,8 +120,9 @@ def write_strip(graph, path: Path) -> str | None:
             photo = image_io.read_image(graph.resolve(view.image))
             photo = image_io.downsample(photo, max(1, photo.shape[1] // render.shape[1]))[: render.shape[0], : render.shape[1]]
             error = np.clip(4 * np.abs(render - photo), 0, 1)
+            strip = np.concatenate([photo, render, error], 1)
             path.parent.mkdir(parents=True, exist_ok=True)
-            image_io.write_image(path, np.concatenate([photo, render, error], 1))
+            image_io.write_image(path, image_io.downsample(strip, max(1, -(-render.shape[1] // STRIP_WIDTH))))
             return path.name
     return None
 
@@ -195,10 +197,11 @@ def main() -> int:
               "protocols": {p.name: v for p, v in protocols.items() if v is not None},
               "skipped": [p.name for p, v in protocols.items() if v is None], "runs": []}
     tasks, aliases = [], []
-    for scene, protocol in protocols.items():
-        if protocol is None:
-            continue
-        for n in [int(v) for v in args.views.split(",")]:
+    # View counts outermost: an interrupted run has every scene at the first view counts.
+    for n in [int(v) for v in args.views.split(",")]:
+        for scene, protocol in protocols.items():
+            if protocol is None:
+                continue
             seen: dict[str, str] = {}
             for name, preset, overrides in variants:
                 if not applies(preset, protocol):
