@@ -146,7 +146,8 @@ def summarise(runs: list[dict]) -> list[dict]:
 def markdown(report: dict) -> str:
     """The report's table: one row per scene and view count, a column pair per variant."""
     runs = [r for r in report["runs"] if "error" not in r]
-    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    ran = {r["variant"] for r in runs}
+    variants = [v for v in report.get("variants", {}) if v in ran] + sorted(ran - set(report.get("variants", {})))
     lines = ["| scene | views | " + " | ".join(variants) + " |", "| --- | ---: | " + " | ".join("---:" for _ in variants) + " |"]
     by_key = {(r["scene"], r["views"], r["variant"]): r for r in runs}
     for scene, views in dict.fromkeys((r["scene"], r["views"]) for r in runs):
