@@ -25,8 +25,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
 from recon.io import images as image_io
@@ -46,15 +44,6 @@ CAMERA_FILES = ("cameras.npz", "cameras_sphere.npz")
 IMAGE_DIRS = ("image", "images")
 RECT_PATTERN = re.compile(r"^rect_(\d{3})_(\d|max)(?:_r\d{4})?\.png$")
 CAMERA_DISTANCE = 3.0
-
-
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header (pixels are checked later on import)."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from None
 
 
 def camera_from_projection(P: np.ndarray, where: str, width: int, height: int, cam_id: str) -> Camera:
@@ -164,7 +153,7 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
         scale_mat = np.asarray(npz.get(f"scale_mat_{i}", to_dataset), dtype=np.float64)
         if not np.allclose(scale_mat, to_dataset):
             raise InputError(f"{cam_file}: scale_mat_{i} differs from scale_mat_0; recon needs one normalisation per scene")
-        w, h = header_size(image)
+        w, h = image_io.header_size(image)
         P = np.asarray(npz[f"world_mat_{i}"], dtype=np.float64) @ scale_mat
         cam = graph.add(camera_from_projection(P, where, w, h, f"camera/{i:04d}"))
         graph.add(new_view(i, image.stem, image, cam.id, masks[i]))
@@ -252,7 +241,7 @@ def read_rectified(path: Path, options: ImportOptions) -> SceneGraph:
     graph = SceneGraph(name=path.name, source={"path": str(path), "files": []})
     mask_root = _idr_mask_root(path) if options.masks else None
     for i, image in images.items():
-        w, h = header_size(image)
+        w, h = image_io.header_size(image)
         if cal is not None:
             pos = cal / f"pos_{i + 1:03d}.txt"
             if not pos.is_file():

@@ -165,11 +165,15 @@ def estimate(graph: SceneGraph, views: list[View], pc, single_camera: bool) -> E
         names = {}
         for i, v in enumerate(views):
             src = graph.resolve(v.image)
-            name = f"{i:04d}{src.suffix.lower()}"
-            try:
-                os.symlink(src.resolve(), root / "images" / name)
-            except OSError:
-                shutil.copy(src, root / "images" / name)
+            if image_io.stored_upright_rgb(src):
+                name = f"{i:04d}{src.suffix.lower()}"
+                try:
+                    os.symlink(src.resolve(), root / "images" / name)
+                except OSError:
+                    shutil.copy(src, root / "images" / name)
+            else:  # COLMAP reads the stored pixels as they are: give it the upright RGB image recon sees
+                name = f"{i:04d}.png"
+                image_io.write_image(root / "images" / name, image_io.read_image(src))
             names[name] = v
         database = root / "database.db"
         reader = pycolmap.ImageReaderOptions()
