@@ -8,6 +8,7 @@ stops two runs from writing one folder at a time.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -127,43 +128,85 @@ class SceneStore:
     # --- locking ----------------------------------------------------------------
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold ``<root>/.lock`` for the duration; fail at once if another live run holds it."""
+        """Hold ``<root>/.lock`` for the duration; fail at once if another live run holds it.
+
+        A lock whose holder cannot be read from it (empty, truncated, not ``PID HOST``) is stale, as is one
+        whose process on this machine is gone: the lock only ever appears with its text in place.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         lock = self.root / LOCK_FILE
         me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if holder_alive(lock):
-                    pid = lock.read_text().split()[0] if lock.exists() else "?"
-                    raise InputError(
-                        f"{self.root}: output folder is held by another run (pid {pid}); "
-                        f"wait for it, or delete {lock} if that run is gone"
-                    ) from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            break
+        for attempt in range(2):
+            if _create_lock(lock, me):
+                break
+            if attempt == 1 or holder_alive(lock):
+                holder = lock_holder(lock)
+                raise InputError(
+                    f"{self.root}: output folder is held by another run (pid {holder[0] if holder else '?'}); "
+                    f"wait for it, or delete {lock} if that run is gone"
+                )
+            lock.unlink(missing_ok=True)  # stale: its process is gone or it never held a run
         try:
             yield
         finally:
-            if lock.exists() and lock.read_text() == me:
+            if _read_text(lock) == me:
                 lock.unlink()
 
 
-def holder_alive(lock: Path) -> bool:
+def _create_lock(lock: Path, text: str) -> bool:
+    """Create ``lock`` holding ``text``; False if it exists.
+
+    The text is written to a file of this process's own and hard-linked into place, so that no other run
+    ever reads the lock half-written. Where the file system has no hard links, the lock is created
+    exclusively and then written.
+    """
+    own = lock.with_name(f"{lock.name}-{os.getpid()}")
+    own.write_text(text)
     try:
-        pid_text, host = lock.read_text().split()[:2]
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return True  # unreadable or being written: treat as held
+        os.link(own, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        own.unlink(missing_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def lock_holder(lock: Path) -> tuple[int, str] | None:
+    """(pid, host) written in ``lock``, or None when it cannot be read as such."""
+    words = (_read_text(lock) or "").split()
+    if len(words) != 2 or not (words[0].isascii() and words[0].isdigit()) or int(words[0]) < 1:
+        return None
+    return int(words[0]), words[1]
+
+
+def holder_alive(lock: Path) -> bool:
+    """Whether the run that wrote ``lock`` may still be running (a lock held from another machine counts as alive)."""
+    holder = lock_holder(lock)
+    if holder is None:
+        return False  # unreadable: never written by a live run
+    pid, host = holder
     if host != socket.gethostname():
         return True  # cannot check another machine's processes
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
