@@ -1,0 +1,217 @@
+"""Reliability: bad input and hostile environments get one line and exit status 2 (or are accepted, as each
+test states), never a traceback and never a partial output folder; photos keep their colours whatever their
+PIL mode and EXIF orientation."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clitools import expect_error, run
+from PIL import Image
+
+from recon.io import images as image_io
+from recon.scene.camera import intrinsics_matrix, look_at, opengl_from_world_to_camera
+from recon.scene.store import LOCK_FILE, SceneStore
+
+# Four flat blocks of distinct colours (8x8 each): every mode stores them without dithering or blur inside a block.
+BLOCK_COLOURS = np.array([[255, 0, 0], [0, 128, 255], [20, 200, 60], [250, 250, 250]], dtype=np.uint8)
+
+
+def block_image() -> np.ndarray:
+    """uint8 [16, 16, 3]: the four colour blocks, top-left, top-right, bottom-left, bottom-right."""
+    out = np.zeros((16, 16, 3), dtype=np.uint8)
+    for k, colour in enumerate(BLOCK_COLOURS):
+        out[8 * (k // 2): 8 * (k // 2) + 8, 8 * (k % 2): 8 * (k % 2) + 8] = colour
+    return out
+
+
+def block_centres(pixels: np.ndarray) -> np.ndarray:
+    """[4, 3]: the colour at the centre of each block of :func:`block_image`'s layout."""
+    return np.stack([pixels[8 * (k // 2) + 4, 8 * (k % 2) + 4] for k in range(4)])
+
+
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as PIL converts RGB to L."""
+    return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+# --- small scenes, written directly (no rendering) ------------------------------------------------------------
+
+
+def ring_cameras(count: int, width: int, height: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(K, world_to_camera) of ``count`` cameras on a ring of radius 3, 1 above the origin, looking at it."""
+    K = intrinsics_matrix(width, width, width / 2, height / 2)
+    out = []
+    for i in range(count):
+        angle = 2 * np.pi * i / count
+        out.append((K, look_at(np.array([3 * np.cos(angle), 3 * np.sin(angle), 1.0]), np.zeros(3))))
+    return out
+
+
+def photo(seed: int, width: int, height: int) -> np.ndarray:
+    """uint8 [height, width, 3]: smooth random colours (blocks of 4x4 pixels)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(-(-height // 4), -(-width // 4), 3), dtype=np.uint8)
+    return np.repeat(np.repeat(coarse, 4, axis=0), 4, axis=1)[:height, :width]
+
+
+def tiny_transforms(root: Path, count: int = 5, width: int = 24, height: int = 18) -> Path:
+    """A nerfstudio scene: ``count`` ring cameras, shared intrinsics, photos in images/."""
+    (root / "images").mkdir(parents=True)
+    frames = []
+    for i, (K, w2c) in enumerate(ring_cameras(count, width, height)):
+        Image.fromarray(photo(i, width, height)).save(root / "images" / f"{i:03d}.png")
+        frames.append({"file_path": f"images/{i:03d}.png", "transform_matrix": opengl_from_world_to_camera(w2c).tolist()})
+    meta = {"fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
+            "w": width, "h": height, "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(meta))
+    return root
+
+
+def entries(folder: Path) -> list[str]:
+    """Everything under ``folder``, relative, sorted (empty when it does not exist)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    return tiny_transforms(tmp_path / "tiny")
+
+
+# --- images: every PIL mode means the same colours it shows -------------------------------------------
+
+
+@pytest.mark.parametrize("mode,suffix,options", [("RGB", ".png", {}), ("RGBA", ".png", {}), ("P", ".png", {}),
+                                                 ("P", ".png", {"transparency": 1}), ("CMYK", ".jpg", {"quality": 100}),
+                                                 ("RGB", ".jpg", {"quality": 100})])
+def test_colour_modes_read_as_their_colours(tmp_path, mode, suffix, options):
+    path = tmp_path / f"photo{suffix}"
+    source = Image.fromarray(block_image())
+    # An adaptive palette holds the four colours exactly.
+    converted = source.convert("P", palette=Image.Palette.ADAPTIVE, colors=4) if mode == "P" else source.convert(mode)
+    converted.save(path, **options)
+    assert Image.open(path).mode == mode
+    got = block_centres(image_io.read_image(path)) * 255
+    np.testing.assert_allclose(got, BLOCK_COLOURS, atol=3)
+
+
+def test_palette_with_alpha_reads_as_its_colours():
+    image = Image.fromarray(block_image()).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).convert("PA")
+    np.testing.assert_allclose(block_centres(image_io.to_rgb(image)) * 255, BLOCK_COLOURS, atol=0.5)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "La"])
+def test_grey_modes_repeat_grey_and_drop_alpha(mode):
+    source = Image.fromarray(block_image()).convert("L")
+    image = source.convert("LA").convert("La") if mode == "La" else source.convert(mode)
+    got = image_io.to_rgb(image)
+    assert got.shape == (16, 16, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(block_centres(got) * 255, np.repeat(grey(BLOCK_COLOURS)[:, None], 3, 1), atol=1)
+
+
+def test_grey_alpha_png_file_reads_as_grey(tmp_path):
+    Image.fromarray(block_image()).convert("LA").save(tmp_path / "la.png")
+    got = image_io.read_image(tmp_path / "la.png")
+    assert got.shape == (16, 16, 3)
+    np.testing.assert_allclose(block_centres(got)[:, 0] * 255, grey(BLOCK_COLOURS), atol=1)
+
+
+def test_one_bit_images_are_black_and_white(tmp_path):
+    bits = np.zeros((16, 16), dtype=bool)
+    bits[:, 8:] = True
+    Image.fromarray(bits).save(tmp_path / "bits.png")
+    assert Image.open(tmp_path / "bits.png").mode == "1"
+    got = image_io.read_image(tmp_path / "bits.png")
+    np.testing.assert_array_equal(got[:, :8], 0.0)
+    np.testing.assert_array_equal(got[:, 8:], 1.0)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_samples_span_their_range(tmp_path, mode):
+    ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16)
+    if mode == "I;16":
+        Image.fromarray(ramp.astype(np.uint16)).save(tmp_path / "deep.png")
+        image = Image.open(tmp_path / "deep.png")
+    else:
+        image = Image.fromarray(ramp.astype(np.int32), "I")
+    assert image.mode == mode
+    got = image_io.to_rgb(image)
+    np.testing.assert_allclose(got[..., 1], ramp / 65535, atol=1e-4)
+
+
+def test_float_samples_span_zero_to_one_and_nan_is_an_error(tmp_path):
+    values = np.linspace(-0.5, 1.5, 16 * 16, dtype=np.float32).reshape(16, 16)
+    Image.fromarray(values, "F").save(tmp_path / "float.tif")
+    got = image_io.read_image(tmp_path / "float.tif")
+    np.testing.assert_allclose(got[..., 2], np.clip(values, 0, 1), atol=1e-6)
+    values[3, 3] = np.nan
+    Image.fromarray(values, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(Exception, match="nan.tif: image has NaN or infinite samples"):
+        image_io.read_image(tmp_path / "nan.tif")
+
+
+@pytest.mark.parametrize("orientation,upright", [(3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, -1)),
+                                                 (8, lambda a: np.rot90(a, 1))])
+def test_exif_orientation_is_applied_to_size_pixels_and_masks(tmp_path, orientation, upright):
+    stored = block_image()[:, :12]  # 12x16: not square, so a rotation shows in the size
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "rotated.png", exif=exif)
+    expected = upright(stored)
+    assert image_io.probe_image(tmp_path / "rotated.png") == (expected.shape[1], expected.shape[0])
+    assert image_io.header_size(tmp_path / "rotated.png") == (expected.shape[1], expected.shape[0])
+    np.testing.assert_allclose(image_io.read_image(tmp_path / "rotated.png") * 255, expected, atol=0.5)
+    np.testing.assert_array_equal(image_io.read_mask(tmp_path / "rotated.png"), expected.max(axis=2) > 127)
+    assert not image_io.stored_upright_rgb(tmp_path / "rotated.png")
+
+
+def test_palette_and_grey_alpha_masks_mean_their_grey(tmp_path):
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(np.stack([np.zeros_like(mask), np.full_like(mask, 255)], -1), "LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(image_io.read_mask(tmp_path / "palette.png"), mask > 0)
+    assert not image_io.read_mask(tmp_path / "la.png").any()  # black, opaque: the alpha is not the mask
+
+
+@pytest.mark.parametrize("mode", ["P", "LA"])
+def test_palette_and_grey_alpha_photos_run_through_init_with_their_colours(scene, tmp_path, capsys, mode):
+    truth = {}
+    for path in (scene / "images").iterdir():
+        image = Image.open(path)
+        truth[path.stem] = image_io.downsample(image_io.read_image(path), 2)
+        (image.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else image.convert(mode)).save(path)
+    assert run("run", scene, "--views", 3, "--downscale", 2, "--out", tmp_path / "out", "--until", "init",
+               "--set", "init.points=200") == 0
+    graph = SceneStore(tmp_path / "out" / "tiny").load()
+    for view in graph.views():
+        written = image_io.read_image(graph.resolve(view.image))  # down-sampled on import
+        expected = truth[view.name]
+        if mode == "LA":
+            expected = np.repeat((grey(expected * 255) / 255)[..., None], 3, axis=2)
+        assert np.abs(written - expected).mean() < 0.01
+
+
+# --- the output folder's lock -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "12", "garbage here\n", "0 HOST\n", "99999999999999999999 HOST\n", "\x00\x01"])
+def test_unreadable_or_dead_lock_is_stale(scene, tmp_path, capsys, text):
+    out = tmp_path / "out" / "tiny"
+    out.mkdir(parents=True)
+    (out / LOCK_FILE).write_text(text.replace("HOST", socket.gethostname()))
+    assert run("run", scene, "--views", 3, "--out", tmp_path / "out", "--until", "views") == 0
+    assert entries(out) == ["config.yaml", "metrics.json", "scene.json"]
+
+
+def test_live_lock_still_holds(scene, tmp_path, capsys):
+    out = tmp_path / "out" / "tiny"
+    out.mkdir(parents=True)
+    (out / LOCK_FILE).write_text(f"{os.getppid()} {socket.gethostname()}\n")
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "out"], f"held by another run (pid {os.getppid()})", out)
+    assert entries(out) == [LOCK_FILE]
