@@ -9,8 +9,10 @@ Order of work, so that bad input never leaves anything on disk:
 Each stage has a key chained from the input digest and the digests of its
 own config section and of every stage before it. A stage whose key matches
 the record in an existing ``scene.json`` is skipped; the first one that does
-not is rerun, with everything after it. ``scene.json`` is saved after every
-stage, so a killed run resumes from the last finished one.
+not is rerun, with everything after it. Its results and those of every later
+stage, past ``--until`` too, are removed first (records, nodes and files), so
+that nothing made from what is redone outlives it. ``scene.json`` is saved
+after every stage, so a killed run resumes from the last finished one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import yaml
@@ -57,13 +60,14 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
 
     ``on_start(folder)`` is called once the output folder is locked, before the first stage (the live viewer).
     """
-    modules = stage_registry.load(until)
+    modules = stage_registry.load()
+    running = modules[: len(stage_registry.names(until))]
     t0 = time.perf_counter()
     graph = import_scene(scene, import_options(cfg))
     import_seconds = time.perf_counter() - t0
     if name:
         graph.name = name
-    for module in modules:
+    for module in running:
         validate = getattr(module, "validate", None)
         if validate is not None:
             validate(graph, cfg)
@@ -85,7 +89,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
                                      {"views": len(graph.views()), "layout": graph.source["layout"]})]
 
         key = graph.source["digest"]
-        for i, module in enumerate(modules):
+        for i, module in enumerate(running):
             section = getattr(cfg, module.CONFIG) if module.CONFIG else None
             on = getattr(module, "enabled", lambda _: True)(cfg)
             config_digest = digest(section, cfg.seed) if on else "off"  # the settings of a stage that is off do not matter
@@ -94,7 +98,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
             if record is not None and record.key == key:
                 outcomes.append(StageOutcome(module.NAME, "reused" if on else "off", record.seconds, record.metrics))
                 continue
-            graph.drop_stage_outputs({m.NAME for m in modules[i:]})
+            _drop_results(store, graph, modules[i:])
             if not on:
                 graph.stages[module.NAME] = StageRecord(module.NAME, key, config_digest, 0.0, {})
                 outcomes.append(StageOutcome(module.NAME, "off", 0.0))
@@ -113,6 +117,24 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
 
         write_run_files(store, graph, cfg)
     return RunResult(graph, store.root, outcomes)
+
+
+def _drop_results(store: SceneStore, graph: SceneGraph, modules: list[ModuleType]) -> None:
+    """Remove what these stages made: their records and nodes (saved at once), then their files.
+
+    ``scene.json`` is saved before any file goes, so it never names a missing one.
+    """
+    dropped = graph.drop_stage_outputs({m.NAME for m in modules})
+    if dropped:
+        store.save(graph)
+    named = {getattr(n, "path", None) for n in graph.nodes.values()}
+    files = [n.path for n in dropped if isinstance(getattr(n, "path", None), str) and not Path(n.path).is_absolute()]
+    for relative in [f for f in files if f not in named] + [f for m in modules for f in getattr(m, "OUTPUTS", ())]:
+        path = store.root / relative
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _stage_metrics(graph: SceneGraph, stage: str) -> dict[str, Any]:

@@ -215,3 +215,47 @@ def test_live_lock_still_holds(scene, tmp_path, capsys):
     (out / LOCK_FILE).write_text(f"{os.getppid()} {socket.gethostname()}\n")
     expect_error(capsys, ["run", scene, "--out", tmp_path / "out"], f"held by another run (pid {os.getppid()})", out)
     assert entries(out) == [LOCK_FILE]
+
+
+# --- --until after a config change: nothing made from what was redone survives -------------------------------
+
+FAST = ("--set", "optimize.cpu_steps=2", "optimize.cpu_points=100", "init.points=100", "mesh.cpu_resolution=16",
+        "mesh.extra_views=2")
+
+
+def test_until_after_a_config_change_removes_later_results(scene, tmp_path, capsys):
+    out, folder = tmp_path / "out", tmp_path / "out" / "tiny"
+    assert run("run", scene, "--views", 4, "--out", out, *FAST) == 0
+    assert {"assets/mesh.ply", "assets/splats.ply", "assets/points_init.ply", "assets/optimize/loss.json"} <= set(entries(folder))
+    assert any(e.startswith("assets/renders/") for e in entries(folder))
+    assert run("run", scene, "--views", 4, "--out", out, "--until", "views", *FAST) == 0  # same settings: all still valid
+    assert list(SceneStore(folder).load().stages) == ["views", "poses", "init", "optimize", "prior", "mesh"]
+
+    assert run("run", scene, "--views", 3, "--out", out, "--until", "views", *FAST) == 0
+    graph = SceneStore(folder).load()
+    assert list(graph.stages) == ["views"]
+    assert graph.splats() is None and "mesh/final" not in graph.nodes and "points/init" not in graph.nodes
+    assert entries(folder) == ["assets", "config.yaml", "metrics.json", "scene.json"]
+    assert list(json.loads((folder / "metrics.json").read_text())["stages"]) == ["views"]
+    capsys.readouterr()
+    expect_error(capsys, ["export", folder, "--format", "ply"], "the scene has no mesh")
+
+
+def test_a_pending_point_cloud_never_takes_another_nodes_file(tmp_path):
+    from recon.scene.graph import PointCloud, Provenance, SceneGraph
+
+    store = SceneStore(tmp_path / "scene")
+    graph = SceneGraph(name="scene")
+    given = np.zeros((3, 3))
+    graph.add(PointCloud(id="points/sfm", path=None, count=3, points=given, colors=given))
+    store.save(graph)
+    graph.nodes["points/sfm_given"] = graph.nodes.pop("points/sfm")  # set aside, as the poses stage does
+    graph.nodes["points/sfm_given"].id = "points/sfm_given"
+    graph.add(PointCloud(id="points/sfm", path=None, count=3, points=given + 1, colors=given,
+                         provenance=Provenance("poses")))
+    store.save(graph)
+    assert graph.nodes["points/sfm_given"].path == "assets/points_sfm.ply"
+    assert graph.nodes["points/sfm"].path == "assets/points_sfm-1.ply"
+    from recon.io.ply import read_points
+
+    assert read_points(store.root / "assets/points_sfm.ply")[0].max() == 0

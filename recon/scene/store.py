@@ -118,7 +118,7 @@ class SceneStore:
                     atomic_write(self.asset(rel), lambda tmp: image_io.write_mask(tmp, mask))
                     node.mask, node.pending_mask = rel, None
             elif isinstance(node, PointCloud) and node.path is None and node.points is not None:
-                rel = f"assets/{node.id.replace('/', '_')}.ply"
+                rel = _free_name(graph, f"assets/{node.id.replace('/', '_')}", ".ply")
                 pts, cols = node.points, node.colors
                 atomic_write(self.asset(rel), lambda tmp: ply.write_points(tmp, pts, cols))
                 node.path = rel
@@ -151,6 +151,16 @@ class SceneStore:
         finally:
             if _read_text(lock) == me:
                 lock.unlink()
+
+
+def _free_name(graph: SceneGraph, stem: str, suffix: str) -> str:
+    """``stem + suffix``, or ``stem-N + suffix`` when another node names that file (a node renamed by a stage
+    keeps its file: the import's SfM points set aside while estimated ones stand in)."""
+    named = {getattr(n, "path", None) for n in graph.nodes.values()}
+    name, n = f"{stem}{suffix}", 1
+    while name in named:
+        name, n = f"{stem}-{n}{suffix}", n + 1
+    return name
 
 
 def _create_lock(lock: Path, text: str) -> bool:

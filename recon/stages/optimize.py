@@ -45,6 +45,7 @@ from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
 CONFIG = "optimize"
+OUTPUTS = ("assets/renders", "assets/optimize", LIVE_DIR)
 
 
 def validate(graph: SceneGraph, cfg: RunConfig) -> None:
