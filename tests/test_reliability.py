@@ -259,3 +259,82 @@ def test_a_pending_point_cloud_never_takes_another_nodes_file(tmp_path):
     from recon.io.ply import read_points
 
     assert read_points(store.root / "assets/points_sfm.ply")[0].max() == 0
+
+
+# --- COLMAP models are checked before pycolmap reads them ------------------------------------------------------
+
+
+def _quaternion(R: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(R).as_quat()
+    return np.array([w, x, y, z])
+
+
+def tiny_colmap(root: Path, binary: bool = False, count: int = 4, width: int = 24, height: int = 18) -> Path:
+    """A COLMAP text model in sparse/0 (one PINHOLE camera, ``count`` ring images, 3 points seen by the first two
+    images), converted to binary by pycolmap (with its rigs and frames) when ``binary``; photos in images/."""
+    model = root / "sparse" / "0"
+    model.mkdir(parents=True)
+    (root / "images").mkdir()
+    cameras = ring_cameras(count, width, height)
+    K = cameras[0][0]
+    (model / "cameras.txt").write_text(f"1 PINHOLE {width} {height} {K[0, 0]} {K[1, 1]} {K[0, 2]} {K[1, 2]}\n")
+    lines = []
+    for i, (_, w2c) in enumerate(cameras):
+        Image.fromarray(photo(i, width, height)).save(root / "images" / f"{i:03d}.png")
+        q, t = _quaternion(w2c[:3, :3]), w2c[:3, 3]
+        observed = " ".join(f"{5.0 + k} {6.0 + k} {k + 1}" for k in range(3)) if i < 2 else ""
+        lines += [f"{i + 1} {' '.join(map(repr, q.tolist() + t.tolist()))} 1 {i:03d}.png", observed]
+    (model / "images.txt").write_text("\n".join(lines) + "\n")
+    (model / "points3D.txt").write_text("".join(f"{k + 1} 0.{k} 0.1 0.2 200 100 50 0.5 1 {k} 2 {k}\n" for k in range(3)))
+    if binary:
+        import pycolmap
+
+        rec = pycolmap.Reconstruction(str(model))
+        for f in model.iterdir():
+            f.unlink()
+        rec.write_binary(str(model))
+    return root
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tiny_colmap_models_import(tmp_path, binary):
+    from recon.io import import_scene
+
+    graph = import_scene(tiny_colmap(tmp_path / "c", binary=binary))
+    assert len(graph.views()) == 4 and graph.nodes["points/sfm"].count == 3
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda m: (m / "points3D.bin").write_bytes(b""), "points3D.bin: file ends inside header (byte 0 of 0)"),
+    (lambda m: (m / "points3D.bin").write_bytes((10**12).to_bytes(8, "little")),
+     "points3D.bin: header says 1000000000000 3D points, more than its 8 bytes can hold"),
+    (lambda m: (m / "images.bin").write_bytes((m / "images.bin").read_bytes()[:-5]), "images.bin: file ends inside"),
+    (lambda m: (m / "frames.bin").unlink(), "rigs.bin: a model with rigs.bin needs frames.bin too"),
+    (lambda m: (m / "cameras.bin").write_bytes((m / "cameras.bin").read_bytes() + b"\0"), "1 bytes after the last record"),
+])
+def test_damaged_binary_model_is_one_line_naming_the_file(tmp_path, capsys, damage, message):
+    root = tiny_colmap(tmp_path / "c", binary=True)
+    damage(root / "sparse" / "0")
+    expect_error(capsys, ["run", root, "--out", tmp_path / "out"], message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("file,old,new,message", [
+    ("images.txt", " 1 000.png", " 9 000.png", "image 1 (000.png): camera 9 is not in cameras.txt"),
+    ("points3D.txt", " 0.5 1 0 ", " 0.5 7 0 ", "3D point 1: its track names image 7, which is not in images.txt"),
+    ("points3D.txt", "1 0 2 0\n", "1 0 2 5\n", "its track names 2D point 5 of image 2 (001.png), which does not name"),
+    ("images.txt", "7.0 8.0 3\n", "7.0 8.0 3 9.0 9.0 2\n",
+     "image 1 (000.png): 2D point 3 names 3D point 2, whose track in points3D.txt does not hold it"),
+    ("cameras.txt", "PINHOLE", "OPENCV_FISHEYE", "camera 1: camera model OPENCV_FISHEYE is not supported"),
+    ("cameras.txt", "1 PINHOLE 24 18", "1 PINHOLE 24  18", "line 1: fields must be separated by single spaces"),
+    ("images.txt", "1 000.png", "1 my photo.png", "unexpected field 'photo.png' after the last one"),
+])
+def test_inconsistent_text_model_is_one_line_naming_the_line(tmp_path, capsys, file, old, new, message):
+    root = tiny_colmap(tmp_path / "c")
+    path = root / "sparse" / "0" / file
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    line = expect_error(capsys, ["run", root, "--out", tmp_path / "out"], message)
+    assert str(path) in line

@@ -1,5 +1,8 @@
 """COLMAP models: ``sparse/0`` (binary or text) read through pycolmap, written as text.
 
+The model's files are checked first (recon/io/colmap_check.py), so that a
+damaged one is one line naming the file, never pycolmap's own failure.
+
 Cameras of the perspective models (SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL,
 RADIAL, OPENCV, and FULL_OPENCV without its extra radial terms) are
 converted to ``K`` and OpenCV distortion; images are looked up by name in
@@ -15,6 +18,7 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
+from recon.io.colmap_check import check_model
 from recon.scene.camera import (
     check_intrinsics,
     check_pose,
@@ -71,6 +75,7 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
     model = find_model(path)
     assert model is not None
     images_dir = _image_dir(path, model)
+    check_model(model)
     try:
         rec = pycolmap.Reconstruction(str(model))
     except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError with C++ text
