@@ -338,3 +338,71 @@ def test_inconsistent_text_model_is_one_line_naming_the_line(tmp_path, capsys, f
     path.write_text(path.read_text().replace(old, new, 1))
     line = expect_error(capsys, ["run", root, "--out", tmp_path / "out"], message)
     assert str(path) in line
+
+
+# --- transforms.json of the wrong types, or values no camera has ---------------------------------------------
+
+
+def edit_transforms(scene: Path, edit) -> None:
+    meta = json.loads((scene / "transforms.json").read_text())
+    edit(meta)
+    (scene / "transforms.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["frames"][2].update(fl_x="800"), "frame 2: fl_x must be a number, got a string"),
+    (lambda m: m["frames"][1].update(cx=float("nan")), "frame 1: cx must be a number, got nan"),
+    (lambda m: m.update(w="24"), "transforms.json: w must be a number, got a string"),
+    (lambda m: m.update(h=17.5), "h must be a positive whole number of pixels, got 17.5"),
+    (lambda m: m.update(k1=None), "transforms.json: k1 must be a number, got null"),
+    (lambda m: m["frames"][0].update(transform_matrix=[[1, 0, 0, 0], [0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]]),
+     "frame 0: transform_matrix must be 4 rows (or 3) of 4 numbers"),
+    (lambda m: m["frames"][0]["transform_matrix"][1].__setitem__(2, "0"), "frame 0: transform_matrix must be a number"),
+    (lambda m: m["frames"][3].update(file_path=7), "frame 3: file_path must be a string, got 7"),
+    (lambda m: m["frames"][3].update(file_path="a\u0000b.png"), "frame 3: 'a\\x00b.png' is not a usable path"),
+    (lambda m: m["frames"].__setitem__(1, ["images/001.png"]), "frame 1 must be a JSON object, got a list"),
+    (lambda m: m.update(fl_x=1e-3, fl_y=1e-3), "too short for a 24x18 perspective image"),
+    (lambda m: m.update(fl_x=-24.0), "too short for a 24x18 perspective image"),
+    (lambda m: m.update(k1=1e6), "distortion (k1=1e+06) is not a lens's"),
+    (lambda m: m.update(k1=-5.0), "distortion (k1=-5) is not a lens's: it folds the image"),
+    (lambda m: m.update(camera_model=["OPENCV"]), "camera_model must be a string, got a list"),
+])
+def test_transforms_values_of_the_wrong_type_are_one_line(scene, tmp_path, capsys, edit, message):
+    edit_transforms(scene, edit)
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "out"], message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\xff\xfe{}", "transforms.json: not UTF-8 text (byte 0)"),
+    (b"[1, 2]", "transforms.json: the top level must be a JSON object, got a list"),
+    (b"[" * 100000, "transforms.json: JSON nested too deeply"),
+    (b'{"frames": {}}', "transforms.json: no frames"),
+])
+def test_transforms_file_that_is_not_an_object_is_one_line(scene, tmp_path, capsys, content, message):
+    (scene / "transforms.json").write_bytes(content)
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "out"], message)
+
+
+def test_a_lens_with_moderate_distortion_is_accepted(scene, tmp_path, capsys):
+    edit_transforms(scene, lambda m: m.update(k1=-0.2, k2=0.05, p1=0.001))
+    assert run("run", scene, "--out", tmp_path / "out", "--until", "views") == 0
+
+
+def test_a_frame_listed_twice_warns_and_is_used_once(scene, tmp_path, capsys):
+    edit_transforms(scene, lambda m: m["frames"].append(dict(m["frames"][1])))
+    assert run("run", scene, "--out", tmp_path / "out", "--until", "views") == 0
+    err = capsys.readouterr().err
+    assert "recon: warning:" in err and "frame 5: images/001.png is frame 1's image too (skipped" in err
+    assert len(SceneStore(tmp_path / "out" / "tiny").load().views()) == 5
+    expect_error(capsys, ["run", scene, "--strict", "--out", tmp_path / "strict"], "frame 5: images/001.png is frame 1's")
+
+
+def test_views_of_one_name_in_two_folders_keep_apart(scene, tmp_path, capsys):
+    (scene / "other").mkdir()
+    Image.fromarray(photo(9, 24, 18)).save(scene / "other" / "001.png")
+    edit_transforms(scene, lambda m: m["frames"].append(dict(m["frames"][1], file_path="other/001.png")))
+    assert run("run", scene, "--downscale", 2, "--out", tmp_path / "out", "--until", "views") == 0
+    graph = SceneStore(tmp_path / "out" / "tiny").load()
+    assert sorted(v.name for v in graph.views()) == ["000", "001", "001-5", "002", "003", "004"]
+    assert len({v.image for v in graph.views()}) == 6

@@ -71,10 +71,21 @@ def import_scene(path: Path, options: ImportOptions = ImportOptions()) -> SceneG
     graph = layout.read(path, options)
     graph.source.setdefault("path", str(path))
     graph.source["layout"] = layout.name
+    _unique_names(graph)
     _check(graph)
     graph.source["digest"] = _digest(graph, options)
     _prepare_rewrites(graph, options)
     return graph
+
+
+def _unique_names(graph: SceneGraph) -> None:
+    """Give views that share a name (``train/r_0`` and ``test/r_0``) their index too: a view's name names its
+    files in ``assets/`` and its row in the metrics."""
+    seen: set[str] = set()
+    for view in graph.views():
+        while view.name in seen:
+            view.name = f"{view.name}-{view.index}"
+        seen.add(view.name)
 
 
 def _check(graph: SceneGraph) -> None:

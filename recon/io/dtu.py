@@ -54,7 +54,7 @@ def camera_from_projection(P: np.ndarray, where: str, width: int, height: int, c
         K, w2c = decompose_projection(P)
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
-    return Camera(id=cam_id, K=check_intrinsics(K, where), world_to_camera=check_pose(w2c, where),
+    return Camera(id=cam_id, K=check_intrinsics(K, where, width, height), world_to_camera=check_pose(w2c, where),
                   width=width, height=height)
 
 
@@ -256,7 +256,7 @@ def read_rectified(path: Path, options: ImportOptions) -> SceneGraph:
             if not (0 < K[0, 2] < w and 0 < K[1, 2] < h):
                 raise InputError(f"{cam_txt}: principal point ({K[0, 2]:.1f}, {K[1, 2]:.1f}) lies outside the "
                                  f"{w}x{h} image; these intrinsics are for another resolution")
-            cam = Camera(id=f"camera/{i:04d}", K=check_intrinsics(K, str(cam_txt)),
+            cam = Camera(id=f"camera/{i:04d}", K=check_intrinsics(K, str(cam_txt), w, h),
                          world_to_camera=check_pose(w2c, str(cam_txt)), width=w, height=h)
             graph.source["files"].append(str(cam_txt))
         graph.add(cam)
