@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from recon.errors import InputError
+from recon.errors import InputError, OutputError, output_error
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
@@ -27,18 +27,59 @@ SCENE_FILE = "scene.json"
 LOCK_FILE = ".lock"
 
 
+NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` and rename ``tmp`` to ``path``; the temp file keeps the suffix."""
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path``.
+
+    The temporary file is hidden beside ``path`` and keeps its suffix (writers choose the format by it) and
+    as much of its name as fits in :data:`NAME_MAX` bytes. Failing to write (no permission, a read-only or
+    full file system, a folder in the way) is an :class:`OutputError` naming ``path``; the temporary file
+    is gone either way.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    make_folder(path.parent)
+    tmp = path.with_name(_temporary_name(path))
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise output_error(exc, path) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _discard(tmp)
     return path
+
+
+def _temporary_name(path: Path) -> str:
+    prefix, suffix = f".tmp-{os.getpid()}-", path.suffix
+    room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
+    if room < 0:  # a suffix as long as a name: keep the name's start instead
+        room, suffix = NAME_MAX - len(prefix.encode()), ""
+    return prefix + path.stem.encode()[:room].decode(errors="ignore") + suffix
+
+
+def _discard(path: Path) -> None:
+    """Remove ``path`` if it is there (the file system may also refuse: it was never written, then)."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents; one line when that cannot be (a file in the way, no permission, a
+    read-only or full file system)."""
+    folder = Path(folder)
+    for existing in (p for p in [folder, *folder.parents] if p.exists()):
+        if not existing.is_dir():
+            raise OutputError(f"{folder}: cannot be made, {existing} is a file" if existing != folder
+                              else f"{folder}: is a file where a folder must be")
+        break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, folder) from None
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -133,11 +174,15 @@ class SceneStore:
         A lock whose holder cannot be read from it (empty, truncated, not ``PID HOST``) is stale, as is one
         whose process on this machine is gone: the lock only ever appears with its text in place.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_folder(self.root)
         lock = self.root / LOCK_FILE
         me = f"{os.getpid()} {socket.gethostname()}\n"
         for attempt in range(2):
-            if _create_lock(lock, me):
+            try:
+                created = _create_lock(lock, me)
+            except OSError as exc:
+                raise output_error(exc, lock) from None
+            if created:
                 break
             if attempt == 1 or holder_alive(lock):
                 holder = lock_holder(lock)
@@ -171,8 +216,8 @@ def _create_lock(lock: Path, text: str) -> bool:
     exclusively and then written.
     """
     own = lock.with_name(f"{lock.name}-{os.getpid()}")
-    own.write_text(text)
     try:
+        own.write_text(text)
         os.link(own, lock)
         return True
     except FileExistsError:
@@ -181,7 +226,7 @@ def _create_lock(lock: Path, text: str) -> bool:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
     finally:
-        own.unlink(missing_ok=True)
+        _discard(own)
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:

@@ -32,4 +32,9 @@ def names(until: str | None = None) -> list[str]:
 
 def load(until: str | None = None) -> list[ModuleType]:
     """The stage modules in order, up to and including ``until``."""
-    return [importlib.import_module(f"recon.stages.{name}") for name in names(until)]
+    return [module(name) for name in names(until)]
+
+
+def module(name: str) -> ModuleType:
+    """The module of stage ``name`` (one of :data:`PIPELINE`)."""
+    return importlib.import_module(f"recon.stages.{name}")
