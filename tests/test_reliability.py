@@ -406,3 +406,214 @@ def test_views_of_one_name_in_two_folders_keep_apart(scene, tmp_path, capsys):
     graph = SceneStore(tmp_path / "out" / "tiny").load()
     assert sorted(v.name for v in graph.views()) == ["000", "001", "001-5", "002", "003", "004"]
     assert len({v.image for v in graph.views()}) == 6
+
+
+# --- outputs that cannot be written ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finished(scene, tmp_path, capsys) -> Path:
+    """``scene`` run up to the views stage into tmp_path/out/tiny."""
+    assert run("run", scene, "--views", 3, "--out", tmp_path / "out", "--until", "views") == 0
+    capsys.readouterr()
+    return tmp_path / "out" / "tiny"
+
+
+def test_out_that_is_a_file_is_one_line(scene, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "taken"], "cannot be made, " + str(tmp_path / "taken") + " is a file")
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "taken" / "deeper"], "is a file")
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc on this system")
+def test_out_in_proc_is_one_line(scene, capsys):
+    expect_error(capsys, ["run", scene, "--out", "/proc/recon-out"], "/proc/recon-out/tiny: cannot write")
+
+
+def test_out_without_permission_is_one_line(scene, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: file permissions do not stop root")
+    (tmp_path / "locked").mkdir(mode=0o555)
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "locked"], "Permission denied")
+    assert entries(tmp_path / "locked") == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--format", "ply", "--to", "m.obj"], "--to m.obj: --format ply writes a .ply file; the name and the format must agree"),
+    (["--format", "transforms", "--to", "poses.txt"], "--format transforms writes a .json file"),
+    (["--format", "glb", "--to", "{tmp}"], "is a folder; give a file name ending in .glb"),
+    (["--format", "colmap", "--to", "{tmp}/file.txt"], "is a file; --format colmap writes a folder"),
+    (["--format", "transforms", "--to", "{tmp}/file.txt/t.json"], "file.txt: is a file where a folder must be"),
+])
+def test_export_to_a_place_that_cannot_take_it_is_one_line(finished, tmp_path, capsys, argv, message):
+    (tmp_path / "file.txt").write_text("kept")
+    expect_error(capsys, ["export", finished, *[a.format(tmp=tmp_path) for a in argv]], message)
+    assert (tmp_path / "file.txt").read_text() == "kept" and not Path("m.obj").exists()
+
+
+def test_long_file_names_survive_downscale(tmp_path, capsys):
+    photos = tmp_path / "long" / "images"
+    photos.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(photo(i, 24, 18)).save(photos / (f"{i}" + "x" * 250 + ".png"))  # 255 bytes
+    assert run("run", photos.parent, "--downscale", 2, "--out", tmp_path / "out", "--until", "views") == 0
+    written = entries(tmp_path / "out" / "long" / "assets" / "images")
+    assert len(written) == 3 and all(len(name) == 255 for name in written)
+
+
+def test_temporary_names_fit_in_a_file_name():
+    from recon.scene.store import NAME_MAX, _temporary_name
+
+    for name in ["a.png", "é" * 125 + ".png", "x" * 255, "y." + "z" * 252]:
+        tmp = _temporary_name(Path(name))
+        assert len(tmp.encode()) <= NAME_MAX and tmp.startswith(".tmp-")
+    assert _temporary_name(Path("x" * 251 + ".png")).endswith(".png")
+
+
+# --- small, read-only and full file systems (mounted in a user namespace of their own) -------------------------
+
+# Runs recon commands in one process and prints, as JSON, each one's exit status and stderr (or its traceback),
+# then what is under each folder asked about: the mounts exist only inside the namespace.
+DRIVER = """
+import contextlib, io, json, os, sys, traceback
+from recon.cli import main
+cases, folders = json.loads(sys.argv[1])
+results = []
+for argv in cases:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except BaseException:
+            code, err = "traceback", io.StringIO(traceback.format_exc())
+    results.append({"code": code, "err": err.getvalue()})
+listing = {f: sorted(os.path.relpath(os.path.join(d, n), f) for d, _, ns in os.walk(f) for n in ns) for f in folders}
+print(json.dumps({"results": results, "listing": listing}))
+"""
+
+
+def namespace_reason() -> str | None:
+    """Why file systems cannot be mounted here (None when they can)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return "no unshare command"
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            "mount -t tmpfs -o size=16k tmpfs /mnt"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
+
+
+def in_namespace(mounts: str, cases: list[list], folders: list[Path]) -> dict:
+    """Mount (``mounts``: shell commands), then run ``cases`` (recon argument lists) with :data:`DRIVER`."""
+    import subprocess
+    import sys
+
+    reason = namespace_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    payload = json.dumps([[[str(a) for a in argv] for argv in cases], [str(f) for f in folders]])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                           f'{mounts} && exec "$0" -c "$1" "$2"', sys.executable, DRIVER, payload],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def one_error_line(result: dict) -> str:
+    """The one ``recon: error:`` line of an exit-2 result (warnings may come before it)."""
+    lines = [line for line in result["err"].splitlines() if line.strip()]
+    assert result["code"] == 2, result
+    assert lines[-1].startswith("recon: error: ") and all(line.startswith("recon: warning:") for line in lines[:-1]), lines
+    return lines[-1]
+
+
+def test_read_only_file_system_is_one_line(finished, scene, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    out = run_out = ro / "out"
+    got = in_namespace(f"mount -t tmpfs tmpfs {ro} && mkdir {run_out} && mount -o remount,ro {ro}",
+                       [["run", scene, "--out", out, "--until", "views"],
+                        ["export", finished, "--to", ro / "t.json"]], [ro])
+    assert "Read-only file system" in one_error_line(got["results"][0])
+    assert one_error_line(got["results"][1]) == f"recon: error: {ro / 't.json'}: cannot write (Read-only file system)"
+    assert got["listing"][str(ro)] == []
+
+
+def test_full_disk_is_one_line_and_keeps_the_last_good_scene(scene, tmp_path):
+    small, tiny = tmp_path / "small", tmp_path / "tiny-disk"
+    small.mkdir()
+    tiny.mkdir()
+    heavy = ["--set", "init.points=3000", "optimize.cpu_points=3000", "optimize.cpu_steps=2"]
+    got = in_namespace(f"mount -t tmpfs -o size=600k tmpfs {small} && mount -t tmpfs -o size=16k tmpfs {tiny}",
+                       [["run", scene, "--out", small, "--until", "optimize", *heavy],
+                        ["run", scene, "--downscale", 2, "--out", tiny, "--until", "views"]], [small, tiny])
+    full, first = got["results"]
+    checkpoint = small / "tiny" / "assets" / "optimize" / "checkpoint.pt"
+    assert one_error_line(full) == f"recon: error: no space left on device writing {checkpoint}"
+    kept = got["listing"][str(small)]
+    assert "tiny/scene.json" in kept and not any(".tmp-" in name for name in kept)
+    assert one_error_line(first).startswith("recon: error: no space left on device writing ")
+    assert got["listing"][str(tiny)] == []  # the first scene.json was never written: no folder is left
+
+
+# --- the viewer: never waits forever, says where it listens, hears Ctrl-C while it starts ---------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--port", 70000], "recon: error: --port 70000: a port is a number from 1 to 65535"),
+    (["--port", 0], "recon: error: --port 0: a port is a number from 1 to 65535"),
+    (["--host", "192.0.2.1"], "cannot listen there (Cannot assign requested address)"),  # TEST-NET-1: no machine's
+])
+def test_view_that_cannot_listen_is_one_line(finished, capsys, argv, message):
+    assert run("view", finished, *argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert message in lines[-1] and all(line.startswith("recon: warning:") for line in lines[:-1])
+
+
+def test_run_with_a_viewer_that_cannot_listen_writes_nothing(scene, tmp_path, capsys):
+    expect_error(capsys, ["run", scene, "--view", "--port", 70000, "--out", tmp_path / "out"], "--port 70000")
+    assert not (tmp_path / "out").exists()
+
+
+def test_busy_port_moves_to_the_next_and_says_so(finished):
+    from viewer.app import ViewerApp
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.warns(UserWarning, match=rf"port {port} is in use; the viewer listens on \d+"):
+            app = ViewerApp(finished, port=port, device="cpu")
+        try:
+            assert app.server.get_port() != port
+        finally:
+            app.stop()
+
+
+def test_ctrl_c_while_the_viewer_starts_stops_it_and_exits_130(finished, capsys, monkeypatch):
+    import signal
+
+    from viewer.app import ViewerApp
+
+    started = []
+    start_polling = ViewerApp.start_polling
+
+    def interrupted(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C halfway through the start
+        start_polling(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(ViewerApp, "start_polling", interrupted)
+    assert run("view", finished, "--port", free_port()) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "recon: interrupted"
+    assert started and started[0]._stop.is_set()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
