@@ -617,3 +617,47 @@ def test_ctrl_c_while_the_viewer_starts_stops_it_and_exits_130(finished, capsys,
     assert capsys.readouterr().err.strip().splitlines()[-1] == "recon: interrupted"
     assert started and started[0]._stop.is_set()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- every stage's needs are checked before the first one writes -------------------------------------------------
+
+
+def test_one_photo_is_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "one" / "images").mkdir(parents=True)
+    Image.fromarray(photo(0, 24, 18)).save(tmp_path / "one" / "images" / "a.png")
+    expect_error(capsys, ["run", tmp_path / "one", "--out", tmp_path / "out"],
+                 "pose estimation needs at least 2 training views, got 1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibrated_views_of_two_sizes_are_refused_before_writing(scene, tmp_path, capsys):
+    Image.fromarray(photo(2, 32, 24)).save(scene / "images" / "002.png")
+    edit_transforms(scene, lambda m: m["frames"][2].update(w=32, h=24, fl_x=32.0, fl_y=32.0, cx=16.0, cy=12.0))
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "out"],
+                 "training views 000 (24x18) and 002 (32x24) differ in size; the optimize stage trains on views of one size")
+    assert not (tmp_path / "out").exists()
+    assert run("run", scene, "--out", tmp_path / "out", "--until", "init", "--set", "init.points=100") == 0  # not trained
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--downscale", 1000], "--downscale 1000: "),
+    (["--set", "optimize.cpu_max_width=8"], "training images of 24x18 are trained at 8x6; the optimize stage needs at least 11"),
+])
+def test_images_too_small_for_a_stage_are_refused_before_writing(scene, tmp_path, capsys, argv, message):
+    expect_error(capsys, ["run", scene, *argv, "--out", tmp_path / "out"], message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("checkpoint,message", [(False, "the prior stage needs diffusers (pip install diffusers)"),
+                                                (True, "prior.checkpoint needs diffusers")])
+def test_prior_without_diffusers_is_refused_before_writing(scene, tmp_path, capsys, monkeypatch, checkpoint, message):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if it were not installed
+    settings = ["prior.enabled=true"]
+    if checkpoint:
+        (tmp_path / "pipeline").mkdir()
+        (tmp_path / "pipeline" / "model_index.json").write_text("{}")
+        settings.append(f"prior.checkpoint={tmp_path / 'pipeline'}")
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "out", "--set", *settings], message)
+    assert not (tmp_path / "out").exists()

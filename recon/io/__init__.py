@@ -137,6 +137,12 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
     if factor < 1:
         raise InputError(f"downscale must be a positive integer, got {factor}")
     for view in graph.views():
+        if view.image is not None:
+            width, height = image_io.header_size(Path(view.image))
+            if width < factor or height < factor:
+                raise InputError(f"--downscale {factor}: {view.image} is {width}x{height}, which down-sampled by "
+                                 f"{factor} has no pixels left")
+    for view in graph.views():
         cam = graph.nodes.get(view.camera) if view.camera else None
         dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None
         if factor == 1 and dist is None:

@@ -76,13 +76,14 @@ def validate(graph: SceneGraph, cfg: RunConfig) -> None:
     if not pc.enabled:
         return
     if pc.checkpoint is not None:
-        from recon.priors.pretrained import check_folder
+        from recon.priors.pretrained import check_folder, check_installed
 
         check_folder(pc.checkpoint)
     else:
-        from recon.priors.repair import check_channels
+        from recon.priors.repair import check_channels, check_installed
 
         check_channels(pc.channels)
+    check_installed()
     if pc.validate and pc.loo_steps <= 0:
         raise InputError("prior.validate needs leave-one-out runs: set prior.loo_steps above 0 or prior.validate false")
     if pc.distill_rounds < 1 or pc.distill_steps < pc.distill_rounds:
