@@ -661,3 +661,62 @@ def test_prior_without_diffusers_is_refused_before_writing(scene, tmp_path, caps
         settings.append(f"prior.checkpoint={tmp_path / 'pipeline'}")
     expect_error(capsys, ["run", scene, "--out", tmp_path / "out", "--set", *settings], message)
     assert not (tmp_path / "out").exists()
+
+
+# --- every count and rate has a range ------------------------------------------------------------------------------
+
+
+def numeric_settings() -> dict[str, object]:
+    """Every int or float setting of the run config, by dotted name, with its default."""
+    from dataclasses import fields, is_dataclass
+    from typing import get_type_hints
+
+    from recon.config import RunConfig
+
+    out: dict[str, object] = {}
+
+    def walk(obj, prefix: str) -> None:
+        hints = get_type_hints(type(obj))
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            elif "int" in str(hints[f.name]) or "float" in str(hints[f.name]):
+                out[prefix + f.name] = value
+
+    walk(RunConfig(), "")
+    return out
+
+
+def test_every_numeric_setting_has_a_range_its_default_is_in():
+    from recon.config import LIMITS
+
+    settings = numeric_settings()
+    assert set(settings) - {"prior.channels"} == set(LIMITS)  # channels: checked by the prior stage (multiples of 8)
+    for key, default in settings.items():
+        assert key == "prior.channels" or default is None or LIMITS[key].admits(default), key
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "optimize.cpu_steps=-5"], "command line: optimize.cpu_steps = -5 must be at least 1"),
+    (["--set", "init.points=0"], "init.points = 0 must be at least 1"),
+    (["--set", "optimize.ssim_weight=2"], "optimize.ssim_weight = 2.0 must be at least 0 and at most 1"),
+    (["--set", "optimize.lr_means=.nan"], "optimize.lr_means = nan must be at least 0"),
+    (["--set", "optimize.init_opacity=1"], "must be above 0 and below 1"),
+    (["--set", "prior.strength=0"], "prior.strength = 0.0 must be above 0 and at most 1"),
+    (["--set", "mesh.resolution=1"], "mesh.resolution = 1 must be at least 2"),
+    (["--set", "seed=-1"], "seed = -1 must be at least 0"),
+    (["--views", 0], "views.count = 0 must be at least 1"),
+    (["--downscale", 0], "data.downscale = 0 must be at least 1"),
+    (["--view", "--view-every", -1], "live_every = -1 must be at least 0"),
+])
+def test_out_of_range_settings_are_one_line(scene, tmp_path, capsys, argv, message):
+    expect_error(capsys, ["run", scene, *argv, "--out", tmp_path / "out"], message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_of_range_preset_value_names_the_preset(scene, tmp_path, capsys):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: fast\noptimize:\n  steps: 0\n")
+    expect_error(capsys, ["run", scene, "--config", preset, "--out", tmp_path / "out"],
+                 f"{preset}: optimize.steps = 0 must be at least 1")
