@@ -11,6 +11,7 @@ skipped with a warning that names them (an error with ``strict``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -149,9 +150,14 @@ def _string(obj: dict[str, Any], key: str, where: str) -> str:
 
 def _number(value: Any, key: str, where: str) -> float:
     """``value`` as a finite float; JSON numbers only (not strings, true/false or null)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise InputError(f"{where}: {key} must be a number, got {_kind(value)}")
-    return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer past float's range
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise InputError(f"{where}: {key} must be a number, got {_kind(value)}")
 
 
 def _intrinsic_fields(obj: dict[str, Any], where: str) -> dict[str, Any]:
