@@ -4,10 +4,13 @@ PIL mode and EXIF orientation."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -530,33 +533,46 @@ def one_error_line(result: dict) -> str:
     return lines[-1]
 
 
-def test_read_only_file_system_is_one_line(finished, scene, tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    out = run_out = ro / "out"
-    got = in_namespace(f"mount -t tmpfs tmpfs {ro} && mkdir {run_out} && mount -o remount,ro {ro}",
-                       [["run", scene, "--out", out, "--until", "views"],
-                        ["export", finished, "--to", ro / "t.json"]], [ro])
-    assert "Read-only file system" in one_error_line(got["results"][0])
-    assert one_error_line(got["results"][1]) == f"recon: error: {ro / 't.json'}: cannot write (Read-only file system)"
-    assert got["listing"][str(ro)] == []
-
-
-def test_full_disk_is_one_line_and_keeps_the_last_good_scene(scene, tmp_path):
-    small, tiny = tmp_path / "small", tmp_path / "tiny-disk"
-    small.mkdir()
-    tiny.mkdir()
+@pytest.fixture(scope="module")
+def hostile_file_systems(tmp_path_factory) -> tuple[Path, dict]:
+    """One namespace, three file systems: ``ro`` (read-only), ``small`` (600 KB: the scene fits, the optimize
+    stage's checkpoint does not) and ``tiny`` (16 KB: not even the first scene.json fits); the results of
+    running recon into each, and of exporting into ``ro``."""
+    root = tmp_path_factory.mktemp("file-systems")
+    scene = tiny_transforms(root / "tiny")
+    assert run("run", scene, "--out", root / "done", "--until", "views") == 0
+    ro, small, tiny = root / "ro", root / "small", root / "tiny-disk"
+    for folder in (ro, small, tiny):
+        folder.mkdir()
     heavy = ["--set", "init.points=3000", "optimize.cpu_points=3000", "optimize.cpu_steps=2"]
-    got = in_namespace(f"mount -t tmpfs -o size=600k tmpfs {small} && mount -t tmpfs -o size=16k tmpfs {tiny}",
-                       [["run", scene, "--out", small, "--until", "optimize", *heavy],
-                        ["run", scene, "--downscale", 2, "--out", tiny, "--until", "views"]], [small, tiny])
-    full, first = got["results"]
-    checkpoint = small / "tiny" / "assets" / "optimize" / "checkpoint.pt"
-    assert one_error_line(full) == f"recon: error: no space left on device writing {checkpoint}"
-    kept = got["listing"][str(small)]
+    got = in_namespace(f"mount -t tmpfs tmpfs {ro} && mkdir {ro / 'out'} && mount -o remount,ro {ro} && "
+                       f"mount -t tmpfs -o size=600k tmpfs {small} && mount -t tmpfs -o size=16k tmpfs {tiny}",
+                       [["run", scene, "--out", ro / "out", "--until", "views"],
+                        ["export", root / "done" / "tiny", "--to", ro / "t.json"],
+                        ["run", scene, "--out", small, "--until", "optimize", *heavy],
+                        ["run", scene, "--downscale", 2, "--out", tiny, "--until", "views"]], [ro, small, tiny])
+    return root, got
+
+
+def test_read_only_file_system_is_one_line(hostile_file_systems):
+    root, got = hostile_file_systems
+    assert "Read-only file system" in one_error_line(got["results"][0])
+    assert one_error_line(got["results"][1]) == f"recon: error: {root / 'ro' / 't.json'}: cannot write (Read-only file system)"
+    assert got["listing"][str(root / "ro")] == []  # no file: only the folder made before it was read-only
+
+
+def test_full_disk_is_one_line_and_keeps_the_last_good_scene(hostile_file_systems):
+    root, got = hostile_file_systems
+    checkpoint = root / "small" / "tiny" / "assets" / "optimize" / "checkpoint.pt"
+    assert one_error_line(got["results"][2]) == f"recon: error: no space left on device writing {checkpoint}"
+    kept = got["listing"][str(root / "small")]
     assert "tiny/scene.json" in kept and not any(".tmp-" in name for name in kept)
-    assert one_error_line(first).startswith("recon: error: no space left on device writing ")
-    assert got["listing"][str(tiny)] == []  # the first scene.json was never written: no folder is left
+
+
+def test_full_disk_before_the_first_scene_leaves_no_folder(hostile_file_systems):
+    root, got = hostile_file_systems
+    assert one_error_line(got["results"][3]).startswith("recon: error: no space left on device writing ")
+    assert got["listing"][str(root / "tiny-disk")] == []
 
 
 # --- the viewer: never waits forever, says where it listens, hears Ctrl-C while it starts ---------------------
@@ -720,3 +736,357 @@ def test_out_of_range_preset_value_names_the_preset(scene, tmp_path, capsys):
     preset.write_text("base: fast\noptimize:\n  steps: 0\n")
     expect_error(capsys, ["run", scene, "--config", preset, "--out", tmp_path / "out"],
                  f"{preset}: optimize.steps = 0 must be at least 1")
+
+
+# --- a seeded fuzz of the importers: exit 0, or exit 2 with one line; never a traceback or a partial folder ------
+
+HOSTILE_VALUES = [None, True, False, "", "abc", "800", "images/000.png", "../../..", "a\u0000b", "x" * 300, -1, 0,
+                  1e-9, -0.0, 1e308, 2**70, float("nan"), float("inf"), float("-inf"), [], {}, [1, 2],
+                  [[1, 2], [3]], [[0.0] * 4] * 4, {"a": 1}]
+HOSTILE_TOKENS = ["", "-1", "0", "99", "4294967296", "18446744073709551616", "nan", "inf", "1e999", "abc", "+1",
+                  "0x10", "\uff11", "1.5", "-5", "PINHOLE", "CAMERA", "x" * 300]
+
+
+@dataclass
+class Fuzzer:
+    """A layout's fuzz: ``build(folder)`` writes a valid scene into the folder and returns the scene's path (the
+    folder or one inside it); each mutation damages a copy of the folder and says how."""
+
+    build: Callable[[Path], Path]
+    mutations: list[Callable[[Path, np.random.Generator], str]]
+    cases: int
+
+
+def fuzz_outcome(capsys, scene: Path, out: Path) -> str | None:
+    """None when ``recon run`` on ``scene`` exits 0 with a readable scene or 2 with one line and no folder;
+    otherwise what went wrong."""
+    import traceback
+
+    try:
+        code = run("run", scene, "--out", out, "--until", "views")
+    except BaseException:  # noqa: BLE001 - whatever escapes is the finding
+        capsys.readouterr()
+        return "traceback: " + traceback.format_exc().strip().splitlines()[-1]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("recon: error: ")]
+    if code == 0:
+        try:
+            SceneStore(out / scene.name).load()
+        except Exception as exc:  # noqa: BLE001
+            return f"exit 0 but the scene does not load ({exc})"
+        return None if not errors else f"exit 0 with {errors}"
+    if code != 2:
+        return f"exit {code}: {lines[-3:]}"
+    if len(errors) != 1 or errors[0] != lines[-1] or "Traceback" in "\n".join(lines):
+        return f"exit 2 but not one line: {lines[-3:]}"
+    return None if not entries(out) else f"exit 2 but left {entries(out)[:3]}"
+
+
+def run_fuzz(capsys, tmp_path: Path, fuzzer: Fuzzer, seed: int) -> tuple[int, list[str]]:
+    """(cases that exited 0, findings) over ``fuzzer.cases`` damaged copies of one built scene."""
+    import shutil
+
+    base = tmp_path / "base"
+    inside = fuzzer.build(base).relative_to(base)
+    capsys.readouterr()
+    accepted, findings = 0, []
+    for case in range(fuzzer.cases):
+        rng = np.random.default_rng([seed, case])
+        folder = tmp_path / f"case{case}" / "scene"
+        shutil.copytree(base, folder)
+        scene = folder / inside
+        done = [fuzzer.mutations[int(rng.integers(len(fuzzer.mutations)))](folder, rng)
+                for _ in range(int(rng.integers(1, 3)))]
+        problem = fuzz_outcome(capsys, scene, tmp_path / f"case{case}" / "out")
+        if problem is None:
+            accepted += int((tmp_path / f"case{case}" / "out").exists())
+        else:
+            findings.append(f"case {case} ({'; '.join(done)}): {problem}")
+        shutil.rmtree(tmp_path / f"case{case}")
+    return accepted, findings
+
+
+def _hostile(rng: np.random.Generator):
+    return HOSTILE_VALUES[int(rng.integers(len(HOSTILE_VALUES)))]
+
+
+def _pick(rng: np.random.Generator, items: list):
+    return items[int(rng.integers(len(items)))]
+
+
+def _loaded_json(scene: Path):
+    """transforms.json's content, or None once an earlier mutation has damaged it."""
+    try:
+        return json.loads((scene / "transforms.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _edit_json_file(scene: Path, rng: np.random.Generator) -> str:
+    """Replace, delete or add a value somewhere in transforms.json."""
+    meta = _loaded_json(scene)
+    if not isinstance(meta, dict):
+        return "transforms.json already damaged"
+    holders: list[tuple[object, object]] = []
+
+    def walk(node) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for key, value in items:
+            holders.append((node, key))
+            walk(value)
+
+    walk(meta)
+    node, key = _pick(rng, holders)
+    action = int(rng.integers(3))
+    if action == 0:
+        node[key] = value = _hostile(rng)
+        what = f"{key!r} = {value!r}"[:80]
+    elif action == 1 and isinstance(node, dict):
+        del node[key]
+        what = f"deleted {key!r}"
+    else:
+        target = node if isinstance(node, dict) else meta
+        name = _pick(rng, ["fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "p2", "k4", "camera_angle_x", "camera_model",
+                           "mask_path", "ply_file_path", "file_path", "transform_matrix", "frames", "applied_transform"])
+        target[name] = value = _hostile(rng)
+        what = f"set {name} = {value!r}"[:80]
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    return what
+
+
+def _edit_frames(scene: Path, rng: np.random.Generator) -> str:
+    """Duplicate, drop, reorder or empty the frames."""
+    meta = _loaded_json(scene)
+    if not isinstance(meta, dict):
+        return "transforms.json already damaged"
+    frames = meta["frames"] if isinstance(meta.get("frames"), list) else []
+    action = int(rng.integers(4))
+    if action == 0 and frames:
+        frames.append(dict(_pick(rng, frames)))
+    elif action == 1 and frames:
+        frames.pop(int(rng.integers(len(frames))))
+    elif action == 2:
+        rng.shuffle(frames)
+    else:
+        frames.clear()
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    return ["duplicated a frame", "dropped a frame", "shuffled frames", "emptied frames"][action]
+
+
+def _damage_bytes(path: Path, rng: np.random.Generator) -> str:
+    """Truncate, flip bytes of, append to, empty or delete one file."""
+    data = bytearray(path.read_bytes())
+    action = int(rng.integers(5))
+    if action == 0:
+        cut = int(rng.integers(len(data) + 1))
+        path.write_bytes(bytes(data[:cut]))
+        return f"{path.name} cut at {cut}"
+    if action == 1 and data:
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(len(data)))] = int(rng.integers(256))
+        path.write_bytes(bytes(data))
+        return f"{path.name} bytes flipped"
+    if action == 2:
+        path.write_bytes(bytes(data) + rng.bytes(int(rng.integers(1, 64))))
+        return f"{path.name} extended"
+    if action == 3:
+        path.write_bytes(b"")
+        return f"{path.name} emptied"
+    path.unlink()
+    return f"{path.name} deleted"
+
+
+def _damage_a_file(pattern: str):
+    def damage(scene: Path, rng: np.random.Generator) -> str:
+        files = sorted(p for p in scene.rglob(pattern) if p.is_file())
+        return _damage_bytes(_pick(rng, files), rng) if files else f"no {pattern}"
+
+    return damage
+
+
+def _damage_a_photo(scene: Path, rng: np.random.Generator) -> str:
+    photos = sorted(p for p in scene.rglob("*.png") if p.is_file())
+    if not photos:
+        return "no photos"
+    path = _pick(rng, photos)
+    if rng.integers(2):
+        Image.fromarray(photo(99, int(rng.integers(1, 40)), int(rng.integers(1, 40)))).save(path)
+        return f"{path.name} resized"
+    return _damage_bytes(path, rng)
+
+
+def _edit_text_model(scene: Path, rng: np.random.Generator) -> str:
+    """Change a token, drop or duplicate a line, or add garbage, in one COLMAP text file."""
+    files = sorted((scene / "sparse" / "0").glob("*.txt"))
+    if not files:
+        return "no text files"
+    path = _pick(rng, files)
+    lines = path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
+    row = int(rng.integers(len(lines)))
+    tokens = lines[row].split(" ")
+    action = int(rng.integers(5))
+    if action == 0:
+        tokens[int(rng.integers(len(tokens)))] = _pick(rng, HOSTILE_TOKENS)
+        lines[row] = " ".join(tokens)
+    elif action == 1:
+        del tokens[int(rng.integers(len(tokens)))]
+        lines[row] = " ".join(tokens)
+    elif action == 2:
+        lines.pop(row)
+    elif action == 3:
+        lines.insert(row, lines[row])
+    else:
+        lines.insert(row, " ".join(_pick(rng, HOSTILE_TOKENS) for _ in range(int(rng.integers(1, 8)))))
+    path.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape"))
+    return f"{path.name} line {row}: edit {action}"
+
+
+def _edit_binary_count(scene: Path, rng: np.random.Generator) -> str:
+    """Overwrite the record count at the head of one COLMAP binary file."""
+    files = sorted((scene / "sparse" / "0").glob("*.bin"))
+    if not files:
+        return "no binary files"
+    path = _pick(rng, files)
+    data = bytearray(path.read_bytes())
+    count = _pick(rng, [0, 1, 2, 7, 2**32, 2**63, 2**64 - 1, int(rng.integers(2**62))])
+    data[:8] = count.to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    return f"{path.name} count {count}"
+
+
+def tiny_idr(root: Path, count: int = 4, width: int = 24, height: int = 18) -> Path:
+    """A DTU/IDR scan: image/, mask/, cameras.npz (world_mat_i = K [R | t], scale_mat_i the identity)."""
+    from recon.scene.camera import compose_projection
+
+    (root / "image").mkdir(parents=True)
+    (root / "mask").mkdir()
+    mats = {}
+    for i, (K, w2c) in enumerate(ring_cameras(count, width, height)):
+        Image.fromarray(photo(i, width, height)).save(root / "image" / f"{i:06d}.png")
+        Image.fromarray(np.full((height, width), 255, np.uint8)).save(root / "mask" / f"{i:03d}.png")
+        P = np.eye(4)
+        P[:3] = compose_projection(K, w2c)
+        mats[f"world_mat_{i}"], mats[f"scale_mat_{i}"] = P, np.eye(4)
+    np.savez(root / "cameras.npz", **mats)
+    return root
+
+
+def _edit_npz(scene: Path, rng: np.random.Generator) -> str:
+    """Replace, drop or reshape one array of cameras.npz."""
+    try:
+        with np.load(scene / "cameras.npz") as npz:
+            mats = dict(npz)
+    except Exception:  # noqa: BLE001 - an earlier mutation damaged it
+        return "cameras.npz already damaged"
+    if not mats:
+        return "cameras.npz empty"
+    key = _pick(rng, sorted(mats))
+    action = int(rng.integers(4))
+    if action == 0:
+        del mats[key]
+    elif action == 1:
+        mats[key] = _pick(rng, [np.full((4, 4), np.nan), np.zeros((4, 4)), np.eye(3), np.zeros(0), np.array("text"),
+                                np.eye(4)[:, :, None], np.eye(4) * 1e308, -np.eye(4)])
+    elif action == 2:
+        mats[f"world_mat_{int(rng.integers(4, 99))}"] = mats[key]
+    else:
+        mats[key] = mats[key] + rng.normal(size=mats[key].shape) * 10 ** float(rng.uniform(-6, 3))
+    np.savez(scene / "cameras.npz", **mats)
+    return f"cameras.npz {key}: edit {action}"
+
+
+def tiny_rectified(root: Path, count: int = 4, width: int = 24, height: int = 18) -> Path:
+    """DTU's own layout: Rectified/scan1/rect_*_3_r5000.png with Calibration/cal18/pos_*.txt; returns the scan."""
+    from recon.scene.camera import compose_projection
+
+    scan, calibration = root / "Rectified" / "scan1", root / "Calibration" / "cal18"
+    scan.mkdir(parents=True)
+    calibration.mkdir(parents=True)
+    for i, (K, w2c) in enumerate(ring_cameras(count, width, height)):
+        Image.fromarray(photo(i, width, height)).save(scan / f"rect_{i + 1:03d}_3_r5000.png")
+        np.savetxt(calibration / f"pos_{i + 1:03d}.txt", compose_projection(K, w2c))
+    return scan
+
+
+def _edit_projection(root: Path, rng: np.random.Generator) -> str:
+    """Change, drop or add a number in one pos_*.txt."""
+    path = _pick(rng, sorted(root.rglob("pos_*.txt")) or [None])
+    if path is None:
+        return "no pos_*.txt"
+    words = path.read_bytes().decode("utf-8", "replace").split()
+    action = int(rng.integers(3))
+    if action == 0 and words:
+        words[int(rng.integers(len(words)))] = _pick(rng, HOSTILE_TOKENS)
+    elif action == 1 and words:
+        words.pop(int(rng.integers(len(words))))
+    else:
+        words.insert(int(rng.integers(len(words) + 1)), _pick(rng, HOSTILE_TOKENS))
+    path.write_text(" ".join(words[:4]) + "\n" + " ".join(words[4:8]) + "\n" + " ".join(words[8:]) + "\n")
+    return f"{path.name} edit {action}"
+
+
+def tiny_llff(root: Path, count: int = 4, width: int = 24, height: int = 18) -> Path:
+    """An LLFF capture: poses_bounds.npy (camera-to-world columns down, right, back; then H, W, focal; then
+    near and far) with images/ and images_2/."""
+    from recon.scene.camera import invert_rigid
+
+    (root / "images").mkdir(parents=True)
+    (root / "images_2").mkdir()
+    rows = []
+    for i, (K, w2c) in enumerate(ring_cameras(count, width, height)):
+        Image.fromarray(photo(i, width, height)).save(root / "images" / f"{i:03d}.png")
+        Image.fromarray(photo(i, width // 2, height // 2)).save(root / "images_2" / f"{i:03d}.png")
+        c2w = invert_rigid(w2c)
+        pose = np.concatenate([c2w[:3, 1:2], c2w[:3, 0:1], -c2w[:3, 2:3], c2w[:3, 3:4],
+                               np.array([[height], [width], [K[0, 0]]])], axis=1)
+        rows.append(np.concatenate([pose.ravel(), [1.0, 6.0]]))
+    np.save(root / "poses_bounds.npy", np.array(rows))
+    return root
+
+
+def _edit_poses_bounds(scene: Path, rng: np.random.Generator) -> str:
+    """Replace poses_bounds.npy with an array of another shape, or with NaN, zero or absurd entries."""
+    try:
+        poses = np.load(scene / "poses_bounds.npy")
+    except Exception:  # noqa: BLE001 - an earlier mutation damaged it
+        return "poses_bounds.npy already damaged"
+    if poses.ndim != 2 or not poses.size:
+        return "poses_bounds.npy already reshaped"
+    action = int(rng.integers(5))
+    if action == 0:
+        poses = poses[:, : int(rng.integers(poses.shape[1]))]
+    elif action == 1:
+        poses = poses[: int(rng.integers(len(poses)))]
+    elif action == 2:
+        poses.flat[int(rng.integers(poses.size))] = _pick(rng, [np.nan, np.inf, 0.0, -1.0, 1e308])
+    elif action == 3:
+        poses = np.concatenate([poses, poses[:1]])
+    else:
+        poses = poses.reshape(-1)
+    np.save(scene / "poses_bounds.npy", poses)
+    return f"poses_bounds.npy edit {action}"
+
+
+FUZZERS = {
+    "transforms": Fuzzer(tiny_transforms, [_edit_json_file, _edit_json_file, _edit_frames,
+                                           _damage_a_file("transforms.json"), _damage_a_photo], 120),
+    "colmap-text": Fuzzer(tiny_colmap, [_edit_text_model, _edit_text_model, _damage_a_file("*.txt"), _damage_a_photo],
+                          60),
+    "colmap-binary": Fuzzer(lambda root: tiny_colmap(root, binary=True),
+                            [_damage_a_file("*.bin"), _edit_binary_count, _damage_a_photo], 60),
+    "dtu": Fuzzer(tiny_idr, [_edit_npz, _edit_npz, _damage_a_file("cameras.npz"), _damage_a_file("*.png")], 50),
+    "dtu-rectified": Fuzzer(tiny_rectified, [_edit_projection, _edit_projection, _damage_a_file("pos_*.txt"),
+                                             _damage_a_photo], 30),
+    "llff": Fuzzer(tiny_llff, [_edit_poses_bounds, _edit_poses_bounds, _damage_a_file("poses_bounds.npy"),
+                               _damage_a_photo], 60),
+}
+LLFF_MISSING = importlib.util.find_spec("recon.io.llff") is None
+
+
+@pytest.mark.parametrize("layout", [pytest.param(name, marks=pytest.mark.skipif(
+    name == "llff" and LLFF_MISSING, reason="no LLFF importer (recon/io/llff.py) in this tree")) for name in FUZZERS])
+def test_fuzzed_importers_exit_0_or_2_with_one_line(tmp_path, capsys, layout):
+    fuzzer = FUZZERS[layout]
+    accepted, findings = run_fuzz(capsys, tmp_path, fuzzer, seed=sorted(FUZZERS).index(layout))
+    assert not findings, f"{len(findings)} of {fuzzer.cases} cases:\n" + "\n".join(findings[:10])
+    assert accepted < fuzzer.cases  # the damage is real: most cases are refused
