@@ -3,7 +3,9 @@
 Each stage is a module with ``NAME``, ``CONFIG`` (the section of
 :class:`recon.config.RunConfig` it reads) and ``run(graph, cfg) -> graph``, and
 optionally ``validate(graph, cfg)``, called on every stage before anything is
-written so that bad input fails early, ``enabled(cfg)``, false when the
+written so that bad input fails early (in order: the views stage's gives the
+views their roles, so that the later checks see the run's training views),
+``enabled(cfg)``, false when the
 config switches the stage off (it is then recorded as off, not run), and
 ``OUTPUTS``, the files and folders (relative to the scene folder) it writes
 that no node of the graph names; they are deleted with its nodes whenever its
