@@ -365,7 +365,7 @@ def edit_transforms(scene: Path, edit) -> None:
     (lambda m: m["frames"][3].update(file_path="a\u0000b.png"), "frame 3: 'a\\x00b.png' is not a usable path"),
     (lambda m: m["frames"].__setitem__(1, ["images/001.png"]), "frame 1 must be a JSON object, got a list"),
     (lambda m: m.update(fl_x=1e-3, fl_y=1e-3), "too short for a 24x18 perspective image"),
-    (lambda m: m.update(fl_x=-24.0), "too short for a 24x18 perspective image"),
+    (lambda m: m.update(fl_x=-24.0), "focal lengths must be positive, got fx=-24"),
     (lambda m: m.update(k1=1e6), "distortion (k1=1e+06) is not a lens's"),
     (lambda m: m.update(k1=-5.0), "distortion (k1=-5) is not a lens's: it folds the image"),
     (lambda m: m.update(camera_model=["OPENCV"]), "camera_model must be a string, got a list"),

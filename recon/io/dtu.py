@@ -25,9 +25,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
 from recon.io import images as image_io
+from recon.io.images import header_size
 from recon.io import ply
 from recon.scene.camera import (
     axes_normal_equations,
@@ -156,7 +158,7 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
         scale_mat = _npz_matrix(npz, f"scale_mat_{i}", cam_file) if f"scale_mat_{i}" in npz else to_dataset
         if not np.allclose(scale_mat, to_dataset):
             raise InputError(f"{cam_file}: scale_mat_{i} differs from scale_mat_0; recon needs one normalisation per scene")
-        w, h = image_io.header_size(image)
+        w, h = header_size(image)
         P = _npz_matrix(npz, f"world_mat_{i}", cam_file) @ scale_mat
         cam = graph.add(camera_from_projection(P, where, w, h, f"camera/{i:04d}"))
         graph.add(new_view(i, image.stem, image, cam.id, masks[i]))
@@ -255,7 +257,7 @@ def read_rectified(path: Path, options: ImportOptions) -> SceneGraph:
     graph = SceneGraph(name=path.name, source={"path": str(path), "files": []})
     mask_root = _idr_mask_root(path) if options.masks else None
     for i, image in images.items():
-        w, h = image_io.header_size(image)
+        w, h = header_size(image)
         if cal is not None:
             pos = cal / f"pos_{i + 1:03d}.txt"
             if not pos.is_file():

@@ -24,10 +24,10 @@ from typing import Any
 
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
-from recon.io import images as image_io
 from recon.io.dtu import (
     camera_from_projection,
     focus_normalization,
+    header_size,
     light_name,
     normalise,
     read_projection_txt,
@@ -133,7 +133,7 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
         image = path / image_name(index, light, dtu)
         if not image.is_file():
             raise InputError(f"{image}: input view {index} of {split_path.name} is missing")
-        size = size or image_io.header_size(image)
+        size = size or header_size(image)
     assert size is not None
     for index in sorted(set(train) | set(test)):
         pos = calibration / f"pos_{index + 1:03d}.txt"

@@ -231,17 +231,19 @@ def check_pose(world_to_camera: np.ndarray, where: str) -> np.ndarray:
 MAX_FIELD_OF_VIEW = 170.0  # degrees; a perspective lens sees less than 180 (a wider one is a fisheye)
 
 
-def check_intrinsics(K: np.ndarray, where: str, width: int, height: int) -> np.ndarray:
+def check_intrinsics(K: np.ndarray, where: str, width: int | None = None, height: int | None = None) -> np.ndarray:
     """Return ``K`` as float64 [3, 3], or raise :class:`InputError` naming ``where``.
 
-    Rejects NaN/Inf and focal lengths so short that a ``width`` x ``height`` image would span more than
-    :data:`MAX_FIELD_OF_VIEW` degrees (zero and negative ones among them).
+    Rejects NaN/Inf and focal lengths that are not positive or, given the image's size, so short that a
+    ``width`` x ``height`` image would span more than :data:`MAX_FIELD_OF_VIEW` degrees.
     """
     K = np.asarray(K, dtype=np.float64)
     if K.shape != (3, 3) or not np.all(np.isfinite(K)):
         raise InputError(f"{where}: intrinsics must be a finite 3x3 matrix")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"{where}: focal lengths must be positive, got fx={K[0, 0]:.4g}, fy={K[1, 1]:.4g}")
     least = 0.5 / np.tan(np.radians(MAX_FIELD_OF_VIEW / 2))
-    if K[0, 0] < least * width or K[1, 1] < least * height:
+    if width is not None and height is not None and (K[0, 0] < least * width or K[1, 1] < least * height):
         raise InputError(f"{where}: focal lengths fx={K[0, 0]:.4g}, fy={K[1, 1]:.4g} pixels are too short for a "
                          f"{width}x{height} perspective image (a field of view over {MAX_FIELD_OF_VIEW:g} degrees)")
     return K
