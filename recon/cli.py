@@ -19,12 +19,15 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import tyro
 
 from recon import progress
 from recon.errors import InputError, OutputError, ReconError
+
+if TYPE_CHECKING:
+    from viewer.app import ViewerApp
 
 
 @dataclass
@@ -274,7 +277,7 @@ def view_command(args: View) -> None:
     _serve_until_interrupted(app)
 
 
-def start_viewer_app(folder: Path, host: str, port: int, device: str):
+def start_viewer_app(folder: Path, host: str, port: int, device: str) -> ViewerApp:
     """A polling :class:`viewer.app.ViewerApp` on ``folder``.
 
     Ctrl-C is held while it starts (torch's import, the server's start-up: native code that an interrupt
@@ -408,18 +411,18 @@ def export_command(args: Export) -> None:
     progress.console.print(f"wrote {written}")
 
 
-def export_destination(to: Path, format: str) -> Path:
-    """``to``, if a ``format`` export can be written there: a file named with the format's suffix (not a
-    folder), or for colmap a folder (not a file)."""
-    if format == "colmap":
+def export_destination(to: Path, kind: str) -> Path:
+    """``to``, if an export of ``kind`` (a --format) can be written there: a file named with the format's
+    suffix (not a folder), or for colmap a folder (not a file)."""
+    if kind == "colmap":
         if to.exists() and not to.is_dir():
             raise OutputError(f"--to {to}: is a file; --format colmap writes a folder of text files")
         return to
-    suffix = EXPORT_SUFFIXES[format]
+    suffix = EXPORT_SUFFIXES[kind]
     if to.is_dir():
         raise OutputError(f"--to {to}: is a folder; give a file name ending in {suffix}")
     if to.suffix.lower() != suffix:
-        raise InputError(f"--to {to}: --format {format} writes a {suffix} file; the name and the format must agree")
+        raise InputError(f"--to {to}: --format {kind} writes a {suffix} file; the name and the format must agree")
     return to
 
 

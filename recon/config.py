@@ -299,8 +299,11 @@ class Limit:
         return self.high is None or not (value > self.high or (self.high_open and value == self.high))
 
     def __str__(self) -> str:
-        low = None if self.low is None else f"{'above' if self.low_open else 'at least'} {self.low:g}"
-        high = None if self.high is None else f"{'below' if self.high_open else 'at most'} {self.high:g}"
+        def text(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        low = None if self.low is None else f"{'above' if self.low_open else 'at least'} {text(self.low)}"
+        high = None if self.high is None else f"{'below' if self.high_open else 'at most'} {text(self.high)}"
         return " and ".join(part for part in (low, high) if part) or "a finite number"
 
 
@@ -323,8 +326,9 @@ LIMITS: dict[str, Limit] = {
     "optimize.refine_every": COUNT, "optimize.grow_grad2d": POSITIVE, "optimize.prune_opacity": FRACTION,
     "optimize.mcmc_cap": COUNT, "optimize.mask_weight": AT_LEAST_0, "optimize.opacity_reg": AT_LEAST_0,
     "optimize.scale_reg": AT_LEAST_0, "optimize.min_views": AT_LEAST_0, "optimize.prune_every": COUNT,
-    "optimize.depth_smooth": AT_LEAST_0, "optimize.distortion": AT_LEAST_0, "optimize.normal_consistency": AT_LEAST_0,
-    "optimize.pseudo_views": AT_LEAST_0, "optimize.pseudo_jitter": AT_LEAST_0, "optimize.regularize_from": AT_LEAST_0,
+    "optimize.depth_smooth": AT_LEAST_0, "optimize.distortion": AT_LEAST_0,
+    "optimize.normal_consistency": AT_LEAST_0, "optimize.pseudo_views": AT_LEAST_0,
+    "optimize.pseudo_jitter": AT_LEAST_0, "optimize.regularize_from": AT_LEAST_0,
     "optimize.pose_lr": AT_LEAST_0, "optimize.test_pose_steps": AT_LEAST_0, "optimize.test_pose_lr": AT_LEAST_0,
     "optimize.cpu_align_steps": AT_LEAST_0, "optimize.checkpoint_every": COUNT, "optimize.cpu_steps": COUNT,
     "optimize.cpu_max_width": COUNT, "optimize.cpu_points": COUNT,

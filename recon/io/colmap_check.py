@@ -68,7 +68,8 @@ def model_files(folder: Path) -> dict[str, Path]:
     for suffix in (".bin", ".txt"):
         if all((folder / f"{part}{suffix}").is_file() for part in PARTS):
             files = {part: folder / f"{part}{suffix}" for part in PARTS}
-            extra = {part: folder / f"{part}{suffix}" for part in ("rigs", "frames") if (folder / f"{part}{suffix}").is_file()}
+            extra = {part: folder / f"{part}{suffix}" for part in ("rigs", "frames")
+                     if (folder / f"{part}{suffix}").is_file()}
             if len(extra) == 1:
                 (present,) = extra.values()
                 missing = "frames" if "rigs" in extra else "rigs"
@@ -96,7 +97,8 @@ def check_model(folder: Path) -> None:
 def _check_references(model: Model, files: dict[str, Path]) -> None:
     for image_id, image in model.images.items():
         if image.camera not in model.cameras:
-            raise InputError(f"{model.where[('image', image_id)]}: camera {image.camera} is not in {files['cameras'].name}")
+            raise InputError(f"{model.where[('image', image_id)]}: camera {image.camera} is not in "
+                             f"{files['cameras'].name}")
     _check_tracks(model, files)
     if model.frames is None or model.rigs is None:
         return
@@ -151,7 +153,8 @@ def _check_tracks(model: Model, files: dict[str, Path]) -> None:
         if missing.any():
             k = int(valid[np.argmax(missing)])
             raise InputError(f"{model.where[('image', int(image_id))]}: 2D point {k} names 3D point "
-                             f"{model.images[image_id].points[k]}, whose track in {files['points3D'].name} does not hold it")
+                             f"{model.images[image_id].points[k]}, whose track in {files['points3D'].name} "
+                             f"does not hold it")
 
 
 def _add(model: Model, kind: str, ident: int, where: str) -> None:
@@ -198,8 +201,8 @@ class _BinaryReader:
         """A count read as ``fmt`` of items at least ``each`` bytes long, which must fit in what is left."""
         (n,) = self._take(fmt)
         if n * each > len(self.data) - self.pos:
-            raise InputError(f"{self.path}: {self.record} says {n} {what}, more than its {len(self.data)} bytes can hold; "
-                             f"truncated or not a COLMAP {self.path.stem} file")
+            raise InputError(f"{self.path}: {self.record} says {n} {what}, more than its {len(self.data)} bytes "
+                             f"can hold; truncated or not a COLMAP {self.path.stem} file")
         return n
 
     def _end(self) -> None:
@@ -258,7 +261,8 @@ class _BinaryReader:
             image_id, *_, camera = self._take("I7dI")
             end = self.data.find(b"\0", self.pos)
             if end < 0:
-                raise InputError(f"{self.path}: {self.record}: its name never ends; truncated or not a COLMAP images file")
+                raise InputError(f"{self.path}: {self.record}: its name never ends; truncated or not a COLMAP "
+                                 f"images file")
             name = _name(self.data[self.pos:end], f"{self.path}: {self.record}")
             self.pos = end + 1
             where = f"{self.path}: image {image_id} ({name})"

@@ -198,7 +198,8 @@ def _image_path(root: Path, file_path: str, where: str) -> Path | None:
                 if p.with_suffix(suffix).is_file():
                     return p.with_suffix(suffix)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{where}: {file_path!r} is not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
+        reason = getattr(exc, "strerror", None) or exc
+        raise InputError(f"{where}: {file_path!r} is not a usable path ({reason})") from None
     return None
 
 

@@ -25,8 +25,6 @@ from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
 
 SCENE_FILE = "scene.json"
 LOCK_FILE = ".lock"
-
-
 NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
 
 
