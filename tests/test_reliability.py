@@ -98,7 +98,8 @@ def test_colour_modes_read_as_their_colours(tmp_path, mode, suffix, options):
     # An adaptive palette holds the four colours exactly.
     converted = source.convert("P", palette=Image.Palette.ADAPTIVE, colors=4) if mode == "P" else source.convert(mode)
     converted.save(path, **options)
-    assert Image.open(path).mode == mode
+    with Image.open(path) as stored:
+        assert stored.mode == mode
     got = block_centres(image_io.read_image(path)) * 255
     np.testing.assert_allclose(got, BLOCK_COLOURS, atol=3)
 
@@ -128,7 +129,8 @@ def test_one_bit_images_are_black_and_white(tmp_path):
     bits = np.zeros((16, 16), dtype=bool)
     bits[:, 8:] = True
     Image.fromarray(bits).save(tmp_path / "bits.png")
-    assert Image.open(tmp_path / "bits.png").mode == "1"
+    with Image.open(tmp_path / "bits.png") as stored:
+        assert stored.mode == "1"
     got = image_io.read_image(tmp_path / "bits.png")
     np.testing.assert_array_equal(got[:, :8], 0.0)
     np.testing.assert_array_equal(got[:, 8:], 1.0)
@@ -139,7 +141,8 @@ def test_sixteen_bit_samples_span_their_range(tmp_path, mode):
     ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16)
     if mode == "I;16":
         Image.fromarray(ramp.astype(np.uint16)).save(tmp_path / "deep.png")
-        image = Image.open(tmp_path / "deep.png")
+        with Image.open(tmp_path / "deep.png") as stored:
+            image = stored.copy()
     else:
         image = Image.fromarray(ramp.astype(np.int32), "I")
     assert image.mode == mode
@@ -186,9 +189,10 @@ def test_palette_and_grey_alpha_masks_mean_their_grey(tmp_path):
 def test_palette_and_grey_alpha_photos_run_through_init_with_their_colours(scene, tmp_path, capsys, mode):
     truth = {}
     for path in (scene / "images").iterdir():
-        image = Image.open(path)
         truth[path.stem] = image_io.downsample(image_io.read_image(path), 2)
-        (image.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else image.convert(mode)).save(path)
+        with Image.open(path) as image:
+            converted = image.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else image.convert(mode)
+        converted.save(path)
     assert run("run", scene, "--views", 3, "--downscale", 2, "--out", tmp_path / "out", "--until", "init",
                "--set", "init.points=200") == 0
     graph = SceneStore(tmp_path / "out" / "tiny").load()

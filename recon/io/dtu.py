@@ -135,7 +135,7 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
     if not images:
         raise InputError(f"{image_dir}: no images")
     try:
-        with np.load(cam_file) as archive:
+        with open(cam_file, "rb") as f, np.load(f) as archive:  # closed even when numpy cannot read it
             npz = dict(archive)
     except Exception as exc:  # numpy's and zipfile's readers raise many kinds on a damaged archive
         raise InputError(f"{cam_file}: cannot read camera file ({type(exc).__name__}: {exc})") from None
