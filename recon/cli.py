@@ -8,21 +8,26 @@
     recon export OUT/SCENE --format transforms|colmap|ply|obj|glb [--to PATH]
 
 Expected failures print one line, ``recon: error: <file>: <problem>``, and exit
-with status 2 for bad input (1 for a stage that could not finish).
+with status 2 for bad input or an output that cannot be written (1 for a stage
+that could not finish); Ctrl-C prints ``recon: interrupted`` and exits with 130.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import tyro
 
 from recon import progress
-from recon.errors import InputError, ReconError
+from recon.errors import InputError, OutputError, ReconError
+
+if TYPE_CHECKING:
+    from viewer.app import ViewerApp
 
 
 @dataclass
@@ -240,14 +245,15 @@ def run_command(args: Run) -> None:
     cfg = load_config(args.config, overrides)
     viewers = []
 
-    def start_viewer(folder: Path) -> None:
-        from viewer.app import ViewerApp
+    if args.view:
+        from viewer.app import listen_port
 
         _warn_if_exposed(args.host)
-        app = ViewerApp(folder, args.host, args.port, wait_for_run=True, device=args.device)
-        app.start_polling()
-        viewers.append(app)
-        progress.console.print(f"recon view: {app.url}")
+        listen_port(args.host, args.port)  # before anything is written
+
+    def start_viewer(folder: Path) -> None:
+        viewers.append(start_viewer_app(folder, args.host, args.port, args.device))
+        progress.console.print(f"recon view: {viewers[0].url}")
 
     try:
         result = run_scene(args.scene, cfg, args.out, name=args.name, force=args.force, until=args.until,
@@ -273,13 +279,31 @@ def run_command(args: Run) -> None:
 
 
 def view_command(args: View) -> None:
-    from viewer.app import ViewerApp
-
     _warn_if_exposed(args.host)
-    app = ViewerApp(args.scene, args.host, args.port, wait_for_run=True, device=args.device)
-    app.start_polling()
+    app = start_viewer_app(args.scene, args.host, args.port, args.device)
     progress.console.print(f"recon view: {app.url} (Ctrl-C to stop)")
     _serve_until_interrupted(app)
+
+
+def start_viewer_app(folder: Path, host: str, port: int, device: str) -> ViewerApp:
+    """A polling :class:`viewer.app.ViewerApp` on ``folder``.
+
+    Ctrl-C is held while it starts (torch's import, the server's start-up: native code that an interrupt
+    would abort halfway) and raised once it has, after the app is stopped again.
+    """
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        from viewer.app import ViewerApp
+
+        app = ViewerApp(folder, host, port, wait_for_run=True, device=device)
+        app.start_polling()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        app.stop()
+        raise KeyboardInterrupt
+    return app
 
 
 def eval_command(args: EvalCommon) -> int:
@@ -376,20 +400,40 @@ def list_command() -> None:
         print(f"{name:8s} {build().description}")
 
 
+EXPORT_SUFFIXES = {"transforms": ".json", "ply": ".ply", "obj": ".obj", "glb": ".glb"}  # colmap writes a folder
+
+
 def export_command(args: Export) -> None:
     from recon.io import colmap, transforms
     from recon.scene.store import SceneStore
 
     graph = SceneStore(args.scene).load()
+    default = {"transforms": "transforms.json", "colmap": "colmap"}.get(args.format, f"mesh.{args.format}")
+    to = export_destination(args.to or args.scene / "export" / default, args.format)
     if args.format == "transforms":
-        written = transforms.write(graph, args.to or args.scene / "export" / "transforms.json")
+        written = transforms.write(graph, to)
     elif args.format == "colmap":
-        written = colmap.write_text(graph, args.to or args.scene / "export" / "colmap")
+        written = colmap.write_text(graph, to)
     else:
         from recon.io import meshes
 
-        written = meshes.export(graph, args.to or args.scene / "export" / f"mesh.{args.format}", args.frame)
+        written = meshes.export(graph, to, args.frame)
     progress.console.print(f"wrote {written}")
+
+
+def export_destination(to: Path, kind: str) -> Path:
+    """``to``, if an export of ``kind`` (a --format) can be written there: a file named with the format's
+    suffix (not a folder), or for colmap a folder (not a file)."""
+    if kind == "colmap":
+        if to.exists() and not to.is_dir():
+            raise OutputError(f"--to {to}: is a file; --format colmap writes a folder of text files")
+        return to
+    suffix = EXPORT_SUFFIXES[kind]
+    if to.is_dir():
+        raise OutputError(f"--to {to}: is a folder; give a file name ending in {suffix}")
+    if to.suffix.lower() != suffix:
+        raise InputError(f"--to {to}: --format {kind} writes a {suffix} file; the name and the format must agree")
+    return to
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -409,8 +453,8 @@ def _ray_flag(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_line
     argv = _ray_flag(list(sys.argv[1:] if argv is None else argv))
-    args = tyro.cli(Command, args=argv, prog="recon", config=(tyro.conf.OmitSubcommandPrefixes,))
     try:
+        args = tyro.cli(Command, args=argv, prog="recon", config=(tyro.conf.OmitSubcommandPrefixes,))
         if isinstance(args, Run):
             run_command(args)
         elif isinstance(args, Data):
@@ -427,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReconError as exc:
         print(f"recon: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the system refused something no check foresaw: still one line naming the file
+        print(f"recon: error: {exc.filename or 'recon'}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import UnionType
@@ -328,6 +329,81 @@ class RunConfig:
     Outside every stage's section, so it never invalidates a finished stage."""
 
 
+@dataclass(frozen=True)
+class Limit:
+    """The values a numeric setting may take: finite, from ``low`` to ``high`` (None: unbounded; an open end
+    excludes its bound)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+    def __str__(self) -> str:
+        def text(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        low = None if self.low is None else f"{'above' if self.low_open else 'at least'} {text(self.low)}"
+        high = None if self.high is None else f"{'below' if self.high_open else 'at most'} {text(self.high)}"
+        return " and ".join(part for part in (low, high) if part) or "a finite number"
+
+
+COUNT = Limit(1)  # steps, points, views, sizes: one or more
+AT_LEAST_0 = Limit(0)  # weights, rates, optional counts (0: off)
+POSITIVE = Limit(0, low_open=True)
+FRACTION = Limit(0, 1)
+# The limits of every int and float setting, checked wherever a value is set (preset or command line); the
+# defaults are within them. Relations between settings are checked by the stage that reads them.
+LIMITS: dict[str, Limit] = {
+    "data.downscale": COUNT, "data.light": Limit(0, 7),
+    "views.count": COUNT,
+    "poses.max_features": COUNT, "poses.min_inliers": COUNT,
+    "init.points": COUNT, "init.hull_resolution": Limit(2), "init.mvs_plane_step": POSITIVE,
+    "init.mvs_max_planes": Limit(16), "init.mvs_window": Limit(3), "init.mvs_sources": COUNT,
+    "init.mvs_min_score": Limit(-1, 1), "init.mvs_min_consistent": COUNT, "init.mvs_max_side": Limit(16),
+    "init.mvs_cpu_max_side": Limit(16), "init.mvs_points": COUNT, "init.mvs_min_points": AT_LEAST_0,
+    "init.mvs_random": AT_LEAST_0,
+    "optimize.steps": COUNT, "optimize.sh_degree": Limit(0, 3), "optimize.sh_degree_interval": COUNT,
+    "optimize.ssim_weight": FRACTION, "optimize.lr_means": AT_LEAST_0, "optimize.lr_scales": AT_LEAST_0,
+    "optimize.lr_quats": AT_LEAST_0, "optimize.lr_opacities": AT_LEAST_0, "optimize.lr_sh0": AT_LEAST_0,
+    "optimize.lr_shN": AT_LEAST_0, "optimize.init_opacity": Limit(0, 1, low_open=True, high_open=True),
+    "optimize.init_scale": POSITIVE, "optimize.refine_start": AT_LEAST_0, "optimize.refine_stop": AT_LEAST_0,
+    "optimize.refine_every": COUNT, "optimize.grow_grad2d": POSITIVE, "optimize.prune_opacity": FRACTION,
+    "optimize.mcmc_cap": COUNT, "optimize.mask_weight": AT_LEAST_0, "optimize.opacity_reg": AT_LEAST_0,
+    "optimize.scale_reg": AT_LEAST_0, "optimize.min_views": AT_LEAST_0, "optimize.prune_every": COUNT,
+    "optimize.depth_smooth": AT_LEAST_0, "optimize.distortion": AT_LEAST_0,
+    "optimize.normal_consistency": AT_LEAST_0, "optimize.pseudo_views": AT_LEAST_0,
+    "optimize.pseudo_jitter": AT_LEAST_0, "optimize.regularize_from": AT_LEAST_0,
+    "optimize.depth_weight": AT_LEAST_0, "optimize.anisotropy": AT_LEAST_0, "optimize.max_anisotropy": Limit(1),
+    "optimize.opacity_entropy": AT_LEAST_0, "optimize.dropout": Limit(0, 1, high_open=True),
+    "optimize.binocular": AT_LEAST_0, "optimize.binocular_shift": AT_LEAST_0,
+    "optimize.pose_lr": AT_LEAST_0, "optimize.test_pose_steps": AT_LEAST_0, "optimize.test_pose_lr": AT_LEAST_0,
+    "optimize.cpu_align_steps": AT_LEAST_0, "optimize.checkpoint_every": COUNT, "optimize.cpu_steps": COUNT,
+    "optimize.cpu_max_width": COUNT, "optimize.cpu_points": COUNT,
+    "prior.validate_margin": Limit(), "prior.loo_views": AT_LEAST_0, "prior.loo_steps": AT_LEAST_0,
+    "prior.loo_snapshots": COUNT, "prior.perturb_samples": AT_LEAST_0, "prior.perturb_scale": AT_LEAST_0,
+    "prior.layers_per_block": COUNT, "prior.crop": Limit(8), "prior.batch": COUNT, "prior.train_steps": COUNT,
+    "prior.lr": POSITIVE, "prior.timesteps": COUNT, "prior.sample_steps": COUNT,
+    "prior.strength": Limit(0, 1, low_open=True),
+    "prior.pseudo_views": COUNT, "prior.elevation": Limit(0, 90), "prior.distill_steps": COUNT,
+    "prior.distill_rounds": COUNT, "prior.distill_weight": AT_LEAST_0, "prior.falloff": POSITIVE,
+    "prior.distill_ssim": FRACTION, "prior.distill_lr_means": AT_LEAST_0,
+    "prior.checkpoint_strength": Limit(0, 1, low_open=True), "prior.checkpoint_steps": COUNT,
+    "prior.guidance": AT_LEAST_0, "prior.cpu_model_steps": COUNT,
+    "mesh.resolution": Limit(2), "mesh.cpu_resolution": Limit(2), "mesh.cpu_max_width": COUNT,
+    "mesh.extra_views": AT_LEAST_0, "mesh.alpha_threshold": FRACTION, "mesh.truncation": POSITIVE,
+    "mesh.padding": POSITIVE, "mesh.keep_components": FRACTION, "mesh.decimate": AT_LEAST_0,
+    "seed": Limit(0, 2**32 - 1), "live_every": AT_LEAST_0,
+}
+
+
 def load_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- preset YAML <- overrides (dotted keys or nested dicts)."""
     cfg = RunConfig()
@@ -398,7 +474,11 @@ def _apply(target: Any, data: dict[str, Any], where: str, prefix: str = "") -> N
                 raise InputError(f"{where}: {prefix}{key} is a section; give it a mapping")
             _apply(current, value, where, f"{prefix}{key}.")
         else:
-            setattr(target, key, _coerce(value, hints[key], f"{where}: {prefix}{key}"))
+            value = _coerce(value, hints[key], f"{where}: {prefix}{key}")
+            limit = LIMITS.get(prefix + key)
+            if limit is not None and value is not None and not limit.admits(value):
+                raise InputError(f"{where}: {prefix}{key} = {value!r} must be {limit}")
+            setattr(target, key, value)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

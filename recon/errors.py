@@ -7,6 +7,9 @@ failures.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class ReconError(Exception):
     """A failure the user can act on. Its message names the file and the problem."""
@@ -24,3 +27,19 @@ class StageError(ReconError):
     """A stage could not finish (for example the optimisation diverged)."""
 
     exit_code = 1
+
+
+class OutputError(ReconError):
+    """An output cannot be written: no permission, a read-only or full file system, a file where a folder
+    must be (or the other way round)."""
+
+    exit_code = 2
+
+
+def output_error(exc: OSError, path: Path | str) -> OutputError:
+    """The one line for ``exc``, met while writing ``path`` (the file recon meant to write, not a temporary one)."""
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"no space left on device writing {path}")
+    if exc.errno == errno.EDQUOT:
+        return OutputError(f"disk quota exceeded writing {path}")
+    return OutputError(f"{path}: cannot write ({exc.strerror or exc})")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from recon.errors import ReconError
 from recon.render.splats import save_ply
 from recon.scene.store import atomic_write, write_json
 
@@ -37,6 +38,7 @@ class SnapshotWriter:
         self._wake = threading.Condition()
         self._closed = False
         self.written = 0
+        self.error: ReconError | None = None
         self._thread = threading.Thread(target=self._loop, name="recon-live", daemon=True)
         self._thread.start()
 
@@ -48,28 +50,36 @@ class SnapshotWriter:
             self._wake.notify()
 
     def close(self, remove: bool = True) -> None:
-        """Write what is pending, stop the thread and (by default) remove the folder."""
+        """Write what is pending, stop the thread and (by default) remove the folder.
+
+        Raises the error that stopped the writer, if one did (a full disk): the run hears of it here.
+        """
         with self._wake:
             self._closed = True
             self._wake.notify()
         self._thread.join()
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)
+        if self.error is not None:
+            raise self.error
 
     def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while self._pending is None and not self._closed:
-                    self._wake.wait()
-                item, self._pending = self._pending, None
-                if item is None:
-                    return
-            step, splats, info = item
-            atomic_write(self.folder / SPLATS, lambda tmp: save_ply(tmp, splats, self.kind))
-            status = {"stage": self.stage, "kind": self.kind, "step": step, "steps": self.steps,
-                      "gaussians": int(len(splats["means"])), "time": time.time(), **info}
-            write_json(self.folder / STATUS, status)
-            self.written += 1
+        try:
+            while True:
+                with self._wake:
+                    while self._pending is None and not self._closed:
+                        self._wake.wait()
+                    item, self._pending = self._pending, None
+                    if item is None:
+                        return
+                step, splats, info = item
+                atomic_write(self.folder / SPLATS, lambda tmp: save_ply(tmp, splats, self.kind))
+                status = {"stage": self.stage, "kind": self.kind, "step": step, "steps": self.steps,
+                          "gaussians": int(len(splats["means"])), "time": time.time(), **info}
+                write_json(self.folder / STATUS, status)
+                self.written += 1
+        except ReconError as exc:  # snapshots stop; close() raises it in the run's thread
+            self.error = exc
 
 
 def read_status(root: Path) -> dict | None:

@@ -6,11 +6,16 @@ Order of work, so that bad input never leaves anything on disk:
 2. every stage's ``validate`` (for example: enough images for ``--views``);
 3. take the output folder's lock, then run the stages.
 
+A run that made the output folder and fails (or is interrupted) before its
+first ``scene.json`` is saved removes the folder again.
+
 Each stage has a key chained from the input digest and the digests of its
 own config section and of every stage before it. A stage whose key matches
 the record in an existing ``scene.json`` is skipped; the first one that does
-not is rerun, with everything after it. ``scene.json`` is saved after every
-stage, so a killed run resumes from the last finished one.
+not is rerun, with everything after it. Its results and those of every later
+stage, past ``--until`` too, are removed first (records, nodes and files), so
+that nothing made from what is redone outlives it. ``scene.json`` is saved
+after every stage, so a killed run resumes from the last finished one.
 """
 
 from __future__ import annotations
@@ -58,62 +63,92 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
 
     ``on_start(folder)`` is called once the output folder is locked, before the first stage (the live viewer).
     """
-    modules = stage_registry.load(until)
+    running = stage_registry.load(until)
     t0 = time.perf_counter()
     graph = import_scene(scene, import_options(cfg))
     import_seconds = time.perf_counter() - t0
     if name:
         graph.name = name
-    for module in modules:
+    for module in running:
         validate = getattr(module, "validate", None)
         if validate is not None:
             validate(graph, cfg)
 
     store = SceneStore(Path(out_root) / graph.name)
+    fresh = not store.root.exists()
     with store.lock():
-        if on_start is not None:
-            on_start(store.root)
-        previous = store.load() if store.exists() else None
-        if previous is not None and previous.source.get("digest") == graph.source["digest"] and not force:
-            graph = previous
-            outcomes = [StageOutcome("import", "reused", 0.0)]
-        else:
-            if previous is not None:  # different input or forced: old assets are stale
-                shutil.rmtree(store.root / "assets", ignore_errors=True)
-            graph.root = store.root
-            store.save(graph)
-            outcomes = [StageOutcome("import", "ran", import_seconds,
-                                     {"views": len(graph.views()), "layout": graph.source["layout"]})]
+        try:
+            if on_start is not None:
+                on_start(store.root)
+            previous = store.load() if store.exists() else None
+            if previous is not None and previous.source.get("digest") == graph.source["digest"] and not force:
+                graph = previous
+                outcomes = [StageOutcome("import", "reused", 0.0)]
+            else:
+                if previous is not None:  # different input or forced: old assets are stale
+                    store.scene_file.unlink()  # first, so that no scene.json names a removed asset
+                    shutil.rmtree(store.root / "assets", ignore_errors=True)
+                graph.root = store.root
+                store.save(graph)
+                outcomes = [StageOutcome("import", "ran", import_seconds,
+                                         {"views": len(graph.views()), "layout": graph.source["layout"]})]
 
-        key = graph.source["digest"]
-        for i, module in enumerate(modules):
-            section = getattr(cfg, module.CONFIG) if module.CONFIG else None
-            on = getattr(module, "enabled", lambda _: True)(cfg)
-            config_digest = digest(section, cfg.seed) if on else "off"  # the settings of a stage that is off do not matter
-            key = hashlib.sha256(f"{key}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
-            record = graph.stages.get(module.NAME)
-            if record is not None and record.key == key:
-                outcomes.append(StageOutcome(module.NAME, "reused" if on else "off", record.seconds, record.metrics))
-                continue
-            graph.drop_stage_outputs({m.NAME for m in modules[i:]})
-            if not on:
-                graph.stages[module.NAME] = StageRecord(module.NAME, key, config_digest, 0.0, {})
-                outcomes.append(StageOutcome(module.NAME, "off", 0.0))
-                continue
-            start = time.perf_counter()
-            graph = module.run(graph, cfg)
-            seconds = time.perf_counter() - start
-            metrics = _stage_metrics(graph, module.NAME)
-            for node in graph.nodes.values():
-                if node.provenance.stage == module.NAME:
-                    node.provenance.config_digest = config_digest
-                    node.provenance.seconds = seconds
-            graph.stages[module.NAME] = StageRecord(module.NAME, key, config_digest, seconds, metrics)
-            store.save(graph)
-            outcomes.append(StageOutcome(module.NAME, "ran", seconds, metrics))
+            key = graph.source["digest"]
+            for i, module in enumerate(running):
+                section = getattr(cfg, module.CONFIG) if module.CONFIG else None
+                on = getattr(module, "enabled", lambda _: True)(cfg)
+                # The settings of a stage that is off do not matter.
+                config_digest = digest(section, cfg.seed) if on else "off"
+                key = hashlib.sha256(f"{key}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
+                record = graph.stages.get(module.NAME)
+                if record is not None and record.key == key:
+                    outcomes.append(StageOutcome(module.NAME, "reused" if on else "off", record.seconds,
+                                                 record.metrics))
+                    continue
+                _drop_results(store, graph, list(stage_registry.PIPELINE[i:]))
+                if not on:
+                    graph.stages[module.NAME] = StageRecord(module.NAME, key, config_digest, 0.0, {})
+                    outcomes.append(StageOutcome(module.NAME, "off", 0.0))
+                    continue
+                start = time.perf_counter()
+                graph = module.run(graph, cfg)
+                seconds = time.perf_counter() - start
+                metrics = _stage_metrics(graph, module.NAME)
+                for node in graph.nodes.values():
+                    if node.provenance.stage == module.NAME:
+                        node.provenance.config_digest = config_digest
+                        node.provenance.seconds = seconds
+                graph.stages[module.NAME] = StageRecord(module.NAME, key, config_digest, seconds, metrics)
+                store.save(graph)
+                outcomes.append(StageOutcome(module.NAME, "ran", seconds, metrics))
 
-        write_run_files(store, graph, cfg)
+            write_run_files(store, graph, cfg)
+        except BaseException:
+            if fresh and not store.exists():  # nothing was finished: no folder is left behind
+                shutil.rmtree(store.root, ignore_errors=True)
+            raise
     return RunResult(graph, store.root, outcomes)
+
+
+def _drop_results(store: SceneStore, graph: SceneGraph, names: list[str]) -> None:
+    """Remove what the stages ``names`` made: their records and nodes (saved at once), then their files.
+
+    ``scene.json`` is saved before any file goes, so it never names a missing one. The files no node names
+    are those each stage module declares in ``OUTPUTS`` (imported only when the stage has a record to drop).
+    """
+    recorded = [name for name in names if name in graph.stages]
+    dropped = graph.drop_stage_outputs(set(names))
+    if dropped or recorded:
+        store.save(graph)
+    named = {getattr(n, "path", None) for n in graph.nodes.values()}
+    files = [n.path for n in dropped if isinstance(getattr(n, "path", None), str) and not Path(n.path).is_absolute()]
+    declared = [f for name in recorded for f in getattr(stage_registry.module(name), "OUTPUTS", ())]
+    for relative in [f for f in files if f not in named] + declared:
+        path = store.root / relative
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _stage_metrics(graph: SceneGraph, stage: str) -> dict[str, Any]:

@@ -10,15 +10,11 @@ import shutil
 import numpy as np
 import pytest
 from builders import build_colmap, build_transforms
+from clitools import expect_error, run
 from PIL import Image
 
-from recon.cli import main
 from recon.io import import_scene
 from recon.scene.store import SceneStore
-
-
-def run(*argv) -> int:
-    return main([str(a) for a in argv])
 
 
 def test_run_writes_scene_config_and_metrics(synthetic_scene, tmp_path, capsys):
@@ -157,17 +153,6 @@ def test_synthetic_ground_truth_agrees_with_masks_and_depth(synthetic_scene):
 
 
 # --- bad input: one line naming the file and the problem, exit 2, nothing written ---------------
-
-
-def expect_error(capsys, argv, pattern, out_dir=None):
-    code = run(*argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
-    assert len(err) == 1 and err[0].startswith("recon: error: ")
-    assert pattern in err[0], err[0]
-    if out_dir is not None:
-        assert not (out_dir / "scene.json").exists()
-    return err[0]
 
 
 @pytest.fixture

@@ -15,14 +15,17 @@ it redraws the splats and the progress line.
 
 from __future__ import annotations
 
+import errno
 import html
+import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from recon.errors import ReconError
+from recon.errors import InputError, ReconError
 from recon.live import LIVE_DIR, STATUS
 from recon.scene.graph import SceneGraph
 from recon.scene.store import SCENE_FILE
@@ -38,6 +41,34 @@ from viewer.scene import (
 )
 
 CPU_RENDER_WIDTH = 200  # the reference rasterizer's cost grows with pixels x splats
+PORT_TRIES = 20  # a busy port moves on to the next one, this many at most
+
+
+def listen_port(host: str, port: int) -> int:
+    """The first port from ``port`` on that ``host`` can listen on; InputError if it cannot listen at all.
+
+    viser waits forever for a server that cannot bind (a port out of range, an address this machine does
+    not have), so the viewer finds out first, binding a socket of its own as the server will (every address
+    ``host`` names, reusing ports in TIME_WAIT).
+    """
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port}: a port is a number from 1 to 65535")
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc})") from None
+    last = min(port + PORT_TRIES, 65536) - 1
+    for candidate in range(port, last + 1):
+        try:
+            for family, kind, proto, _, address in addresses:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((address[0], candidate, *address[2:]))
+            return candidate
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise InputError(f"--host {host} --port {candidate}: cannot listen there ({exc.strerror})") from None
+    raise InputError(f"--port {port}: ports {port} to {last} on {host} are all in use")
 
 
 class ViewerApp:
@@ -53,7 +84,10 @@ class ViewerApp:
         self.device = device
         self.wait_for_run = wait_for_run
         self.graph: SceneGraph | None = open_scene(self.folder, wait_for_run=wait_for_run)
-        self.server = viser.ViserServer(host=host, port=port, label="recon", verbose=False)
+        free = listen_port(host, port)
+        self.server = viser.ViserServer(host=host, port=free, label="recon", verbose=False)
+        if self.server.get_port() != port:
+            warnings.warn(f"port {port} is in use; the viewer listens on {self.server.get_port()}", stacklevel=2)
         self.layers = Layers()
         self.handles: dict[str, list] = {}
         self.lock = threading.RLock()

@@ -40,7 +40,10 @@ def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
-def _gaussian_1d(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> Tensor:
+SSIM_WINDOW = 11  # pixels: images smaller than this on a side have no SSIM
+
+
+def _gaussian_1d(size: int = SSIM_WINDOW, sigma: float = 1.5, device=None, dtype=torch.float32) -> Tensor:
     x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()

@@ -73,12 +73,23 @@ def import_scene(path: Path, options: ImportOptions = ImportOptions()) -> SceneG
     graph = layout.read(path, options)
     graph.source.setdefault("path", str(path))
     graph.source["layout"] = layout.name
+    _unique_names(graph)
     _check(graph)
     if not options.train_masks:
         graph.meta["masks"] = "metrics"
     graph.source["digest"] = _digest(graph, options)
     _prepare_rewrites(graph, options)
     return graph
+
+
+def _unique_names(graph: SceneGraph) -> None:
+    """Give views that share a name (``train/r_0`` and ``test/r_0``) their index too: a view's name names its
+    files in ``assets/`` and its row in the metrics."""
+    seen: set[str] = set()
+    for view in graph.views():
+        while view.name in seen:
+            view.name = f"{view.name}-{view.index}"
+        seen.add(view.name)
 
 
 def _check(graph: SceneGraph) -> None:
@@ -133,6 +144,12 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
     if int(options.downscale) < 1:
         raise InputError(f"downscale must be a positive integer, got {options.downscale}")
     factor = max(1, int(options.downscale) // int(graph.source.get("downscaled", 1)))
+    for view in graph.views():
+        if view.image is not None:
+            width, height = image_io.header_size(Path(view.image))
+            if width < factor or height < factor:
+                raise InputError(f"--downscale {factor}: {view.image} is {width}x{height}, which down-sampled by "
+                                 f"{factor} has no pixels left")
     for view in graph.views():
         cam = graph.nodes.get(view.camera) if view.camera else None
         dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None

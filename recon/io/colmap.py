@@ -1,5 +1,8 @@
 """COLMAP models: ``sparse/0`` (binary or text) read through pycolmap, written as text.
 
+The model's files are checked first (recon/io/colmap_check.py), so that a
+damaged one is one line naming the file, never pycolmap's own failure.
+
 Cameras of the perspective models (SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL,
 RADIAL, OPENCV, and FULL_OPENCV without its extra radial terms) are
 converted to ``K`` and OpenCV distortion; images are looked up by name in
@@ -15,7 +18,9 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
+from recon.io.colmap_check import check_model
 from recon.scene.camera import (
+    check_distortion,
     check_intrinsics,
     check_pose,
     intrinsics_matrix,
@@ -42,8 +47,10 @@ def _image_dir(scene: Path, model: Path) -> Path:
     raise InputError(f"{scene}: COLMAP model found in {model} but no images/ folder beside it")
 
 
-def camera_from_colmap(model_name: str, params: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(K [3, 3], distortion (k1, k2, p1, p2, k3) or None) of a COLMAP camera model."""
+def camera_from_colmap(model_name: str, params: np.ndarray, width: int, height: int,
+                       where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(K [3, 3], distortion (k1, k2, p1, p2, k3) or None) of a COLMAP camera model, checked for a ``width`` x
+    ``height`` image."""
     p = [float(x) for x in params]
     dist = None
     if model_name == "SIMPLE_PINHOLE":
@@ -60,9 +67,12 @@ def camera_from_colmap(model_name: str, params: np.ndarray, where: str) -> tuple
         K, dist = intrinsics_matrix(p[0], p[1], p[2], p[3]), np.array(p[4:9])
     else:
         raise InputError(f"{where}: camera model {model_name} is not supported (perspective pinhole/OpenCV models only)")
+    K = check_intrinsics(K, where, width, height)
     if dist is not None and not np.any(dist):
         dist = None
-    return check_intrinsics(K, where), dist
+    if dist is not None:
+        check_distortion(dist, K, width, height, where)
+    return K, dist
 
 
 def read(path: Path, options: ImportOptions) -> SceneGraph:
@@ -71,6 +81,7 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
     model = find_model(path)
     assert model is not None
     images_dir = _image_dir(path, model)
+    check_model(model)
     try:
         rec = pycolmap.Reconstruction(str(model))
     except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError with C++ text
@@ -79,7 +90,7 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
     intr: dict[int, tuple[np.ndarray, np.ndarray | None, int, int]] = {}
     for cam_id, cam in rec.cameras.items():
         where = f"{model}: camera {cam_id}"
-        K, dist = camera_from_colmap(cam.model.name, np.asarray(cam.params), where)
+        K, dist = camera_from_colmap(cam.model.name, np.asarray(cam.params), int(cam.width), int(cam.height), where)
         intr[cam_id] = (K, dist, int(cam.width), int(cam.height))
 
     registered = sorted(rec.images.values(), key=lambda im: im.name)

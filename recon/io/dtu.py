@@ -25,11 +25,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
 from recon.io import images as image_io
+from recon.io.images import header_size
 from recon.io import ply
 from recon.scene.camera import (
     axes_normal_equations,
@@ -48,15 +48,6 @@ RECT_PATTERN = re.compile(r"^rect_(\d{3})_(\d|max)(?:_r\d{4})?\.png$")
 CAMERA_DISTANCE = 3.0
 
 
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header (pixels are checked later on import)."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from None
-
-
 def camera_from_projection(P: np.ndarray, where: str, width: int, height: int, cam_id: str) -> Camera:
     P = np.asarray(P, dtype=np.float64)[:3, :4]
     if not np.all(np.isfinite(P)):
@@ -65,7 +56,7 @@ def camera_from_projection(P: np.ndarray, where: str, width: int, height: int, c
         K, w2c = decompose_projection(P)
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
-    return Camera(id=cam_id, K=check_intrinsics(K, where), world_to_camera=check_pose(w2c, where),
+    return Camera(id=cam_id, K=check_intrinsics(K, where, width, height), world_to_camera=check_pose(w2c, where),
                   width=width, height=height)
 
 
@@ -144,9 +135,10 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
     if not images:
         raise InputError(f"{image_dir}: no images")
     try:
-        npz = dict(np.load(cam_file))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{cam_file}: cannot read camera file ({exc})") from None
+        with open(cam_file, "rb") as f, np.load(f) as archive:  # closed even when numpy cannot read it
+            npz = dict(archive)
+    except Exception as exc:  # numpy's and zipfile's readers raise many kinds on a damaged archive
+        raise InputError(f"{cam_file}: cannot read camera file ({type(exc).__name__}: {exc})") from None
     world_ids = sorted(int(k.rsplit("_", 1)[1]) for k in npz if re.fullmatch(r"world_mat_\d+", k))
     extra = [i for i in world_ids if i >= len(images)]
     if extra:
@@ -156,16 +148,18 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
         )
     graph = SceneGraph(name=path.name, source={"path": str(path), "files": [str(cam_file)]})
     masks = _idr_masks(path, len(images)) if options.masks else [None] * len(images)
-    to_dataset = np.asarray(npz.get("scale_mat_0", np.eye(4)), dtype=np.float64)
+    to_dataset = _npz_matrix(npz, "scale_mat_0", cam_file) if "scale_mat_0" in npz else np.eye(4)
+    if abs(np.linalg.det(to_dataset[:3, :3])) < 1e-12 or not np.allclose(to_dataset[3], [0.0, 0.0, 0.0, 1.0]):
+        raise InputError(f"{cam_file}: scale_mat_0 is not an invertible similarity (bottom row [0, 0, 0, 1])")
     for i, image in enumerate(images):
         where = f"{cam_file}: world_mat_{i} ({image.name})"
         if f"world_mat_{i}" not in npz:
             raise InputError(f"{image}: image has no camera (no world_mat_{i} in {cam_file.name})")
-        scale_mat = np.asarray(npz.get(f"scale_mat_{i}", to_dataset), dtype=np.float64)
+        scale_mat = _npz_matrix(npz, f"scale_mat_{i}", cam_file) if f"scale_mat_{i}" in npz else to_dataset
         if not np.allclose(scale_mat, to_dataset):
             raise InputError(f"{cam_file}: scale_mat_{i} differs from scale_mat_0; recon needs one normalisation per scene")
         w, h = header_size(image)
-        P = np.asarray(npz[f"world_mat_{i}"], dtype=np.float64) @ scale_mat
+        P = _npz_matrix(npz, f"world_mat_{i}", cam_file) @ scale_mat
         cam = graph.add(camera_from_projection(P, where, w, h, f"camera/{i:04d}"))
         graph.add(new_view(i, image.stem, image, cam.id, masks[i]))
     graph.to_dataset = to_dataset
@@ -174,6 +168,17 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
         graph.meta["scan"] = scan
     _ground_truth(graph, path)
     return graph
+
+
+def _npz_matrix(npz: dict[str, np.ndarray], key: str, cam_file: Path) -> np.ndarray:
+    """``npz[key]`` as a finite float64 [4, 4] (a [3, 4] one gets the row [0, 0, 0, 1])."""
+    value = npz[key]
+    if value.dtype.kind not in "biuf" or value.shape not in ((4, 4), (3, 4)):
+        raise InputError(f"{cam_file}: {key} must be a 4x4 matrix of numbers, got {value.dtype} {value.shape}")
+    matrix = np.vstack([value, [0.0, 0.0, 0.0, 1.0]]) if value.shape == (3, 4) else value.astype(np.float64)
+    if not np.all(np.isfinite(matrix)):
+        raise InputError(f"{cam_file}: {key} contains NaN or Inf")
+    return matrix
 
 
 def _idr_masks(path: Path, count: int) -> list[Path | None]:
@@ -267,7 +272,7 @@ def read_rectified(path: Path, options: ImportOptions) -> SceneGraph:
             if not (0 < K[0, 2] < w and 0 < K[1, 2] < h):
                 raise InputError(f"{cam_txt}: principal point ({K[0, 2]:.1f}, {K[1, 2]:.1f}) lies outside the "
                                  f"{w}x{h} image; these intrinsics are for another resolution")
-            cam = Camera(id=f"camera/{i:04d}", K=check_intrinsics(K, str(cam_txt)),
+            cam = Camera(id=f"camera/{i:04d}", K=check_intrinsics(K, str(cam_txt), w, h),
                          world_to_camera=check_pose(w2c, str(cam_txt)), width=w, height=h)
             graph.source["files"].append(str(cam_txt))
         graph.add(cam)

@@ -1,20 +1,36 @@
 """Image and mask files: reading, checking, writing, down-sampling, undistortion.
 
 Images in memory are float32 RGB in [0, 1], [H, W, 3]; masks are bool [H, W].
+A file is read as an image viewer shows it: its EXIF orientation is applied
+(a portrait photo stored landscape is upright, and its size is the upright
+size), and every PIL mode is converted to RGB by its meaning (palette
+entries, CMYK inks, 1-bit black and white, grey repeated). Alpha is dropped
+without compositing. 16-bit samples (modes ``I;16*`` and ``I``, as PNG's
+16-bit grey is read) span [0, 65535]; floating-point samples (mode ``F``)
+span [0, 1]. Samples outside the range are clipped; NaN or infinite samples
+are an error.
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from recon.errors import InputError
 from recon.scene.camera import distort_normalized
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# What PIL raises on a damaged or hostile file (a bad header, truncated data, broken EXIF, a decompression bomb).
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error,
+                 Image.DecompressionBombError)
+EXIF_ORIENTATION = 0x0112
+ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}  # PIL converts these to RGB only through their plain forms
 
 
 def is_image(path: Path) -> bool:
@@ -27,44 +43,76 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def probe_image(path: Path) -> tuple[int, int]:
-    """(width, height) of an image after decoding it fully; InputError if it cannot be read."""
+    """(width, height) of an image, upright, after decoding it fully; InputError if it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image file is missing")
     try:
         with Image.open(path) as im:
             im.load()
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            return upright_size(im)
+    except DECODE_ERRORS as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from None
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image, upright, from its header alone (pixels are checked on import)."""
+    try:
+        with Image.open(path) as im:
+            return upright_size(im)
+    except DECODE_ERRORS as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from None
+
+
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """The size of ``im`` once its EXIF orientation is applied."""
+    w, h = im.size
+    return (h, w) if im.getexif().get(EXIF_ORIENTATION, 1) in ROTATED_ORIENTATIONS else (w, h)
+
+
+def stored_upright_rgb(path: Path) -> bool:
+    """True when the file's pixels are already what :func:`read_image` makes of them: 8-bit RGB or grey, upright.
+
+    Other readers (COLMAP's) can then be given the file itself; otherwise they need a converted copy.
+    """
+    try:
+        with Image.open(path) as im:
+            return im.mode in ("RGB", "L") and im.getexif().get(EXIF_ORIENTATION, 1) == 1
+    except DECODE_ERRORS as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from None
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB float32 [H, W, 3] in [0, 1]; alpha is dropped, grey is repeated."""
+    """RGB float32 [H, W, 3] in [0, 1], upright (see the module's docstring for how each mode converts)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im)
-            mode = im.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            return to_rgb(ImageOps.exif_transpose(im), path)
+    except DECODE_ERRORS as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from None
-    scale = 65535.0 if arr.dtype == np.uint16 or mode.startswith("I;16") else 255.0
-    arr = arr.astype(np.float32) / scale
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def to_rgb(im: Image.Image, path: Path | str = "image") -> np.ndarray:
+    """RGB float32 [H, W, 3] in [0, 1] of a PIL image in any mode; ``path`` names it in errors."""
+    if im.mode in SIXTEEN_BIT_MODES or im.mode == "F":
+        grey = np.asarray(im, dtype=np.float32)
+        if not np.all(np.isfinite(grey)):
+            raise InputError(f"{path}: image has NaN or infinite samples")
+        grey = np.clip(grey / (1.0 if im.mode == "F" else 65535.0), 0.0, 1.0)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    try:
+        rgb = im.convert(PREMULTIPLIED.get(im.mode, im.mode)).convert("RGB")
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot convert image mode {im.mode} to RGB ({exc})") from None
+    return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """Bool [H, W]: true where any channel is above half its range."""
+    """Bool [H, W], upright: true where any colour channel is above half its range (alpha is ignored)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            return to_rgb(ImageOps.exif_transpose(im), path).max(axis=2) > 0.5
+    except DECODE_ERRORS as exc:
         raise InputError(f"{path}: cannot read mask ({exc})") from None
-    top = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0
-    if arr.ndim == 3:
-        arr = arr[:, :, :3].max(axis=2)
-    return arr.astype(np.float32) > 0.5 * top
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -29,7 +29,6 @@ import numpy as np
 from recon.errors import InputError
 from recon.io import ImportOptions, Layout, new_view
 from recon.io import images as image_io
-from recon.io.dtu import header_size
 from recon.scene.camera import check_intrinsics, check_pose, intrinsics_matrix, invert_rigid
 from recon.scene.graph import Camera, SceneGraph
 
@@ -101,14 +100,14 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
             raise InputError(f"{where}: contains NaN or Inf")
         matrix = row[:15].reshape(3, 5)
         height, width, focal = matrix[:, 4]
-        w, h = header_size(image)
+        w, h = image_io.header_size(image)
         if min(height, width, focal) <= 0:
             raise InputError(f"{where}: height, width and focal must be positive (found {height:g}, {width:g}, {focal:g})")
         scale = w / width
         if abs(h / height - scale) > 0.01 * scale:
             raise InputError(f"{where}: the image is {w}x{h} but the stored size {width:g}x{height:g} "
                              "has another aspect ratio")
-        K = check_intrinsics(intrinsics_matrix(focal * scale, focal * scale, w / 2, h / 2), where)
+        K = check_intrinsics(intrinsics_matrix(focal * scale, focal * scale, w / 2, h / 2), where, w, h)
         near, far = (float(b) for b in row[15:17])
         cam = graph.add(Camera(id=f"camera/{i:04d}", K=K, world_to_camera=check_pose(opencv_world_to_camera(matrix[:, :4]), where),
                                width=w, height=h, near=near if near > 0 else None, far=far if far > near else None))

@@ -10,6 +10,7 @@ renders and scores the held-out views of any trainer.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,7 +297,9 @@ class Trainer:
         if self.checkpoint is None:
             return
         state = {"step": step, "splats": {k: v.detach().cpu() for k, v in self.splats.items()}}
-        atomic_write(self.checkpoint, lambda tmp: torch.save(state, tmp))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # in memory first: torch's file writer turns a full disk into an unrelated error
+        atomic_write(self.checkpoint, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
     def _fail(self, step: int, last_good: int, what: str) -> None:
         kept = (f"The last good checkpoint (step {last_good}) is kept at {self.checkpoint}" if self.checkpoint is not None

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from recon import progress
 from recon.errors import InputError
+from recon.priors import require
 
 
 class PretrainedRepair:
@@ -74,6 +75,11 @@ class PretrainedRepair:
         return torch.stack(out).to(images.device)
 
 
+def check_installed() -> None:
+    """InputError unless the packages a saved pipeline is loaded with are installed."""
+    require(("diffusers", "transformers"), "prior.checkpoint")
+
+
 def check_folder(folder: str | Path) -> Path:
     """``folder`` if it looks like a saved diffusers pipeline; one clear line if not."""
     folder = Path(folder).expanduser()
@@ -87,11 +93,10 @@ def check_folder(folder: str | Path) -> Path:
 def load_pipeline(folder: Path, device: torch.device):
     """The image-to-image pipeline saved in ``folder``; one clear line when it is missing or unusable."""
     folder = check_folder(folder)
-    try:
-        from diffusers import AutoPipelineForImage2Image
-        from diffusers.utils import logging as diffusers_logging
-    except ImportError:
-        raise InputError("prior.checkpoint needs diffusers and transformers (pip install diffusers transformers)") from None
+    check_installed()
+    from diffusers import AutoPipelineForImage2Image
+    from diffusers.utils import logging as diffusers_logging
+
     diffusers_logging.disable_progress_bar()  # recon shows its own progress
     diffusers_logging.set_verbosity_error()
     dtype = torch.float16 if device.type == "cuda" else torch.float32

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from recon import progress
 from recon.errors import InputError
+from recon.priors import require
 
 
 @dataclass
@@ -42,11 +43,15 @@ def check_channels(channels: list[int]) -> None:
         raise InputError(f"prior.channels {channels}: give one or more widths, each a multiple of 8")
 
 
+def check_installed() -> None:
+    """InputError unless the packages the model is built from are installed."""
+    require(("diffusers",), "the prior stage")
+
+
 def _diffusers():
-    try:
-        import diffusers
-    except ImportError:
-        raise InputError("the prior stage needs diffusers (pip install diffusers)") from None
+    check_installed()
+    import diffusers
+
     return diffusers
 
 

@@ -228,13 +228,48 @@ def check_pose(world_to_camera: np.ndarray, where: str) -> np.ndarray:
     return T
 
 
-def check_intrinsics(K: np.ndarray, where: str) -> np.ndarray:
+MAX_FIELD_OF_VIEW = 170.0  # degrees; a perspective lens sees less than 180 (a wider one is a fisheye)
+
+
+def check_intrinsics(K: np.ndarray, where: str, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """Return ``K`` as float64 [3, 3], or raise :class:`InputError` naming ``where``.
+
+    Rejects NaN/Inf and focal lengths that are not positive or, given the image's size, so short that a
+    ``width`` x ``height`` image would span more than :data:`MAX_FIELD_OF_VIEW` degrees.
+    """
     K = np.asarray(K, dtype=np.float64)
     if K.shape != (3, 3) or not np.all(np.isfinite(K)):
         raise InputError(f"{where}: intrinsics must be a finite 3x3 matrix")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise InputError(f"{where}: focal lengths must be positive, got fx={K[0, 0]:.4g}, fy={K[1, 1]:.4g}")
+    least = 0.5 / np.tan(np.radians(MAX_FIELD_OF_VIEW / 2))
+    if width is not None and height is not None and (K[0, 0] < least * width or K[1, 1] < least * height):
+        raise InputError(f"{where}: focal lengths fx={K[0, 0]:.4g}, fy={K[1, 1]:.4g} pixels are too short for a "
+                         f"{width}x{height} perspective image (a field of view over {MAX_FIELD_OF_VIEW:g} degrees)")
     return K
+
+
+def check_distortion(distortion: np.ndarray, K: np.ndarray, width: int, height: int, where: str) -> None:
+    """Raise :class:`InputError` unless OpenCV ``distortion`` (k1, k2, p1, p2, k3) is a lens's.
+
+    A lens's distortion moves points away from (or towards) the principal point monotonically out to the
+    image's corners, and moves no corner by more than the image's diagonal; coefficients that fold the image
+    over itself or throw its corners far away (``k1 = 1e6``) are not a lens, and undistorting with them
+    would make an image of nothing.
+    """
+    dist = np.asarray(distortion, dtype=np.float64)
+    if not np.all(np.isfinite(dist)):
+        raise InputError(f"{where}: distortion contains NaN or Inf")
+    corners = np.array([[0.0, 0.0], [width, 0.0], [0.0, height], [width, height]])
+    normalised = (corners - K[:2, 2]) / np.diag(K)[:2]
+    steps = np.linspace(0.0, 1.0, 65)[1:]
+    for corner, target in zip(normalised, corners):
+        ray = distort_normalized(steps[:, None] * corner, dist)
+        moved = np.linalg.norm((ray[-1] - corner) * np.diag(K)[:2])
+        if np.any(np.diff(np.linalg.norm(ray, axis=1)) <= 0) or not moved < np.hypot(width, height):
+            named = ", ".join(f"{n}={v:.4g}" for n, v in zip(DISTORTION_NAMES, dist) if v)
+            raise InputError(f"{where}: distortion ({named}) is not a lens's: it folds the image or moves its corner "
+                             f"({target[0]:g}, {target[1]:g}) farther than the image's diagonal")
 
 
 def _as_4x4(T: np.ndarray) -> np.ndarray:

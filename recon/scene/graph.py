@@ -238,10 +238,12 @@ class SceneGraph:
         """(source, product) pairs: what each node was made from."""
         return [(src, n.id) for n in self.nodes.values() for src in n.provenance.made_from]
 
-    def drop_stage_outputs(self, stages: set[str]) -> None:
-        """Remove the nodes and records of ``stages`` (to redo them)."""
+    def drop_stage_outputs(self, stages: set[str]) -> list[Node]:
+        """Remove the nodes and records of ``stages`` (to redo them); returns the removed nodes."""
+        dropped = [n for n in self.nodes.values() if n.provenance.stage in stages]
         self.nodes = {k: n for k, n in self.nodes.items() if n.provenance.stage not in stages}
         self.stages = {k: r for k, r in self.stages.items() if k not in stages}
+        return dropped
 
     # --- paths ---------------------------------------------------------------
     def resolve(self, path: str) -> Path:

@@ -8,6 +8,7 @@ stops two runs from writing one folder at a time.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -17,27 +18,66 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from recon.errors import InputError
+from recon.errors import InputError, OutputError, output_error
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
 
 SCENE_FILE = "scene.json"
 LOCK_FILE = ".lock"
+NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` and rename ``tmp`` to ``path``; the temp file keeps the suffix."""
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path``.
+
+    The temporary file is hidden beside ``path`` and keeps its suffix (writers choose the format by it) and
+    as much of its name as fits in :data:`NAME_MAX` bytes. Failing to write (no permission, a read-only or
+    full file system, a folder in the way) is an :class:`OutputError` naming ``path``; the temporary file
+    is gone either way.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    make_folder(path.parent)
+    tmp = path.with_name(_temporary_name(path))
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise output_error(exc, path) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _discard(tmp)
     return path
+
+
+def _temporary_name(path: Path) -> str:
+    prefix, suffix = f".tmp-{os.getpid()}-", path.suffix
+    room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
+    if room < 0:  # a suffix as long as a name: keep the name's start instead
+        room, suffix = NAME_MAX - len(prefix.encode()), ""
+    return prefix + path.stem.encode()[:room].decode(errors="ignore") + suffix
+
+
+def _discard(path: Path) -> None:
+    """Remove ``path`` if it is there (the file system may also refuse: it was never written, then)."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents; one line when that cannot be (a file in the way, no permission, a
+    read-only or full file system)."""
+    folder = Path(folder)
+    for existing in (p for p in [folder, *folder.parents] if p.exists()):
+        if not existing.is_dir():
+            raise OutputError(f"{folder}: cannot be made, {existing} is a file" if existing != folder
+                              else f"{folder}: is a file where a folder must be")
+        break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, folder) from None
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -117,7 +157,7 @@ class SceneStore:
                     atomic_write(self.asset(rel), lambda tmp: image_io.write_mask(tmp, mask))
                     node.mask, node.pending_mask = rel, None
             elif isinstance(node, PointCloud) and node.path is None and node.points is not None:
-                rel = f"assets/{node.id.replace('/', '_')}.ply"
+                rel = _free_name(graph, f"assets/{node.id.replace('/', '_')}", ".ply")
                 pts, cols = node.points, node.colors
                 atomic_write(self.asset(rel), lambda tmp: ply.write_points(tmp, pts, cols))
                 node.path = rel
@@ -127,43 +167,99 @@ class SceneStore:
     # --- locking ----------------------------------------------------------------
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold ``<root>/.lock`` for the duration; fail at once if another live run holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Hold ``<root>/.lock`` for the duration; fail at once if another live run holds it.
+
+        A lock whose holder cannot be read from it (empty, truncated, not ``PID HOST``) is stale, as is one
+        whose process on this machine is gone: the lock only ever appears with its text in place.
+        """
+        make_folder(self.root)
         lock = self.root / LOCK_FILE
         me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(2):
+        for attempt in range(2):
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if holder_alive(lock):
-                    pid = lock.read_text().split()[0] if lock.exists() else "?"
-                    raise InputError(
-                        f"{self.root}: output folder is held by another run (pid {pid}); "
-                        f"wait for it, or delete {lock} if that run is gone"
-                    ) from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            break
+                created = _create_lock(lock, me)
+            except OSError as exc:
+                raise output_error(exc, lock) from None
+            if created:
+                break
+            if attempt == 1 or holder_alive(lock):
+                holder = lock_holder(lock)
+                raise InputError(
+                    f"{self.root}: output folder is held by another run (pid {holder[0] if holder else '?'}); "
+                    f"wait for it, or delete {lock} if that run is gone"
+                )
+            lock.unlink(missing_ok=True)  # stale: its process is gone or it never held a run
         try:
             yield
         finally:
-            if lock.exists() and lock.read_text() == me:
+            if _read_text(lock) == me:
                 lock.unlink()
 
 
-def holder_alive(lock: Path) -> bool:
+def _free_name(graph: SceneGraph, stem: str, suffix: str) -> str:
+    """``stem + suffix``, or ``stem-N + suffix`` when another node names that file (a node renamed by a stage
+    keeps its file: the import's SfM points set aside while estimated ones stand in)."""
+    named = {getattr(n, "path", None) for n in graph.nodes.values()}
+    name, n = f"{stem}{suffix}", 1
+    while name in named:
+        name, n = f"{stem}-{n}{suffix}", n + 1
+    return name
+
+
+def _create_lock(lock: Path, text: str) -> bool:
+    """Create ``lock`` holding ``text``; False if it exists.
+
+    The text is written to a file of this process's own and hard-linked into place, so that no other run
+    ever reads the lock half-written. Where the file system has no hard links, the lock is created
+    exclusively and then written.
+    """
+    own = lock.with_name(f"{lock.name}-{os.getpid()}")
     try:
-        pid_text, host = lock.read_text().split()[:2]
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return True  # unreadable or being written: treat as held
+        own.write_text(text)
+        os.link(own, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        _discard(own)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def lock_holder(lock: Path) -> tuple[int, str] | None:
+    """(pid, host) written in ``lock``, or None when it cannot be read as such."""
+    words = (_read_text(lock) or "").split()
+    if len(words) != 2 or not (words[0].isascii() and words[0].isdigit()) or int(words[0]) < 1:
+        return None
+    return int(words[0]), words[1]
+
+
+def holder_alive(lock: Path) -> bool:
+    """Whether the run that wrote ``lock`` may still be running (a lock held from another machine counts as alive)."""
+    holder = lock_holder(lock)
+    if holder is None:
+        return False  # unreadable: never written by a live run
+    pid, host = holder
     if host != socket.gethostname():
         return True  # cannot check another machine's processes
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

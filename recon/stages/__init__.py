@@ -3,9 +3,14 @@
 Each stage is a module with ``NAME``, ``CONFIG`` (the section of
 :class:`recon.config.RunConfig` it reads) and ``run(graph, cfg) -> graph``, and
 optionally ``validate(graph, cfg)``, called on every stage before anything is
-written so that bad input fails early, and ``enabled(cfg)``, false when the
-config switches the stage off (it is then recorded as off, not run). Stages
-never import each other; they meet in the scene graph.
+written so that bad input fails early (in order: the views stage's gives the
+views their roles, so that the later checks see the run's training views),
+``enabled(cfg)``, false when the
+config switches the stage off (it is then recorded as off, not run), and
+``OUTPUTS``, the files and folders (relative to the scene folder) it writes
+that no node of the graph names; they are deleted with its nodes whenever its
+results are redone or made stale. Stages never import each other; they meet in
+the scene graph.
 """
 
 from __future__ import annotations
@@ -18,11 +23,20 @@ from recon.errors import InputError
 PIPELINE: tuple[str, ...] = ("views", "poses", "init", "optimize", "prior", "mesh")
 
 
+def names(until: str | None = None) -> list[str]:
+    """The stage names in order, up to and including ``until``."""
+    if until is None:
+        return list(PIPELINE)
+    if until not in PIPELINE:
+        raise InputError(f"--until {until}: unknown stage (stages: {', '.join(PIPELINE)})")
+    return list(PIPELINE[: PIPELINE.index(until) + 1])
+
+
 def load(until: str | None = None) -> list[ModuleType]:
     """The stage modules in order, up to and including ``until``."""
-    names = list(PIPELINE)
-    if until is not None:
-        if until not in names:
-            raise InputError(f"--until {until}: unknown stage (stages: {', '.join(names)})")
-        names = names[: names.index(until) + 1]
-    return [importlib.import_module(f"recon.stages.{name}") for name in names]
+    return [module(name) for name in names(until)]
+
+
+def module(name: str) -> ModuleType:
+    """The module of stage ``name`` (one of :data:`PIPELINE`)."""
+    return importlib.import_module(f"recon.stages.{name}")

@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from recon.config import InitConfig, RunConfig
 from recon.devices import resolve_device
+from recon.errors import InputError
 from recon.geometry import mvs
 from recon.io import images as image_io
 from recon.io import ply
@@ -41,7 +42,13 @@ from recon.scene.store import atomic_write
 
 NAME = "init"
 CONFIG = "init"
+OUTPUTS = ("assets/mvs",)
 SOURCES = ("mvs", "sfm", "hull", "random")
+
+
+def validate(graph: SceneGraph, cfg: RunConfig) -> None:
+    if cfg.init.mvs_window % 2 == 0:
+        raise InputError(f"init.mvs_window must be odd (a window centred on its pixel), got {cfg.init.mvs_window}")
 
 
 def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:

@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from recon.config import RunConfig
 from recon.devices import resolve_device
 from recon.errors import InputError
+from recon.eval.images import SSIM_WINDOW
 from recon.eval.poses import compare as compare_poses
+from recon.io import images as image_io
 from recon.live import LIVE_DIR, SnapshotWriter
 from recon.optim.trainer import (Trainer, downsample_factor, evaluate_test_views, initial_splats, poses_estimated,
                                  test_align_steps)
@@ -47,11 +49,37 @@ from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
 CONFIG = "optimize"
+OUTPUTS = ("assets/renders", "assets/optimize", LIVE_DIR)
 
 
 def validate(graph: SceneGraph, cfg: RunConfig) -> None:
-    if cfg.optimize.strategy == "mcmc" and resolve_device(cfg.device).type != "cuda":
+    """The training views share one size (they are trained as one batch) and, at the size they are trained at,
+    fit the SSIM loss's window; mcmc has CUDA."""
+    on_gpu = resolve_device(cfg.device).type == "cuda"
+    if cfg.optimize.strategy == "mcmc" and not on_gpu:
         raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); use strategy=default on the CPU")
+    where = graph.source.get("path", graph.name)
+    sizes = [(v.name, _size(graph, v)) for v in graph.views("train")]
+    other = next(((name, size) for name, size in sizes if size != sizes[0][1]), None)
+    if other is not None:
+        (a, (wa, ha)), (b, (wb, hb)) = sizes[0], other
+        raise InputError(f"{where}: training views {a} ({wa}x{ha}) and {b} ({wb}x{hb}) differ in size; the optimize "
+                         f"stage trains on views of one size (choose them with --views or --split)")
+    for width, height in {size for _, size in sizes}:
+        factor = downsample_factor(width, cfg.optimize, on_gpu)
+        if min(width // factor, height // factor) < SSIM_WINDOW:
+            raise InputError(f"{where}: training images of {width}x{height} are trained at {width // factor}x"
+                             f"{height // factor}; the optimize stage needs at least {SSIM_WINDOW} pixels on a side")
+
+
+def _size(graph: SceneGraph, view: View) -> tuple[int, int]:
+    """A view's (width, height) as the stages see it: its camera's, or its down-sampled image's."""
+    if view.camera is not None:
+        cam = graph.camera_of(view)
+        return cam.width, cam.height
+    width, height = image_io.header_size(graph.resolve(view.image))
+    factor = graph.meta.get("downscale", 1)
+    return width // factor, height // factor
 
 
 def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:

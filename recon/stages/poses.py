@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from recon import progress
-from recon.config import RunConfig
+from recon.config import PosesConfig, RunConfig
 from recon.errors import InputError
 from recon.eval import poses as pose_eval
 from recon.io import images as image_io
@@ -56,17 +56,28 @@ def validate(graph: SceneGraph, cfg: RunConfig) -> None:
         if missing:
             raise InputError(f"{graph.source.get('path', graph.name)}: --poses given, but {len(missing)} views have "
                              f"no camera ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    _check_estimable(graph, graph.views("train"), cfg.poses)
+
+
+def _estimates(train: list[View], pc: PosesConfig) -> bool:
+    """Whether the stage estimates the training views' cameras (rather than keeping the given ones)."""
+    return pc.mode == "estimate" or (pc.mode == "auto" and any(v.camera is None for v in train))
+
+
+def _check_estimable(graph: SceneGraph, train: list[View], pc: PosesConfig) -> None:
+    if _estimates(train, pc) and len(train) < 2:
+        raise InputError(f"{graph.source.get('path', graph.name)}: pose estimation needs at least 2 training views, "
+                         f"got {len(train)}")
 
 
 def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     pc = cfg.poses
     _restore_given(graph)
     train = graph.views("train")
-    if not (pc.mode == "estimate" or (pc.mode == "auto" and any(v.camera is None for v in train))):
+    if not _estimates(train, pc):
         graph.replace(Metrics(id="metrics/poses", values={"source": "given"}, provenance=Provenance(NAME)))
         return graph
-    if len(train) < 2:
-        raise InputError(f"{graph.name}: pose estimation needs at least 2 training views, got {len(train)}")
+    _check_estimable(graph, train, pc)
     start = time.perf_counter()
     sizes = {v.id: image_io.probe_image(graph.resolve(v.image)) for v in train}
     sfm = estimate(graph, train, pc, single_camera=len(set(sizes.values())) == 1)
@@ -165,11 +176,15 @@ def estimate(graph: SceneGraph, views: list[View], pc, single_camera: bool) -> E
         names = {}
         for i, v in enumerate(views):
             src = graph.resolve(v.image)
-            name = f"{i:04d}{src.suffix.lower()}"
-            try:
-                os.symlink(src.resolve(), root / "images" / name)
-            except OSError:
-                shutil.copy(src, root / "images" / name)
+            if image_io.stored_upright_rgb(src):
+                name = f"{i:04d}{src.suffix.lower()}"
+                try:
+                    os.symlink(src.resolve(), root / "images" / name)
+                except OSError:
+                    shutil.copy(src, root / "images" / name)
+            else:  # COLMAP reads the stored pixels as they are: give it the upright RGB image recon sees
+                name = f"{i:04d}.png"
+                image_io.write_image(root / "images" / name, image_io.read_image(src))
             names[name] = v
         database = root / "database.db"
         reader = pycolmap.ImageReaderOptions()

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import shutil
 import time
 
 import numpy as np
@@ -62,6 +61,8 @@ NAME = "prior"
 CONFIG = "prior"
 PAIRS = "assets/prior/pairs.npz"
 HELD_SPLATS = "assets/prior/held-out.ply"  # the leave-one-out splats that the check distils into
+# The pairs and the check's splats stay: they are a cache with a key of its own.
+OUTPUTS = ("assets/prior/loss.json", "assets/prior/renders", "assets/prior/pseudo")
 # Fields of PriorConfig that change the training pairs (the cache's key).
 PAIR_FIELDS = ("loo_views", "loo_steps", "loo_snapshots", "perturb_samples", "perturb_scale")
 
@@ -75,13 +76,14 @@ def validate(graph: SceneGraph, cfg: RunConfig) -> None:
     if not pc.enabled:
         return
     if pc.checkpoint is not None:
-        from recon.priors.pretrained import check_folder
+        from recon.priors.pretrained import check_folder, check_installed
 
         check_folder(pc.checkpoint)
     else:
-        from recon.priors.repair import check_channels
+        from recon.priors.repair import check_channels, check_installed
 
         check_channels(pc.channels)
+    check_installed()
     if pc.validate and pc.loo_steps <= 0:
         raise InputError("prior.validate needs leave-one-out runs: set prior.loo_steps above 0 or prior.validate false")
     if pc.distill_rounds < 1 or pc.distill_steps < pc.distill_rounds:
@@ -93,12 +95,6 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     final = graph.nodes.get("gaussians/final")
     if not isinstance(final, Gaussians):
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
-    for stale in ("assets/prior/splats.ply", "assets/prior/loss.json", "assets/prior/renders", "assets/prior/pseudo"):
-        path = graph.resolve(stale)
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
     device = resolve_device(cfg.device)
     on_gpu = device.type == "cuda"
     train_views = graph.views("train")

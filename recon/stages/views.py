@@ -56,8 +56,9 @@ def hold_out_split(indices: list[int], hold_every: int, count: int | None) -> tu
 
 
 def validate(graph: SceneGraph, cfg: RunConfig) -> None:
-    """Raise before anything is written if the views cannot be chosen."""
-    assign(graph, cfg, dry_run=True)
+    """Raise before anything is written if the views cannot be chosen; otherwise give the views their roles,
+    so that the later stages' checks see this run's training views (``run`` gives them the same again)."""
+    assign(graph, cfg)
 
 
 def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
@@ -71,7 +72,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     return graph
 
 
-def assign(graph: SceneGraph, cfg: RunConfig, dry_run: bool = False) -> tuple[list[View], list[View]]:
+def assign(graph: SceneGraph, cfg: RunConfig) -> tuple[list[View], list[View]]:
     views = graph.views()
     usable = [v for v in views if v.image is not None]
     count = cfg.views.count
@@ -92,13 +93,12 @@ def assign(graph: SceneGraph, cfg: RunConfig, dry_run: bool = False) -> tuple[li
     by_index = {v.index: v for v in views}
     train = [by_index[i] for i in train_ids]
     test = [by_index[i] for i in test_ids]
-    if not dry_run:
-        for v in views:
-            v.role = "unused"
-        for v in train:
-            v.role = "train"
-        for v in test:
-            v.role = "test"
+    for v in views:
+        v.role = "unused"
+    for v in train:
+        v.role = "train"
+    for v in test:
+        v.role = "test"
     return train, test
 
 
