@@ -97,8 +97,9 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
 
 def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str]:
     """The sources to try in turn: from the requested one (the first that applies for ``auto``) onwards."""
+    sizes = {(graph.camera_of(v).width, graph.camera_of(v).height) for v in train}
     applies = {
-        "mvs": len(train) >= 2,
+        "mvs": len(train) >= 2 and len(sizes) == 1,
         "sfm": "points/sfm" in graph.nodes and bool(graph.nodes["points/sfm"].path),
         "hull": bool(train) and all(graph.training_mask(v) for v in train),
         "random": True,
@@ -106,7 +107,7 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
     start = 0 if requested == "auto" else SOURCES.index(requested)
     chain = [s for s in SOURCES[start:] if applies[s] or s == requested]
     if requested != "auto" and not applies[requested]:
-        reasons = {"mvs": "it needs two training views", "sfm": "the scene has no SfM points",
+        reasons = {"mvs": "it needs two training views of one size", "sfm": "the scene has no SfM points",
                    "hull": "not every training view has a mask it may train with"}
         warnings.warn(f"{graph.name}: init.source={requested} does not apply ({reasons[requested]}); "
                       f"using {chain[1] if len(chain) > 1 else 'random'}", stacklevel=3)
