@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from optimize import environment, warm_up  # noqa: E402
+from recon.render import compile_kernels  # noqa: E402
+from optimize import environment  # noqa: E402
 from recon import progress  # noqa: E402
 from recon.eval import suites  # noqa: E402
 from recon.eval.runner import EvalOptions, run_suite  # noqa: E402
@@ -35,7 +36,7 @@ def main() -> int:
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
     progress.set_enabled(False)
-    compile_seconds = warm_up()
+    compile_seconds = compile_kernels()
     suite = suites.synthetic(args.data, args.views, args.config)
     start = time.perf_counter()
     results = run_suite(suite, EvalOptions(args.out))

@@ -25,6 +25,7 @@ import numpy as np
 from recon import progress
 from recon.config import load_config, parse_override
 from recon.pipeline import run_scene
+from recon.render import compile_kernels
 
 
 def parse_variant(text: str) -> tuple[str, str, dict]:
@@ -57,28 +58,6 @@ def environment() -> dict:
         "torch": torch.__version__, "gsplat": gsplat.__version__, "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
     }
-
-
-def warm_up() -> float:
-    """Compile gsplat's kernels (3DGS and 2DGS) with a tiny render; returns seconds."""
-    import torch
-
-    from recon.render import render
-
-    if not torch.cuda.is_available():
-        return 0.0
-    start = time.perf_counter()
-    dev = torch.device("cuda")
-    splats = {"means": torch.zeros(4, 3, device=dev), "scales": torch.full((4, 3), -2.0, device=dev),
-              "quats": torch.tensor([[1.0, 0, 0, 0]] * 4, device=dev), "opacities": torch.zeros(4, device=dev),
-              "sh0": torch.zeros(4, 1, 3, device=dev)}
-    vm = torch.eye(4, device=dev)[None].clone()
-    vm[0, 2, 3] = 3.0
-    K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]]], device=dev)
-    for kind in ("3dgs", "2dgs"):
-        render(splats, vm, K, 64, 48, kind=kind).rgb.sum().item()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -122,7 +101,7 @@ def main() -> int:
     variants = [parse_variant(v) for v in (args.variant or ["recon=default", "plain=plain"])]
     common = dict(parse_override(s) for s in args.set)
     scenes = find_scenes(args.data, args.scenes)
-    compile_seconds = warm_up()  # gsplat's JIT compile, kept out of the first run's seconds
+    compile_seconds = compile_kernels()  # gsplat's JIT compile, kept out of the first run's seconds
     report = {"benchmark": "optimize", "environment": {**environment(), "gsplat_compile_seconds": compile_seconds},
               "note": args.note,
               "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common, "runs": []}

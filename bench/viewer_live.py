@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from optimize import environment, warm_up  # noqa: E402
+from recon.render import compile_kernels  # noqa: E402
+from optimize import environment  # noqa: E402
 
 from recon import progress  # noqa: E402
 from recon.config import load_config  # noqa: E402
@@ -96,7 +97,7 @@ def main() -> int:
     args = parser.parse_args()
     progress.set_enabled(False)
     runs = []
-    compile_seconds = warm_up()  # gsplat's JIT compile must not land in the first run
+    compile_seconds = compile_kernels()  # gsplat's JIT compile must not land in the first run
     with tempfile.TemporaryDirectory() as tmp:
         run_scene(args.scene, load_config("default", {"views.count": args.views}), Path(tmp), until="init")  # warm-up
         for _ in range(args.repeats):

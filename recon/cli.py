@@ -143,6 +143,8 @@ class EvalCommon:
     """Redo scenes that have a finished result."""
     ray: str | None = None
     """Run one task per scene on a Ray cluster at this address; `--ray` alone starts a local one."""
+    ray_gpus: float = 1.0
+    """With --ray: GPUs each scene holds; 1 gives every scene a GPU to itself, 0.5 lets two share one."""
     set: tuple[str, ...] = ()
     """Config overrides for every scene, section.key=value."""
 
@@ -334,7 +336,9 @@ def eval_command(args: EvalCommon) -> int:
     tag = f"track{suite.protocol['track']}" if "track" in suite.protocol else f"{suite.views}v" if suite.views else "all"
     out = args.out or Path("results") / f"{suite.name}-{tag}"
     overrides = dict(parse_override(s) for s in args.set)
-    results = run_suite(suite, EvalOptions(out, args.device, overrides, args.force, args.ray))
+    if not 0 < args.ray_gpus <= 64:
+        raise InputError(f"--ray-gpus {args.ray_gpus}: give the GPUs each scene holds, above 0 (0.5 shares one GPU)")
+    results = run_suite(suite, EvalOptions(out, args.device, overrides, args.force, args.ray, args.ray_gpus))
     title = f"recon on {suite.name} ({tag}, preset {suite.preset})"
     summary = write_aggregates(out, title, results, suite.anchors, suite.views, suite.protocol)
     if suite.submission == "spare":

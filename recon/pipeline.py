@@ -58,10 +58,12 @@ def import_options(cfg: RunConfig) -> ImportOptions:
 
 
 def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = None, force: bool = False,
-              until: str | None = None, on_start: Callable[[Path], None] | None = None) -> RunResult:
+              until: str | None = None, on_start: Callable[[Path], None] | None = None,
+              on_stage: Callable[[str], None] | None = None) -> RunResult:
     """Import ``scene``, run the stages (up to and including ``until``), and write ``<out_root>/<name>/``.
 
-    ``on_start(folder)`` is called once the output folder is locked, before the first stage (the live viewer).
+    ``on_start(folder)`` is called once the output folder is locked, before the first stage (the live viewer);
+    ``on_stage(name)`` as each stage starts to run (not when it is reused).
     """
     running = stage_registry.load(until)
     t0 = time.perf_counter()
@@ -110,6 +112,8 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
                     graph.stages[module.NAME] = StageRecord(module.NAME, key, config_digest, 0.0, {})
                     outcomes.append(StageOutcome(module.NAME, "off", 0.0))
                     continue
+                if on_stage is not None:
+                    on_stage(module.NAME)
                 start = time.perf_counter()
                 graph = module.run(graph, cfg)
                 seconds = time.perf_counter() - start

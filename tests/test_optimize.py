@@ -35,9 +35,9 @@ def test_default_pipeline_writes_splats_renders_and_metrics(synthetic_scene, tmp
     graph, out = result.graph, result.out_dir
     assert [o.name for o in result.outcomes] == ["import", "views", "poses", "init", "optimize"]
     init = graph.nodes["points/init"]
-    assert graph.nodes["metrics/init"].values["source"] == "hull"
+    assert graph.nodes["metrics/init"].values["source"] == "mvs"  # stereo from the training views
     points, colors = read_points(out / init.path)
-    assert len(points) == 600 and colors.std() > 0.05  # coloured from the images
+    assert len(points) == init.count > 0 and colors.std() > 0.05  # coloured from the images
     node = graph.nodes["gaussians/final"]
     splats = load_ply(out / node.path)
     assert len(splats["means"]) == node.count > 0
@@ -87,9 +87,10 @@ def test_dtu_preset_trains_without_masks_and_scores_with_them(synthetic_scene, t
     assert seen[0] is not None and seen[0].shape[0] == 4
 
 
-def test_random_init_without_masks(synthetic_scene, tmp_path):
-    cfg = tiny(**{"data.masks": False, "optimize.steps": 5, "optimize.cpu_steps": 5})
-    graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph
+def test_a_hull_without_masks_falls_back_to_random(synthetic_scene, tmp_path):
+    cfg = tiny(**{"data.masks": False, "init.source": "hull", "optimize.steps": 5, "optimize.cpu_steps": 5})
+    with pytest.warns(UserWarning, match=r"init.source=hull does not apply .*using random"):
+        graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph
     assert graph.nodes["metrics/init"].values["source"] == "random"
     assert "psnr_masked" not in graph.nodes["metrics/optimize"].values
 

@@ -23,7 +23,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class EvalOptions:
     overrides: dict[str, Any] | None = None
     force: bool = False
     ray: str | None = None  # None: in this process; "local" or an address: a Ray cluster
+    gpus_per_scene: float = 1.0  # on Ray: the GPUs each scene holds (below 1 lets scenes share a GPU)
 
 
 def scene_key(suite: Suite, task: SceneTask, options: EvalOptions) -> str:
@@ -70,8 +71,12 @@ def finished(out: Path, name: str, key: str) -> dict | None:
 
 
 def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out: str, device: str,
-                   overrides: dict[str, Any], submission: str | None) -> tuple[dict, dict[str, bytes]]:
-    """Run one scene end to end; (result, files relative to ``out``). Never raises for a scene's own failure."""
+                   overrides: dict[str, Any], submission: str | None,
+                   report: Callable[[str, str], None] | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Run one scene end to end; (result, files relative to ``out``). Never raises for a scene's own failure.
+
+    ``report(scene, stage)`` is told of each stage as it starts (progress, also from a Ray worker).
+    """
     from recon.pipeline import run_scene
 
     start = time.perf_counter()
@@ -80,7 +85,8 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
         return {**base, "status": "failed", "error": task.problem}, {}
     try:
         cfg = load_config(preset, {**task.overrides, **overrides, "device": device})
-        result = run_scene(task.path, cfg, Path(out) / "runs", name=task.name)
+        result = run_scene(task.path, cfg, Path(out) / "runs", name=task.name,
+                           on_stage=None if report is None else lambda stage: report(task.name, stage))
         graph = result.graph
         files = _grid_files(graph, task.name)
         if submission == "spare":
@@ -176,16 +182,22 @@ def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
     args = [(suite.name, suite.preset, t, keys[t.name], str(out), options.device, overrides, suite.submission)
             for t in todo]
     with progress.task(f"eval {suite.name}: {len(todo)} scene(s) to run, {len(results)} reused", len(todo)) as bar:
+        running: dict[str, str] = {}  # scene -> the stage it is in
+
+        def report(scene: str, stage: str) -> None:
+            running[scene] = stage
+            bar.update(f"eval {suite.name}: " + ", ".join(f"{s} {st}" for s, st in running.items()))
+
         if options.ray is None:
             for a in args:
-                bar.update(f"eval {suite.name}: {a[2].name}")
-                result, files = evaluate_scene(*a)
+                result, files = evaluate_scene(*a, report=report)
+                running.pop(result["scene"], None)
                 results[result["scene"]] = _store(out, result, files)
                 bar.advance()
         else:
-            for result, files in _on_ray(args, options.ray):
+            for result, files in _on_ray(args, options.ray, options.gpus_per_scene, report):
+                running.pop(result["scene"], None)
                 results[result["scene"]] = _store(out, result, files)
-                bar.update(f"eval {suite.name}: {result['scene']} {result['status']}")
                 bar.advance()
     return [results[t.name] for t in suite.tasks]
 
@@ -197,10 +209,13 @@ def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
     return result
 
 
-def _on_ray(args: list[tuple], address: str):
-    """Yield (result, files) as Ray tasks finish: one task per scene, one GPU each when the cluster has GPUs."""
+def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Callable[[str, str], None]):
+    """Yield (result, files) as Ray tasks finish: one task per scene, each holding ``gpus_per_scene`` GPUs when the
+    cluster has GPUs (1: a GPU to itself). gsplat's kernels are built once per machine before the scenes start, and
+    the stage each scene is in comes back through a queue while they run."""
     try:
         import ray
+        from ray.util.queue import Empty, Queue
     except ImportError:
         raise InputError("--ray: Ray is not installed (pip install ray)") from None
     if not ray.is_initialized():
@@ -209,11 +224,19 @@ def _on_ray(args: list[tuple], address: str):
                      log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_gpus=gpus, max_retries=0)(evaluate_scene)
-    pending = {task.remote(*a): a for a in args}
+    gpus = gpus_per_scene if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    if gpus:
+        _build_kernels_on_every_node(ray, gpus)
+    stages = Queue()
+    task = ray.remote(num_gpus=gpus, max_retries=0)(_evaluate_on_worker)
+    pending = {task.remote(stages, *a): a for a in args}
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        while True:
+            try:
+                report(*stages.get_nowait())
+            except Empty:
+                break
         for ref in ready:
             a = pending.pop(ref)
             try:
@@ -221,6 +244,24 @@ def _on_ray(args: list[tuple], address: str):
             except Exception as exc:  # the worker died (out of memory, lost node): the scene failed, not the eval
                 yield {"scene": a[2].name, "suite": a[0], "key": a[3], "status": "failed",
                        "error": f"{a[2].name}: Ray task failed ({type(exc).__name__}: {exc})"}, {}
+
+
+def _evaluate_on_worker(stages, *args) -> tuple[dict, dict[str, bytes]]:
+    """:func:`evaluate_scene` in a Ray worker, its progress sent to the driver through the queue ``stages``."""
+    return evaluate_scene(*args, report=lambda scene, stage: stages.put_nowait((scene, stage)))
+
+
+def _build_kernels_on_every_node(ray, gpus: float) -> None:
+    """Build gsplat's kernels once on each machine with a GPU (its build cache is per machine), so that no scene
+    pays for a compile and no two scenes compile at once."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from recon.render import compile_kernels
+
+    build = ray.remote(num_gpus=gpus, max_retries=0)(compile_kernels)
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) >= 1]
+    ray.get([build.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+             for node in nodes])
 
 
 def spare_zip(out: Path) -> Path | None:

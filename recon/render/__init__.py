@@ -136,6 +136,30 @@ def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width,
                   depth_normals=depth_normals, distortion=distort, info=info)
 
 
+def compile_kernels(device: torch.device | None = None) -> float:
+    """Build and load gsplat's CUDA kernels (3DGS and 2DGS) with a tiny render; the seconds it took (0 without CUDA).
+
+    gsplat compiles them on first use and caches the build per machine; doing it up front keeps the compile out of
+    the first scene's seconds, and lets many processes of one machine share one build.
+    """
+    import time
+
+    if not torch.cuda.is_available():
+        return 0.0
+    start = time.perf_counter()
+    dev = device or torch.device("cuda")
+    splats = {"means": torch.zeros(4, 3, device=dev), "scales": torch.full((4, 3), -2.0, device=dev),
+              "quats": torch.tensor([[1.0, 0, 0, 0]] * 4, device=dev), "opacities": torch.zeros(4, device=dev),
+              "sh0": torch.zeros(4, 1, 3, device=dev)}
+    vm = torch.eye(4, device=dev)[None].clone()
+    vm[0, 2, 3] = 3.0
+    K = torch.tensor([[[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]]], device=dev)
+    for kind in ("3dgs", "2dgs"):
+        render(splats, vm, K, 64, 48, kind=kind).rgb.sum().item()
+    torch.cuda.synchronize(dev)
+    return time.perf_counter() - start
+
+
 def pixel_rays(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
     """Ray origins [C, 3] and directions [C, H, W, 3] (unnormalised, z = 1 in the camera) through pixel centres."""
     ys, xs = torch.meshgrid(torch.arange(height, dtype=Ks.dtype, device=Ks.device),
