@@ -361,6 +361,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise InputError(f"{where} cannot be null")
     for option in options:
         if get_origin(option) is Literal:
+            if isinstance(value, bool) and {"on", "off"} <= set(get_args(option)):  # YAML reads on/off as booleans
+                return "on" if value else "off"
             if value in get_args(option):
                 return value
             continue
