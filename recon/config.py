@@ -60,12 +60,25 @@ class PosesConfig:
     """auto: estimate when a training view has no camera; estimate: even when cameras are given (to score them)."""
     allow_partial: bool = False
     """Go on with the registered views when some do not register (at least 2 must)."""
+    max_image_size: int = 3200
+    """Features come from the photos at their own size (whatever data.downscale), the long side capped at this many pixels."""
     max_features: int = 8192
     """SIFT features per image."""
-    dense_features: bool = True
-    """More SIFT features on small images: detect on the image up-sampled 2x too (first octave -1), lower peak threshold (0.004)."""
+    upsample: Literal["auto", "on", "off"] = "auto"
+    """SIFT from the photo up-sampled 2x (first octave -1) with a lower peak threshold (0.004), for more features:
+    auto = when the long side (after max_image_size) is at most upsample_below pixels."""
+    upsample_below: int = 2000
+    """The long side, in pixels, up to which upsample=auto up-samples."""
+    use_masks: bool = True
+    """Features only on the object (the mask dilated by 2%) where the training views have masks: on a turntable the
+    background stands still and would match as a camera that did not move."""
     min_inliers: int = 15
     """Fewest verified matches for an image pair or a registration."""
+    mapper: Literal["auto", "fewview", "incremental", "global"] = "auto"
+    """fewview: recon's few-view reconstruction (recon/sfm/fewview.py); incremental or global: COLMAP's mappers with
+    few-view settings; auto: fewview up to fewview_max_views training views, incremental beyond."""
+    fewview_max_views: int = 20
+    """With mapper=auto, the most training views the few-view reconstruction takes."""
     wide_baseline: bool = False
     """Affine-covariant SIFT with domain-size pooling: COLMAP's features for views far apart (slower)."""
     guided_matching: bool = False
