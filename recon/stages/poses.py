@@ -193,20 +193,21 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
         except (RuntimeError, ValueError) as exc:  # COLMAP's own errors become one line
             raise InputError(f"{graph.name}: pose estimation failed: {str(exc).strip().splitlines()[0]}") from None
         bar.advance()
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     model = result.model
-    for i, (K, w2c) in (model.cameras.items() if model is not None else []):
+    registered = model.cameras if model is not None else {}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for i, (K, w2c) in registered.items():
         K = K.copy()
         K[:2] *= scales[i]
         out[views[i].id] = (K, w2c)
-    focal = {c: float(model.cameras[i][0][0, 0]) for i, c in enumerate(photo_cameras) if model and i in model.cameras}
+    focal = {photo_cameras[i]: float(K[0, 0]) for i, (K, _) in registered.items()}
     details = {
         "mapper": mapper, "features": features.describe(), "max_image_size": pc.max_image_size,
         "masks": any(m is not None for m in masks), "verified_pairs": result.verified_pairs,
         "features_per_view": {v.name: n for v, n in zip(views, result.features)},
         "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k), "focal_prior_px": c.focal,
-                     "focal_prior_from_exif": c.from_exif, "views": [v.name for v, pc_ in zip(views, photo_cameras) if pc_ == k]}
-                    for k, c in enumerate(cameras)],
+                     "focal_prior_from_exif": c.from_exif,
+                     "views": [v.name for v, of in zip(views, photo_cameras) if of == k]} for k, c in enumerate(cameras)],
     }
     if result.refused:
         details["refused"] = result.refused
