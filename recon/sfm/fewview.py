@@ -29,8 +29,9 @@ with the few-view case in mind:
    ``max_error``); one that explains fewer than ``min_inliers`` or half of
    them is dropped, and the best-supported candidate of all is placed.
 4. After each photo, every track seen by two placed photos is triangulated
-   again and bundle adjustment (pycolmap, Cauchy loss, one focal length per
-   camera refined) moves cameras and points together; observations that
+   again and bundle adjustment (pycolmap, Cauchy loss, the focal length of
+   each camera without EXIF refined; one from EXIF is kept, as a few views
+   can trade it against depth) moves cameras and points together; observations that
    reproject beyond ``max_error`` are dropped. If the photos placed before
    lose more than ``1 - keep_share`` of their good observations, the new
    photo contradicts them (repeated structure matched to the wrong copy): it
@@ -430,6 +431,9 @@ class FewViewReconstruction:
         config = pycolmap.BundleAdjustmentConfig()
         for image_id in rec.reg_image_ids():
             config.add_image(image_id)
+        for camera_id in rec.cameras:
+            if self.corr.cameras[camera_id - 1].from_exif:
+                config.set_constant_cam_intrinsics(camera_id)
         config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
         pycolmap.create_default_bundle_adjuster(options, config, rec).solve()
         for v in state.poses:
