@@ -64,12 +64,26 @@ class PosesConfig:
     """auto: estimate when a training view has no camera; estimate: even when cameras are given (to score them)."""
     allow_partial: bool = False
     """Go on with the registered views when some do not register (at least 2 must)."""
+    max_image_size: int = 3200
+    """Features come from the photos at their own size (whatever data.downscale), the long side capped at this many pixels."""
     max_features: int = 8192
     """SIFT features per image."""
-    dense_features: bool = True
-    """More SIFT features on small images: detect on the image up-sampled 2x too (first octave -1), lower peak threshold (0.004)."""
+    upsample: Literal["auto", "on", "off"] = "auto"
+    """SIFT from the photo up-sampled 2x (first octave -1) with a lower peak threshold (0.004), for more features:
+    auto = when the long side (after max_image_size) is at most upsample_below pixels."""
+    upsample_below: int = 1000
+    """The long side, in pixels, up to which upsample=auto up-samples (larger photos have features enough, and
+    up-sampling them costs 4x the time)."""
+    use_masks: bool = True
+    """Features only on the object (the mask dilated by 2%) where the training views have masks: on a turntable the
+    background stands still and would match as a camera that did not move."""
     min_inliers: int = 15
     """Fewest verified matches for an image pair or a registration."""
+    mapper: Literal["auto", "fewview", "incremental", "global"] = "auto"
+    """fewview: recon's few-view reconstruction (recon/sfm/fewview.py); incremental or global: COLMAP's mappers with
+    few-view settings; auto: fewview up to fewview_max_views training views, incremental beyond."""
+    fewview_max_views: int = 20
+    """With mapper=auto, the most training views the few-view reconstruction takes."""
     wide_baseline: bool = False
     """Affine-covariant SIFT with domain-size pooling: COLMAP's features for views far apart (slower)."""
     guided_matching: bool = False
@@ -364,7 +378,8 @@ FRACTION = Limit(0, 1)
 LIMITS: dict[str, Limit] = {
     "data.downscale": COUNT, "data.light": Limit(0, 7),
     "views.count": COUNT,
-    "poses.max_features": COUNT, "poses.min_inliers": COUNT,
+    "poses.max_features": COUNT, "poses.min_inliers": COUNT, "poses.max_image_size": Limit(16),
+    "poses.upsample_below": COUNT, "poses.fewview_max_views": Limit(2),
     "init.points": COUNT, "init.hull_resolution": Limit(2), "init.mvs_plane_step": POSITIVE,
     "init.mvs_max_planes": Limit(16), "init.mvs_window": Limit(3), "init.mvs_sources": COUNT,
     "init.mvs_min_score": Limit(-1, 1), "init.mvs_min_consistent": COUNT, "init.mvs_max_side": Limit(16),
@@ -489,6 +504,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise InputError(f"{where} cannot be null")
     for option in options:
         if get_origin(option) is Literal:
+            if isinstance(value, bool) and {"on", "off"} <= set(get_args(option)):  # YAML reads on/off as booleans
+                return "on" if value else "off"
             if value in get_args(option):
                 return value
             continue

@@ -178,11 +178,13 @@ def test_bad_images_of_different_sizes(transforms_scene, tmp_path, capsys):
                  "000005.png: image is 64x48 but its camera expects 80x60", tmp_path / "out" / "tf")
 
 
-def test_bad_images_of_different_sizes_without_cameras(synthetic_scene, tmp_path, capsys):
+def test_bad_blank_photo_among_photos_of_another_size(synthetic_scene, tmp_path, capsys):
+    # Photos without cameras may differ in size (each size is its own camera); a blank one has no features.
     photos = tmp_path / "photos"
     shutil.copytree(synthetic_scene / "image", photos)
     Image.new("RGB", (64, 48)).save(photos / "000007.png")
-    expect_error(capsys, ["run", photos, "--out", tmp_path / "out"], "000007.png: image is 64x48 but", tmp_path / "out" / "photos")
+    expect_error(capsys, ["run", photos, "--out", tmp_path / "out", "--until", "poses"],
+                 "000007 (0 features: too little texture or too small)")
 
 
 def test_bad_fewer_images_than_views(synthetic_scene, tmp_path, capsys):

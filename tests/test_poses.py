@@ -1,4 +1,5 @@
-"""Pose stage and pose metrics: SfM on a rendered scene recovers its cameras; refinement undoes a perturbation."""
+"""Pose stage and pose metrics: SfM on rendered scenes recovers their cameras or refuses what cannot be recovered;
+refinement undoes a perturbation."""
 
 from __future__ import annotations
 
@@ -11,15 +12,21 @@ import pytest
 import torch
 
 from builders import build_colmap
+from PIL import Image
+from scipy import ndimage
+
+from recon.cli import main
 from recon.config import load_config
 from recon.errors import InputError
 from recon.eval import poses as pose_eval
 from recon.io import images as image_io
+from recon.io.exif import read_camera
 from recon.optim.pose_refine import PoseCorrection, align_to_image
 from recon.pipeline import run_scene
 from recon.render import render
 from recon.render.splats import init_splats
 from recon.scene.camera import camera_center, intrinsics_matrix, look_at, transform_world_to_camera
+from recon.sfm.matching import camera_priors
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +37,73 @@ def textured_scene(tmp_path_factory):
     out = tmp_path_factory.mktemp("poses") / "knot"
     synthesize(out, SynthSpec("knot", layout="dtu", views=12, width=320, height=240, aux=False, gt_spacing=0.05))
     return out
+
+
+def texture(seed: int, size: int = 256) -> np.ndarray:
+    """[size, size, 3] in [0, 1]: smoothed noise at five scales, blobs that SIFT finds at any scale."""
+    rng = np.random.default_rng(seed)
+    out = sum(np.sqrt(s) * ndimage.gaussian_filter(rng.normal(size=(size, size, 3)), (s, s, 0), mode="wrap")
+              for s in (1, 2, 4, 8, 16))
+    return (out - out.min()) / (out.max() - out.min())
+
+
+# Textured rectangles: (corner [3], edge u [3], edge v [3], texture); the texture spans each rectangle once.
+CORNER = [(np.zeros(3), 2 * np.eye(3)[a], 2 * np.eye(3)[b], texture(k)) for k, (a, b) in enumerate([(0, 1), (1, 2), (2, 0)])]
+FACADE = [(np.array([-2.0, -1.5, 0.0]), np.array([4.0, 0, 0]), np.array([0, 3.0, 0]), texture(3))]
+
+
+def render_planes(planes, K: np.ndarray, w2c: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 [H, W, 3]: the nearest textured rectangle along each pixel's ray (black where none)."""
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1).reshape(-1, 3)
+    d, c = rays @ w2c[:3, :3], camera_center(w2c)
+    depth, image = np.full(len(d), np.inf), np.zeros((len(d), 3))
+    for corner, eu, ev, tex in planes:
+        normal = np.cross(eu, ev)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = ((corner - c) @ normal) / (d @ normal)
+        p = c + t[:, None] * d - corner
+        a, b = p @ eu / (eu @ eu), p @ ev / (ev @ ev)
+        hit = (t > 0) & (t < depth) & (a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)
+        size = tex.shape[0]
+        coords = [b[hit] * (size - 1), a[hit] * (size - 1)]
+        image[hit] = np.stack([ndimage.map_coordinates(tex[..., k], coords, order=1) for k in range(3)], axis=-1)
+        depth[hit] = t[hit]
+    return np.round(image.reshape(height, width, 3) * 255).astype(np.uint8)
+
+
+def write_photo(path, pixels: np.ndarray, focal_35mm: int | None = None) -> None:
+    """PNG, or JPEG with EXIF (make, model, 35 mm-equivalent focal length) when ``focal_35mm`` is given."""
+    if focal_35mm is None:
+        Image.fromarray(pixels).save(path)
+        return
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "recon", "test camera"
+    exif.get_ifd(0x8769)[0xA405] = focal_35mm
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+
+
+def orbit(target: np.ndarray, azimuths, elevation: float = 35.0, distance: float = 3.2) -> list[np.ndarray]:
+    """World-to-camera matrices looking at ``target`` from the given azimuths (degrees), z up."""
+    out = []
+    for az in np.radians(azimuths):
+        direction = np.array([np.cos(az) * np.cos(np.radians(elevation)), np.sin(az) * np.cos(np.radians(elevation)),
+                              np.sin(np.radians(elevation))])
+        out.append(look_at(target + distance * direction, target, np.array([0.0, 0.0, 1.0])))
+    return out
+
+
+def photo_folder(root, planes, cameras: list[tuple[np.ndarray, np.ndarray, int, int]], focal_35mm=None):
+    """A folder of photos (no cameras) of ``planes`` from (K, world_to_camera, width, height) each."""
+    root.mkdir(parents=True)
+    for i, (K, w2c, width, height) in enumerate(cameras):
+        exif = None if focal_35mm is None else focal_35mm[i]
+        write_photo(root / f"photo_{i}.{'png' if exif is None else 'jpg'}", render_planes(planes, K, w2c, width, height), exif)
+    return root
+
+
+def estimated(graph) -> list[np.ndarray]:
+    return [graph.camera_of(v).world_to_camera for v in sorted(graph.views("train"), key=lambda v: v.name)]
 
 
 def random_similarity(rng) -> np.ndarray:
@@ -126,6 +200,90 @@ def test_plain_photos_get_cameras_and_a_view_that_cannot_register_is_named(textu
     assert graph.nodes["metrics/init"].values["source"] == "random" or graph.nodes["points/sfm"].count > 50
     with pytest.raises(InputError, match="--poses given, but 13 views have no camera"):
         run_scene(photos, load_config("default", {"poses.mode": "given"}), tmp_path / "other")
+
+
+def test_three_photos_far_apart_of_a_textured_corner_are_placed(tmp_path):
+    K = intrinsics_matrix(300, 300, 160, 120)
+    truth = orbit(np.array([0.6, 0.6, 0.5]), [15, 45, 75])  # 30 degrees apart
+    photos = photo_folder(tmp_path / "corner", CORNER, [(K, w2c, 320, 240) for w2c in truth])
+    graph = run_scene(photos, load_config("default", {}), tmp_path / "out", until="poses").graph
+    values = graph.nodes["metrics/poses"].values
+    assert values["registered"] == 3 and values["mapper"] == "fewview"
+    errors, _ = pose_eval.compare(estimated(graph), truth)
+    assert errors["rotation_error_deg"]["max"] < 1.0 and errors["translation_error_relative"] < 0.02
+    assert values["cameras"][0]["focal_px"] == pytest.approx(300, rel=0.03)
+
+
+def test_one_plane_is_refused_without_a_focal_length_and_placed_with_exif(tmp_path):
+    K = intrinsics_matrix(300, 300, 160, 120)
+    truth = [look_at(np.array([x, -0.3, 3.0]), np.zeros(3), np.array([0.0, -1.0, 0.0])) for x in (-1.2, 0.0, 1.2)]
+    cameras = [(K, w2c, 320, 240) for w2c in truth]
+    with pytest.raises(InputError, match="no poses: every pair of registered views is related by a homography"):
+        run_scene(photo_folder(tmp_path / "plain", FACADE, cameras), load_config("default", {}), tmp_path / "out")
+    # 32 mm equivalent on a 400-pixel diagonal: 295.8 px, 1.4% short of the truth
+    photos = photo_folder(tmp_path / "exif", FACADE, cameras, focal_35mm=[32, 32, 32])
+    graph = run_scene(photos, load_config("default", {}), tmp_path / "out", until="poses").graph
+    values = graph.nodes["metrics/poses"].values
+    assert values["registered"] == 3 and values["cameras"][0]["focal_prior_from_exif"]
+    errors, _ = pose_eval.compare(estimated(graph), truth)
+    assert errors["rotation_error_deg"]["max"] < 1.0
+
+
+def test_a_camera_that_only_turned_is_not_placed(tmp_path):
+    K = intrinsics_matrix(300, 300, 160, 120)
+    eye = np.array([2.5, 2.5, 2.0])
+    cameras = [(K, look_at(eye, np.array([0.6, 0.6, 0.5]) + shift, np.array([0.0, 0.0, 1.0])), 320, 240)
+               for shift in (np.zeros(3), np.array([0.5, -0.5, 0.0]), np.array([-0.5, 0.5, 0.0]))]
+    photos = photo_folder(tmp_path / "turned", CORNER, cameras, focal_35mm=[32, 32, 32])
+    with pytest.raises(InputError, match=r"3 of 3 views did not register: .*did the camera only turn\?"):
+        run_scene(photos, load_config("default", {}), tmp_path / "out", until="poses")
+
+
+def test_exif_gives_the_focal_length_and_separates_cameras(tmp_path):
+    pixels = np.zeros((240, 320, 3), dtype=np.uint8)
+    for name, focal in (("a.jpg", 26), ("b.jpg", 26), ("c.jpg", 52)):
+        write_photo(tmp_path / name, pixels, focal)
+    write_photo(tmp_path / "d.png", pixels)
+    assert read_camera(tmp_path / "a.jpg", 320, 240).focal_px == pytest.approx(26 * 400 / np.hypot(36, 24))
+    assert read_camera(tmp_path / "d.png", 320, 240).focal_px is None
+    cameras, of_photo = camera_priors([tmp_path / n for n in ("a.jpg", "b.jpg", "c.jpg", "d.png")])
+    assert of_photo == [0, 0, 1, 2] and [c.from_exif for c in cameras] == [True, True, False]
+    assert cameras[2].focal == pytest.approx(1.2 * 320)
+
+
+def test_features_come_from_the_photos_at_their_own_size(tmp_path):
+    K = intrinsics_matrix(450, 450, 240, 180)
+    truth = orbit(np.array([0.6, 0.6, 0.5]), [15, 45, 75])
+    photos = photo_folder(tmp_path / "corner", CORNER, [(K, w2c, 480, 360) for w2c in truth])
+    graph = run_scene(photos, load_config("default", {"data.downscale": 2}), tmp_path / "out", until="poses").graph
+    values = graph.nodes["metrics/poses"].values
+    assert values["cameras"][0]["size"] == [480, 360] and values["features"] == "SIFT from the image up-sampled 2x"
+    trained = graph.camera_of(graph.views("train")[0])
+    assert (trained.width, trained.height) == (240, 180) and trained.K[0, 0] == pytest.approx(225, rel=0.03)
+
+
+def test_photos_of_different_sizes_reconstruct_end_to_end_on_the_cpu(tmp_path):
+    truth = orbit(np.array([0.6, 0.6, 0.5]), [15, 35, 55, 75])
+    small, square = intrinsics_matrix(300, 300, 160, 120), intrinsics_matrix(260, 260, 120, 120)
+    cameras = [(small, truth[0], 320, 240), (square, truth[1], 240, 240), (small, truth[2], 320, 240),
+               (square, truth[3], 240, 240)]
+    # 35 mm equivalents: 300 px on a 400-pixel diagonal is 32 mm, 260 px on a 339-pixel diagonal is 33 mm
+    photos = photo_folder(tmp_path / "mixed", CORNER, cameras, focal_35mm=[32, 33, 32, 33])
+    cfg = load_config("default", {
+        "device": "cpu", "optimize.cpu_steps": 10, "optimize.cpu_points": 300, "optimize.cpu_max_width": 40,
+        "mesh.cpu_resolution": 32, "mesh.extra_views": 2, "mesh.cpu_max_width": 40})
+    graph = run_scene(photos, cfg, tmp_path / "out").graph
+    values = graph.nodes["metrics/poses"].values
+    assert values["registered"] == 4 and sorted(c["size"] for c in values["cameras"]) == [[240, 240], [320, 240]]
+    errors, _ = pose_eval.compare(estimated(graph), truth)
+    assert errors["rotation_error_deg"]["max"] < 1.0
+    sizes = {v.name: (graph.camera_of(v).width, graph.camera_of(v).height) for v in graph.views("train")}
+    assert sizes == {"photo_0": (320, 240), "photo_1": (240, 240), "photo_2": (320, 240), "photo_3": (240, 240)}
+    assert graph.nodes["metrics/optimize"].values["resolution"][0] > 0 and "mesh/final" in graph.nodes
+    exported = tmp_path / "export" / "transforms.json"
+    assert main(["export", str(tmp_path / "out" / "mixed"), "--format", "transforms", "--to", str(exported)]) == 0
+    frames = json.loads(exported.read_text())["frames"]
+    assert sorted((f["w"], f["h"]) for f in frames) == [(240, 240), (240, 240), (320, 240), (320, 240)]
 
 
 def perturbation_recovered(backend: str, kind: str, device: str) -> tuple[float, float]:

@@ -1,7 +1,12 @@
 """Pose metrics: estimated cameras against known ones, after a similarity alignment.
 
-* The estimated camera centres are aligned to the known ones with Umeyama's
-  similarity (rotation, translation, uniform scale; least squares).
+* The estimated cameras are aligned to the known ones by a similarity
+  (rotation, translation, uniform scale): its rotation is the one that best
+  maps the estimated camera orientations onto the known ones (the chordal
+  mean), its scale and translation the least-squares fit of the camera
+  centres under that rotation. Aligning the centres alone (Umeyama) leaves
+  the rotation about their line free when 3 or 4 cameras stand nearly in a
+  line, as in forward-facing captures, and then reports that freedom as error.
 * Absolute errors, per camera after that alignment: the rotation angle between
   estimated and known camera orientations (degrees) and the distance between
   centres, in the known frame's units and as a share of the known cameras'
@@ -23,19 +28,22 @@ import numpy as np
 from recon.scene.camera import camera_center
 
 
-def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R, t) minimising ``sum |s R source_i + t - target_i|^2`` (Umeyama 1991)."""
-    mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
-    xs, xt = source - mu_s, target - mu_t
-    cov = xt.T @ xs / len(source)
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        S[2, 2] = -1
-    R = U @ S @ Vt
-    var = (xs**2).sum() / len(source)
-    s = float(np.trace(np.diag(D) @ S) / var) if var > 0 else 1.0
-    return s, R, mu_t - s * R @ mu_s
+def align(estimated: list[np.ndarray], known: list[np.ndarray]) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) mapping the estimated world frame onto the known one.
+
+    ``R`` [3, 3] is the rotation nearest (chordal) to the mean of ``R_known_i^T
+    R_estimated_i`` over the cameras (world_to_camera [4, 4] each); ``s`` and
+    ``t`` [3] minimise ``sum |s R c_i + t - c'_i|^2`` over the centres.
+    """
+    U, _, Vt = np.linalg.svd(sum(k[:3, :3].T @ e[:3, :3] for e, k in zip(estimated, known)))
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    ce = np.stack([camera_center(m) for m in estimated])
+    ck = np.stack([camera_center(m) for m in known])
+    xe = (ce - ce.mean(axis=0)) @ R.T
+    xk = ck - ck.mean(axis=0)
+    var = float((xe**2).sum())
+    s = float((xe * xk).sum() / var) if var > 0 else 1.0
+    return s, R, ck.mean(axis=0) - s * R @ ce.mean(axis=0)
 
 
 def similarity_matrix(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -82,7 +90,7 @@ def compare(estimated: list[np.ndarray], known: list[np.ndarray]) -> tuple[dict,
     """Errors of estimated world-to-camera matrices against known ones; also the alignment (estimated -> known)."""
     ce = np.stack([camera_center(m) for m in estimated])
     ck = np.stack([camera_center(m) for m in known])
-    s, R, t = umeyama(ce, ck)
+    s, R, t = align(estimated, known)
     extent = float(np.linalg.norm(ck - ck.mean(axis=0), axis=1).max()) or 1.0
     rot, trans = [], []
     for me, mk, c in zip(estimated, known, ce):

@@ -24,6 +24,9 @@ from recon.scene.camera import has_distortion
 from recon.scene.graph import SceneGraph, View
 
 
+FULL_SIZE = "full_size_images"  # meta key: view id -> its photo (and mask) before down-sampling
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     """How to read a scene; see :class:`recon.config.DataConfig` for the meaning of each."""
@@ -101,19 +104,18 @@ def _check(graph: SceneGraph) -> None:
         if view.image is None:
             continue
         size = image_io.probe_image(Path(view.image))
-        if view.camera is not None:
+        if view.camera is not None:  # photos without cameras may differ in size: SfM gives each size its own camera
             cam = graph.camera_of(view)
             if size != (cam.width, cam.height):
                 raise InputError(
                     f"{view.image}: image is {size[0]}x{size[1]} but its camera expects {cam.width}x{cam.height}"
                 )
-        sensor = graph.camera_of(view).sensor if view.camera else "uncalibrated"
-        first = sizes.setdefault(sensor, (size[0], size[1], view.image))
-        if size != first[:2]:
-            raise InputError(
-                f"{view.image}: image is {size[0]}x{size[1]} but {Path(first[2]).name} from the same camera "
-                f"is {first[0]}x{first[1]}; images of one camera must share a size"
-            )
+            first = sizes.setdefault(cam.sensor, (size[0], size[1], view.image))
+            if size != first[:2]:
+                raise InputError(
+                    f"{view.image}: image is {size[0]}x{size[1]} but {Path(first[2]).name} from the same camera "
+                    f"is {first[0]}x{first[1]}; images of one camera must share a size"
+                )
         if view.mask is not None:
             msize = image_io.probe_image(Path(view.mask))
             if msize != size:
@@ -155,6 +157,8 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
         dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None
         if factor == 1 and dist is None:
             continue
+        if dist is None and view.image is not None:  # the pose stage finds features in the photos at their own size
+            graph.meta.setdefault(FULL_SIZE, {})[view.id] = {"image": view.image, "mask": view.mask}
         K = cam.K.copy() if cam is not None else None
         if view.image is not None:
             view.pending_image = _rewriter(Path(view.image), K, dist, factor, mask=False)

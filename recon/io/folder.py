@@ -1,7 +1,8 @@
 """A folder of plain photos (``images/`` or the folder itself), with no cameras.
 
-Views get no camera: the poses stage estimates them. All photos are taken to
-come from one camera, so they must share a size.
+Views get no camera: the poses stage estimates them. Photos may differ in
+size; the poses stage gives each size (and each EXIF camera and focal length)
+its own camera.
 """
 
 from __future__ import annotations

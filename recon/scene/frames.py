@@ -2,7 +2,10 @@
 
 A :class:`Frames` batch holds images [V, H, W, 3], masks [V, H, W] (or None),
 world-to-camera matrices [V, 4, 4] and intrinsics [V, 3, 3] for views of one
-size, in the conventions of camera.py.
+size, in the conventions of camera.py. Views of other sizes (photos from
+different cameras) are resampled to the size most of them have, and their
+intrinsics scaled with them (x and y apart, so a different aspect ratio stays
+an exact pinhole camera with fx != fy).
 """
 
 from __future__ import annotations
@@ -55,18 +58,18 @@ def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_imag
     if not views:
         raise InputError(f"{graph.name}: no views to load")
     cams = [graph.camera_of(v) for v in views]
-    sizes = {(c.width, c.height) for c in cams}
-    if len(sizes) != 1:
-        raise InputError(f"{graph.name}: views of different sizes ({sorted(sizes)}) cannot be batched")
-    width, height = sizes.pop()
+    sizes = [(c.width, c.height) for c in cams]
+    width, height = max(set(sizes), key=lambda s: (sizes.count(s), s[0] * s[1]))
     images, masks = [], []
     if with_images and all(v.image for v in views):
-        for v in views:
-            images.append(image_io.downsample(image_io.read_image(graph.resolve(v.image)), factor))
+        for v, size in zip(views, sizes):
+            image = _resized(image_io.read_image(graph.resolve(v.image)), size, (width, height))
+            images.append(image_io.downsample(image, factor))
             mask = graph.training_mask(v) if training else v.mask
             if mask:
-                masks.append(image_io.downsample(image_io.read_mask(graph.resolve(mask)).astype(np.float32), factor) > 0.5)
-    Ks = np.stack([c.K for c in cams]).copy()
+                mask = _resized(image_io.read_mask(graph.resolve(mask)).astype(np.float32), size, (width, height))
+                masks.append(image_io.downsample(mask, factor) > 0.5)
+    Ks = np.stack([np.diag([width / w, height / h, 1.0]) @ c.K for c, (w, h) in zip(cams, sizes)])
     Ks[:, :2] /= factor
     return Frames(
         names=[v.name for v in views],
@@ -77,6 +80,16 @@ def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_imag
         width=width // factor,
         height=height // factor,
     )
+
+
+def _resized(pixels: np.ndarray, size: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
+    """An image [H, W, C] or mask [H, W] of ``size`` (width, height) resampled to ``target`` (bilinear, antialiased)."""
+    if size == target:
+        return pixels
+    t = torch.from_numpy(pixels.reshape(pixels.shape[:2] + (-1,))).permute(2, 0, 1)[None]
+    out = torch.nn.functional.interpolate(t, size=(target[1], target[0]), mode="bilinear", align_corners=False,
+                                          antialias=True)
+    return out[0].permute(1, 2, 0).reshape((target[1], target[0]) + pixels.shape[2:]).numpy()
 
 
 def scene_bounds(graph: SceneGraph, views: list[View]) -> tuple[np.ndarray, float]:

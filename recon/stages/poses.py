@@ -1,33 +1,35 @@
-"""Poses stage: the training views' cameras, given or estimated from the photos with COLMAP (pycolmap).
+"""Poses stage: the training views' cameras, given or estimated from the photos (recon/sfm).
 
 With ``poses.mode=auto`` the stage keeps the given cameras and estimates only
 when a training view has none (a folder of plain photos); ``estimate`` always
 estimates, so that estimated poses can be scored against the given ones.
 
-Estimation: SIFT features (by default also on the images up-sampled 2x and
-with a lower peak threshold, for the small images sparse-view scenes often have), exhaustive matching (few views), and
-incremental mapping with settings for few views: low inlier minimums, more
-two-view initialisation trials, a smaller minimum triangulation angle. Images
-of one size share one camera (``SIMPLE_PINHOLE``; COLMAP takes the focal
-length from EXIF as its prior when the photos have one). The largest model
-wins. A view that does not register is named with the reason (too few
-features, no verified matches, or matched but not placed); the run stops with
-exit 2 unless ``--allow-partial`` is given and at least 2 views registered
-(the others are then left out).
+Estimation (recon/sfm): SIFT features from the photos at their own size (the
+long side capped at ``poses.max_image_size``, whatever ``data.downscale``; up-sampled
+2x when the photos are small, ``poses.upsample``), only on the object where
+the views have masks, exhaustive matching with two-view verification, then
+recon's few-view reconstruction (a two-view start from the best verified
+pair, absolute or relative poses for the others, bundle adjustment) or one of
+COLMAP's mappers (``poses.mapper``). Photos of one size, EXIF camera and EXIF
+focal length share one camera (``SIMPLE_PINHOLE``), with EXIF's focal length
+as the prior when there is one. A geometry the photos cannot fix (a camera
+that only turned; one plane with an unknown focal length) is refused with
+one line. A view that does not register is named with the reason (too few
+features, no verified matches, or matched but not placed, and why); the run
+stops with exit 2 unless ``--allow-partial`` is given and at least 2 views
+registered (the others are then left out). The estimated intrinsics are
+scaled from the photos' size to the size the views are trained at.
 
 When the views had given cameras, the estimated ones are aligned to them
-(Umeyama similarity over the camera centres) and ``metrics/poses`` holds the
-errors (recon/eval/poses.py); ``to_dataset`` then includes that alignment,
-so the mesh stage's metrics and the exports land in the dataset's frame, and
-held-out views keep their given cameras, carried into the estimated frame.
-Without given cameras, held-out views have no camera and are not evaluated.
-The sparse points become ``points/sfm``.
+(a similarity, recon/eval/poses.py) and ``metrics/poses`` holds the errors;
+``to_dataset`` then includes that alignment, so the mesh stage's metrics and
+the exports land in the dataset's frame, and held-out views keep their given
+cameras, carried into the estimated frame. Without given cameras, held-out
+views have no camera and are not evaluated. The sparse points become ``points/sfm``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -40,9 +42,12 @@ from recon import progress
 from recon.config import PosesConfig, RunConfig
 from recon.errors import InputError
 from recon.eval import poses as pose_eval
+from recon.io import FULL_SIZE
 from recon.io import images as image_io
 from recon.scene.camera import transform_world_to_camera
 from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.sfm.matching import FeatureOptions, Photo, camera_priors
+from recon.sfm.reconstruct import reconstruct
 
 NAME = "poses"
 CONFIG = "poses"
@@ -80,8 +85,10 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     _check_estimable(graph, train, pc)
     start = time.perf_counter()
     sizes = {v.id: image_io.probe_image(graph.resolve(v.image)) for v in train}
-    sfm = estimate(graph, train, pc, single_camera=len(set(sizes.values())) == 1)
+    sfm = estimate(graph, train, pc)
     seconds = time.perf_counter() - start
+    if "refused" in sfm.details:
+        raise InputError(f"{graph.name}: no poses: {sfm.details['refused']}")
     failed = [v for v in train if v.id not in sfm.cameras]
     if failed:
         detail = "; ".join(f"{v.name} ({sfm.reasons[v.id]})" for v in failed)
@@ -97,7 +104,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     known = {v.id: graph.camera_of(v) for v in graph.views() if v.camera is not None}
     values: dict = {"source": "estimated", "registered": len(registered), "views": len(train),
                     "unregistered": {v.name: sfm.reasons[v.id] for v in failed}, "sfm_points": len(sfm.points),
-                    "focal_px": sfm.focal, "focal_prior_from_exif": sfm.exif_prior, "seconds": seconds}
+                    **sfm.details, "seconds": seconds}
     alignment = None
     if len(registered) >= 3 and all(v.id in known for v in registered):
         errors, alignment = pose_eval.compare([sfm.cameras[v.id][1] for v in registered],
@@ -109,7 +116,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
         K, w2c = sfm.cameras[v.id]
         width, height = sizes[v.id]
         graph.replace(Camera(id=f"estimated/{v.name}", K=K, world_to_camera=w2c, width=width, height=height,
-                             sensor="estimated", provenance=Provenance(NAME, made_from=[v.id])))
+                             sensor=sfm.sensors[v.id], provenance=Provenance(NAME, made_from=[v.id])))
         v.camera = f"estimated/{v.name}"
     for v in graph.views("test"):
         if alignment is not None and v.id in known:  # the given camera, carried into the estimated frame
@@ -157,116 +164,65 @@ def _rename(graph: SceneGraph, old: str, new: str) -> None:
 
 @dataclass
 class Estimate:
-    cameras: dict[str, tuple[np.ndarray, np.ndarray]]  # view id -> (K, world_to_camera)
+    """The training views' estimated cameras, at the size the views are trained at, and what SfM found."""
+
+    cameras: dict[str, tuple[np.ndarray, np.ndarray]]  # view id -> (K [3, 3], world_to_camera [4, 4])
+    sensors: dict[str, str]  # view id -> the camera it shares intrinsics with
     reasons: dict[str, str]  # view id -> why it did not register
-    points: np.ndarray
-    colors: np.ndarray
-    focal: float | None
-    exif_prior: bool
+    points: np.ndarray  # [P, 3]
+    colors: np.ndarray  # [P, 3] in [0, 1]
+    details: dict  # for metrics/poses: the mapper, feature settings, cameras, features per view
 
 
-def estimate(graph: SceneGraph, views: list[View], pc, single_camera: bool) -> Estimate:
-    """Structure from motion over ``views`` in a scratch folder; nothing of COLMAP's leaks out but the result."""
+def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
+    """Structure from motion over ``views``' photos at their own size, in a scratch folder.
+
+    Nothing of COLMAP's leaks out but the result; its errors become one line.
+    """
     import pycolmap
 
     pycolmap.logging.minloglevel = 3  # COLMAP says nothing; failures become our own one-line messages
-    with tempfile.TemporaryDirectory(prefix="recon-sfm-") as tmp, progress.task("estimating poses", 3) as bar:
-        root = Path(tmp)
-        (root / "images").mkdir()
-        names = {}
-        for i, v in enumerate(views):
-            src = graph.resolve(v.image)
-            if image_io.stored_upright_rgb(src):
-                name = f"{i:04d}{src.suffix.lower()}"
-                try:
-                    os.symlink(src.resolve(), root / "images" / name)
-                except OSError:
-                    shutil.copy(src, root / "images" / name)
-            else:  # COLMAP reads the stored pixels as they are: give it the upright RGB image recon sees
-                name = f"{i:04d}.png"
-                image_io.write_image(root / "images" / name, image_io.read_image(src))
-            names[name] = v
-        database = root / "database.db"
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = "SIMPLE_PINHOLE"
-        extraction = pycolmap.FeatureExtractionOptions()
-        extraction.use_gpu = False
-        extraction.sift.max_num_features = pc.max_features
-        if pc.dense_features:
-            extraction.sift.first_octave = -1
-            extraction.sift.peak_threshold = 0.004
-        matching = pycolmap.FeatureMatchingOptions()
-        matching.use_gpu = False
-        if pc.wide_baseline:
-            extraction.sift.estimate_affine_shape = True
-            extraction.sift.domain_size_pooling = True
-        matching.guided_matching = pc.guided_matching
-        mode = pycolmap.CameraMode.SINGLE if single_camera else pycolmap.CameraMode.PER_IMAGE
+    full_size = graph.meta.get(FULL_SIZE, {})
+    factor = int(graph.meta.get("downscale", 1))
+    paths, masks, scales = [], [], []
+    for v in views:
+        original = full_size.get(v.id)
+        paths.append(Path(original["image"]) if original else graph.resolve(v.image))
+        mask = (original["mask"] if original else v.mask) if pc.use_masks else None
+        masks.append(None if mask is None else (Path(mask) if original else graph.resolve(mask)))
+        scales.append(1.0 / factor if original else 1.0)  # from the photo's pixels to the trained image's
+    cameras, photo_cameras = camera_priors(paths)
+    photos = [Photo(path, mask, c) for path, mask, c in zip(paths, masks, photo_cameras)]
+    long_side = max(min(max(c.width, c.height), pc.max_image_size) for c in cameras)
+    upsample = pc.upsample == "on" or (pc.upsample == "auto" and long_side <= pc.upsample_below)
+    features = FeatureOptions(max_image_size=pc.max_image_size, max_features=pc.max_features, upsample=upsample,
+                              affine=pc.wide_baseline, guided=pc.guided_matching, min_inliers=pc.min_inliers)
+    mapper = pc.mapper if pc.mapper != "auto" else ("fewview" if len(views) <= pc.fewview_max_views else "incremental")
+    with tempfile.TemporaryDirectory(prefix="recon-sfm-") as tmp, progress.task("estimating poses", 1) as bar:
         try:
-            pycolmap.extract_features(database, root / "images", image_names=sorted(names), camera_mode=mode,
-                                      reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
-            bar.advance()
-            verification = pycolmap.TwoViewGeometryOptions()
-            verification.min_num_inliers = pc.min_inliers
-            pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification,
-                                      device=pycolmap.Device.cpu)
-            bar.advance()
-            options = pycolmap.IncrementalPipelineOptions()
-            options.min_num_matches = pc.min_inliers
-            options.min_model_size = 2
-            options.multiple_models = True
-            options.mapper.init_min_num_inliers = 2 * pc.min_inliers
-            options.mapper.abs_pose_min_num_inliers = pc.min_inliers
-            options.mapper.init_max_reg_trials = 4
-            options.mapper.init_min_tri_angle = 4.0
-            options.random_seed = 0
-            (root / "sparse").mkdir()
-            models = pycolmap.incremental_mapping(database, root / "images", root / "sparse", options=options)
-            bar.advance()
-        except Exception as exc:  # COLMAP's own errors become one line
+            result = reconstruct(photos, cameras, features, mapper, Path(tmp))
+        except (RuntimeError, ValueError) as exc:  # COLMAP's own errors become one line
             raise InputError(f"{graph.name}: pose estimation failed: {str(exc).strip().splitlines()[0]}") from None
-        db = pycolmap.Database.open(str(database))
-        try:
-            return _collect(db, models, names)
-        finally:
-            db.close()
-
-
-def _collect(db, models: dict, names: dict[str, View]) -> Estimate:
-    import pycolmap
-
-    best = max(models.values(), key=lambda r: r.num_reg_images(), default=None)
-    cameras: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    points, colors = np.zeros((0, 3)), np.zeros((0, 3))
-    focal, exif = None, False
-    if best is not None:
-        for image in best.images.values():
-            if not image.has_pose:
-                continue
-            cam = image.camera
-            w2c = np.eye(4)
-            w2c[:3, :4] = image.cam_from_world().matrix()
-            cameras[names[image.name].id] = (np.asarray(cam.calibration_matrix(), dtype=np.float64), w2c)
-            focal, exif = float(cam.mean_focal_length()), bool(cam.has_prior_focal_length)
-        if best.num_points3D():
-            points = np.stack([p.xyz for p in best.points3D.values()])
-            colors = np.stack([p.color for p in best.points3D.values()]) / 255.0
-    reasons = {}
-    ids = {im.name: im.image_id for im in db.read_all_images()}
-    best_inliers: dict[int, int] = {}
-    for pair, count in zip(*db.read_two_view_geometry_num_inliers()):
-        for image_id in pycolmap.pair_id_to_image_pair(pair):
-            best_inliers[image_id] = max(best_inliers.get(image_id, 0), count)
-    for name, view in names.items():
-        if view.id in cameras:
-            continue
-        image_id = ids.get(name)
-        features = db.num_keypoints_for_image(image_id) if image_id is not None else 0
-        inliers = best_inliers.get(image_id, 0)
-        if features < 50:
-            reasons[view.id] = f"{features} features: too little texture or too small"
-        elif inliers == 0:
-            reasons[view.id] = f"{features} features, no verified matches with the other views"
-        else:
-            reasons[view.id] = f"matched the other views ({inliers} inliers at best) but could not be placed"
-    return Estimate(cameras, reasons, points, colors, focal, exif)
+        bar.advance()
+    model = result.model
+    registered = model.cameras if model is not None else {}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for i, (K, w2c) in registered.items():
+        K = K.copy()
+        K[:2] *= scales[i]
+        out[views[i].id] = (K, w2c)
+    focal = {photo_cameras[i]: float(K[0, 0]) for i, (K, _) in registered.items()}
+    details = {
+        "mapper": mapper, "features": features.describe(), "max_image_size": pc.max_image_size,
+        "masks": any(m is not None for m in masks), "verified_pairs": result.verified_pairs,
+        "features_per_view": {v.name: n for v, n in zip(views, result.features)},
+        "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k), "focal_prior_px": c.focal,
+                     "focal_prior_from_exif": c.from_exif,
+                     "views": [v.name for v, of in zip(views, photo_cameras) if of == k]} for k, c in enumerate(cameras)],
+    }
+    if result.refused:
+        details["refused"] = result.refused
+    points = model.points if model is not None else np.zeros((0, 3))
+    colors = model.colors if model is not None else np.zeros((0, 3))
+    return Estimate(out, {v.id: f"sfm/{c}" for v, c in zip(views, photo_cameras)},
+                    {views[i].id: why for i, why in result.reasons.items()}, points, colors, details)
