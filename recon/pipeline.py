@@ -10,7 +10,9 @@ A run that made the output folder and fails (or is interrupted) before its
 first ``scene.json`` is saved removes the folder again.
 
 Each stage has a key chained from the input digest and the digests of its
-own config section and of every stage before it. A stage whose key matches
+own config section (with the device type, CPU or CUDA, for the stages that
+compute on it) and of every stage before it. The device is resolved once,
+here, and handed to every stage. A stage whose key matches
 the record in an existing ``scene.json`` is skipped; the first one that does
 not is rerun, with everything after it. Its results and those of every later
 stage, past ``--until`` too, are removed first (records, nodes and files), so
@@ -31,6 +33,7 @@ import yaml
 
 from recon import stages as stage_registry
 from recon.config import RunConfig, digest, to_dict
+from recon.devices import resolve_device
 from recon.io import ImportOptions, import_scene
 from recon.scene.graph import Metrics, SceneGraph, StageRecord
 from recon.scene.store import SceneStore, atomic_write, write_json
@@ -66,6 +69,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
     ``on_stage(name)`` as each stage starts to run (not when it is reused).
     """
     running = stage_registry.load(until)
+    device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     graph = import_scene(scene, import_options(cfg))
     import_seconds = time.perf_counter() - t0
@@ -74,7 +78,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
     for module in running:
         validate = getattr(module, "validate", None)
         if validate is not None:
-            validate(graph, cfg)
+            validate(graph, cfg, device)
 
     store = SceneStore(Path(out_root) / graph.name)
     fresh = not store.root.exists()
@@ -99,8 +103,10 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
             for i, module in enumerate(running):
                 section = getattr(cfg, module.CONFIG) if module.CONFIG else None
                 on = getattr(module, "enabled", lambda _: True)(cfg)
-                # The settings of a stage that is off do not matter.
-                config_digest = digest(section, cfg.seed) if on else "off"
+                # The settings of a stage that is off do not matter; what a stage computes on a device differs
+                # between the CPU and CUDA.
+                on_device = device.type if getattr(module, "ON_DEVICE", False) else None
+                config_digest = digest(section, cfg.seed, *([on_device] if on_device else [])) if on else "off"
                 key = hashlib.sha256(f"{key}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
                 record = graph.stages.get(module.NAME)
                 if record is not None and record.key == key:
@@ -115,7 +121,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
                 if on_stage is not None:
                     on_stage(module.NAME)
                 start = time.perf_counter()
-                graph = module.run(graph, cfg)
+                graph = module.run(graph, cfg, device)
                 seconds = time.perf_counter() - start
                 metrics = _stage_metrics(graph, module.NAME)
                 for node in graph.nodes.values():

@@ -28,21 +28,29 @@ def test_run_writes_scene_config_and_metrics(synthetic_scene, tmp_path, capsys):
     assert "views" in capsys.readouterr().err  # the summary table
 
 
-def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path):
+def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkeypatch):
+    import torch
+
+    from recon import pipeline
     from recon.config import load_config
     from recon.pipeline import run_scene
 
-    small = {"init.points": 200, "init.hull_resolution": 24}
+    small = {"init.source": "hull", "init.points": 200, "init.hull_resolution": 24}
     first = run_scene(synthetic_scene, load_config("default", {"views.count": 3, **small}), tmp_path, until="init")
     assert [o.status for o in first.outcomes] == ["ran", "ran", "ran", "ran"]
     again = run_scene(synthetic_scene, load_config("default", {"views.count": 3, **small}), tmp_path, until="init")
     assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "reused"]
     changed = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small}), tmp_path, until="init")
     assert [o.status for o in changed.outcomes] == ["reused", "ran", "ran", "ran"]
-    init_only = run_scene(synthetic_scene, load_config("default", {"views.count": 5, "init.points": 300}), tmp_path,
-                          until="init")
+    init_only = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
+                          tmp_path, until="init")
     assert [o.status for o in init_only.outcomes] == ["reused", "reused", "reused", "ran"]
     assert len(changed.graph.views("train")) == 5
+    # The same run on CUDA (the hull is carved on the CPU either way): what was computed on the CPU is not reused.
+    monkeypatch.setattr(pipeline, "resolve_device", lambda name: torch.device("cuda"))
+    on_gpu = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
+                       tmp_path, until="init")
+    assert [o.status for o in on_gpu.outcomes] == ["reused", "reused", "reused", "ran"]
 
 
 def test_transforms_round_trip_through_run_and_export(synthetic_scene, tmp_path):

@@ -650,13 +650,13 @@ def test_one_photo_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_calibrated_views_of_two_sizes_are_refused_before_writing(scene, tmp_path, capsys):
+def test_calibrated_views_of_two_sizes_train_as_one_batch(scene, tmp_path):
     Image.fromarray(photo(2, 32, 24)).save(scene / "images" / "002.png")
     edit_transforms(scene, lambda m: m["frames"][2].update(w=32, h=24, fl_x=32.0, fl_y=32.0, cx=16.0, cy=12.0))
-    expect_error(capsys, ["run", scene, "--out", tmp_path / "out"],
-                 "training views 000 (24x18) and 002 (32x24) differ in size; the optimize stage trains on views of one size")
-    assert not (tmp_path / "out").exists()
-    assert run("run", scene, "--out", tmp_path / "out", "--until", "init", "--set", "init.points=100") == 0  # not trained
+    assert run("run", scene, "--out", tmp_path / "out", "--until", "optimize", "--set", "init.points=100",
+               "optimize.cpu_steps=5") == 0
+    scene_file = json.loads((tmp_path / "out" / scene.name / "scene.json").read_text())
+    assert scene_file["stages"]["optimize"]
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -319,13 +319,14 @@ def render_view(graph: SceneGraph, cam: CameraLayer, device: str = "auto") -> tu
     """The splats seen from ``cam`` as uint8 RGB [H, W, 3] (smaller on the CPU), and the backend used."""
     from recon.devices import resolve_device
     from recon.io.images import to_uint8
+    from recon.render import resolve_backend
     from recon.render.scene import load_scene_splats, render_camera
 
     dev = resolve_device(device)
     splats, kind = load_scene_splats(graph, dev)
     scale = 1.0 if dev.type == "cuda" else 1.0 / max(1, -(-cam.width // CPU_RENDER_WIDTH))
     image = render_camera(splats, kind, graph.nodes[cam.node], scale)
-    return to_uint8(image), "gsplat" if dev.type == "cuda" else "reference"
+    return to_uint8(image), resolve_backend("auto", dev)
 
 
 def _trimesh(vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray | None):

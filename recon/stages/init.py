@@ -30,7 +30,6 @@ import torch
 from scipy import ndimage
 
 from recon.config import InitConfig, RunConfig
-from recon.devices import resolve_device
 from recon.errors import InputError
 from recon.geometry import mvs
 from recon.io import images as image_io
@@ -42,16 +41,17 @@ from recon.scene.store import atomic_write
 
 NAME = "init"
 CONFIG = "init"
+ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a GPU run's
 OUTPUTS = ("assets/mvs",)
 SOURCES = ("mvs", "sfm", "hull", "random")
 
 
-def validate(graph: SceneGraph, cfg: RunConfig) -> None:
+def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     if cfg.init.mvs_window % 2 == 0:
         raise InputError(f"init.mvs_window must be odd (a window centred on its pixel), got {cfg.init.mvs_window}")
 
 
-def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
+def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     train = graph.views("train")
     rng = np.random.default_rng(cfg.seed)
     center, radius = scene_bounds(graph, train)
@@ -62,7 +62,7 @@ def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
     for source in candidates(graph, train, cfg.init.source):
         why = None
         if source == "mvs":
-            found = stereo(graph, train, cfg.init, center, radius, resolve_device(cfg.device), rng)
+            found = stereo(graph, train, cfg.init, center, radius, device, rng)
             values["mvs"] = found.metrics
             if len(found.points) >= cfg.init.mvs_min_points:
                 points, colors = found.points, found.colors

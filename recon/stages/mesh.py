@@ -27,7 +27,6 @@ import torch
 
 from recon import progress
 from recon.config import RunConfig
-from recon.devices import resolve_device
 from recon.errors import InputError
 from recon.eval import geometry
 from recon.geometry import meshing
@@ -43,14 +42,14 @@ from recon.scene.store import atomic_write
 
 NAME = "mesh"
 CONFIG = "mesh"
+ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a GPU run's
 
 
-def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
+def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     mc = cfg.mesh
     node = graph.splats()
     if node is None:
         raise InputError(f"{graph.name}: no Gaussians to mesh (the optimize stage has not run)")
-    device = resolve_device(cfg.device)
     on_gpu = device.type == "cuda"
     splats = load_ply(graph.resolve(node.path), device)
     train = graph.views("train")

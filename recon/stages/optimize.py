@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from recon.config import RunConfig
-from recon.devices import resolve_device
 from recon.errors import InputError
 from recon.eval.images import SSIM_WINDOW
 from recon.eval.poses import compare as compare_poses
@@ -49,23 +48,18 @@ from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
 CONFIG = "optimize"
+ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a GPU run's
 OUTPUTS = ("assets/renders", "assets/optimize", LIVE_DIR)
 
 
-def validate(graph: SceneGraph, cfg: RunConfig) -> None:
-    """The training views share one size (they are trained as one batch) and, at the size they are trained at,
-    fit the SSIM loss's window; mcmc has CUDA."""
-    on_gpu = resolve_device(cfg.device).type == "cuda"
+def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
+    """At the size they are trained at, the training views fit the SSIM loss's window (views of another size than
+    most are resampled to it, see :func:`load_frames`); mcmc has CUDA."""
+    on_gpu = device.type == "cuda"
     if cfg.optimize.strategy == "mcmc" and not on_gpu:
         raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); use strategy=default on the CPU")
     where = graph.source.get("path", graph.name)
-    sizes = [(v.name, _size(graph, v)) for v in graph.views("train")]
-    other = next(((name, size) for name, size in sizes if size != sizes[0][1]), None)
-    if other is not None:
-        (a, (wa, ha)), (b, (wb, hb)) = sizes[0], other
-        raise InputError(f"{where}: training views {a} ({wa}x{ha}) and {b} ({wb}x{hb}) differ in size; the optimize "
-                         f"stage trains on views of one size (choose them with --views or --split)")
-    for width, height in {size for _, size in sizes}:
+    for width, height in {_size(graph, v) for v in graph.views("train")}:
         factor = downsample_factor(width, cfg.optimize, on_gpu)
         if min(width // factor, height // factor) < SSIM_WINDOW:
             raise InputError(f"{where}: training images of {width}x{height} are trained at {width // factor}x"
@@ -82,9 +76,8 @@ def _size(graph: SceneGraph, view: View) -> tuple[int, int]:
     return width // factor, height // factor
 
 
-def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
+def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     oc = cfg.optimize
-    device = resolve_device(cfg.device)
     train_views = graph.views("train")
     if any(v.camera is None for v in train_views):
         raise InputError(f"{graph.name}: training views have no camera poses; the poses stage must estimate them first")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from recon import progress
 from recon.config import PosesConfig, RunConfig
@@ -55,7 +56,7 @@ GIVEN = "poses_given"  # meta key: the cameras and frame the import gave, restor
 GIVEN_SFM = "points/sfm_given"  # the import's SfM points, set aside while the estimated ones stand in
 
 
-def validate(graph: SceneGraph, cfg: RunConfig) -> None:
+def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     if cfg.poses.mode == "given":
         missing = [v.name for v in graph.views() if v.image and v.camera is None]
         if missing:
@@ -75,7 +76,7 @@ def _check_estimable(graph: SceneGraph, train: list[View], pc: PosesConfig) -> N
                          f"got {len(train)}")
 
 
-def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
+def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     pc = cfg.poses
     _restore_given(graph)
     train = graph.views("train")

@@ -47,7 +47,6 @@ import numpy as np
 import torch
 
 from recon.config import OptimizeConfig, PriorConfig, RunConfig, digest
-from recon.devices import resolve_device
 from recon.errors import InputError
 from recon.io import images as image_io
 from recon.optim.trainer import (Targets, Trainer, downsample_factor, evaluate_test_views, initial_splats,
@@ -59,6 +58,7 @@ from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
 CONFIG = "prior"
+ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a GPU run's
 PAIRS = "assets/prior/pairs.npz"
 HELD_SPLATS = "assets/prior/held-out.ply"  # the leave-one-out splats that the check distils into
 # The pairs and the check's splats stay: they are a cache with a key of its own.
@@ -71,7 +71,7 @@ def enabled(cfg: RunConfig) -> bool:
     return cfg.prior.enabled
 
 
-def validate(graph: SceneGraph, cfg: RunConfig) -> None:
+def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     pc = cfg.prior
     if not pc.enabled:
         return
@@ -90,12 +90,11 @@ def validate(graph: SceneGraph, cfg: RunConfig) -> None:
         raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least prior.distill_rounds ({pc.distill_rounds}) >= 1")
 
 
-def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
+def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     pc, oc = cfg.prior, cfg.optimize
     final = graph.nodes.get("gaussians/final")
     if not isinstance(final, Gaussians):
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
-    device = resolve_device(cfg.device)
     on_gpu = device.type == "cuda"
     train_views = graph.views("train")
     factor = downsample_factor(graph.camera_of(train_views[0]).width, oc, on_gpu)

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from recon.config import RunConfig
 from recon.errors import InputError
@@ -55,13 +56,13 @@ def hold_out_split(indices: list[int], hold_every: int, count: int | None) -> tu
     return [rest[int(p)] for p in np.round(np.linspace(0, len(rest) - 1, count))], test
 
 
-def validate(graph: SceneGraph, cfg: RunConfig) -> None:
+def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     """Raise before anything is written if the views cannot be chosen; otherwise give the views their roles,
     so that the later stages' checks see this run's training views (``run`` gives them the same again)."""
     assign(graph, cfg)
 
 
-def run(graph: SceneGraph, cfg: RunConfig) -> SceneGraph:
+def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     train, test = assign(graph, cfg)
     graph.replace(Metrics(
         id="metrics/views",
