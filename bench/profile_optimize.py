@@ -10,6 +10,7 @@ and the mean milliseconds per step.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -46,7 +47,7 @@ def main() -> None:
         points, colors = ply.read_points(graph.resolve(graph.nodes["points/init"].path))
         oc = cfg.optimize
         splats = init_splats(points, colors, oc.sh_degree, oc.kind, oc.init_scale, oc.init_opacity, device)
-        trainer = Trainer(oc, frames, splats, center, radius, args.steps + 50, device, cfg.seed)
+        trainer = Trainer(dataclasses.replace(oc, steps=args.steps + 50), frames, splats, center, radius, device, cfg.seed)
         for step in range(args.steps):
             trainer.step(step, step % len(frames))
         torch.cuda.synchronize()

@@ -225,6 +225,21 @@ class OptimizeConfig:
     cpu_points: int = 4000
     """At most this many initial splats on the CPU (a random subset of the init points)."""
 
+    def scaled_to(self, steps: int) -> OptimizeConfig:
+        """These settings for a run of ``steps``: the schedule (when densification starts and stops, when the
+        regularisers start, the steps between SH degrees) scaled by ``steps / self.steps``, as gsplat's trainer
+        scales its own (``adjust_steps``); the intervals of densification, pruning and checkpoints are kept."""
+        if steps == self.steps:
+            return self
+        s = steps / self.steps
+
+        def scale(n: int) -> int:
+            return max(1, int(round(n * s)))
+
+        return dataclasses.replace(self, steps=steps, refine_start=scale(self.refine_start),
+                                   refine_stop=scale(self.refine_stop), regularize_from=scale(self.regularize_from),
+                                   sh_degree_interval=scale(self.sh_degree_interval))
+
 
 @dataclass
 class PriorConfig:
@@ -444,6 +459,21 @@ def _apply_preset(cfg: RunConfig, preset: str, seen: tuple[str, ...]) -> None:
     if base is not None:
         _apply_preset(cfg, str(base), seen + (str(path),))
     _apply(cfg, data, str(path))
+
+
+def preset_settings(preset: str) -> dict[str, Any]:
+    """The settings a preset file sets itself (not its base's), as dotted keys: to lay one preset over another,
+    ``load_config("dtu", preset_settings("tiny"))``."""
+    data = yaml.safe_load(preset_path(preset).read_text()) or {}
+    data.pop("base", None)
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in d.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return out
+
+    return flat(data)
 
 
 def preset_path(preset: str) -> Path:

@@ -13,12 +13,11 @@ from builders import build_llff, build_rectified, build_spare
 from PIL import Image
 
 from recon.cli import main
+from recon.config import preset_settings
 
-TINY = [
-    "init.points=300", "init.hull_resolution=32", "optimize.cpu_steps=20", "optimize.steps=20",
-    "optimize.cpu_points=300", "optimize.refine_start=10", "optimize.refine_every=10", "optimize.regularize_from=5",
-    "optimize.prune_every=10", "optimize.checkpoint_every=10", "mesh.cpu_resolution=32", "mesh.extra_views=2",
-    "mesh.cpu_max_width=48",
+# The tiny preset's settings laid over each suite's preset, and smaller still.
+TINY = [f"{key}={value}" for key, value in preset_settings("tiny").items() if key != "device"] + [
+    "optimize.cpu_steps=20", "optimize.steps=20", "mesh.cpu_resolution=32", "mesh.extra_views=2", "mesh.cpu_max_width=48",
 ]
 
 

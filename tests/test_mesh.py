@@ -112,10 +112,7 @@ def test_mesh_stage_on_the_cpu_and_exports(synthetic_scene, tmp_path):
 
     from recon.cli import main
 
-    cfg = load_config("default", {
-        "views.count": 4, "device": "cpu", "init.points": 600, "init.hull_resolution": 40, "optimize.cpu_steps": 30,
-        "optimize.cpu_points": 600, "mesh.cpu_resolution": 48, "mesh.extra_views": 6, "mesh.cpu_max_width": 80,
-    })
+    cfg = load_config("tiny", {"views.count": 4, "mesh.extra_views": 6})
     graph = run_scene(synthetic_scene, cfg, tmp_path).graph
     node = graph.nodes["mesh/final"]
     vertices, faces = ply.read_mesh(tmp_path / "mug" / node.path)

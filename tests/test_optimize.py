@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.config import load_config
+from recon.config import load_config, preset_settings
 from recon.errors import InputError, StageError
 from recon.io.ply import read_ply, read_points
 from recon.optim import regularizers as reg
@@ -17,16 +17,11 @@ from recon.pipeline import run_scene
 from recon.render.splats import FLAT_LOG_SCALE, init_splats, load_ply, save_ply
 from recon.scene.camera import intrinsics_matrix, look_at
 
-TINY = {
-    "views.count": 4, "device": "cpu", "init.points": 600, "init.hull_resolution": 40,
-    "optimize.steps": 40, "optimize.cpu_steps": 40, "optimize.cpu_points": 600, "optimize.refine_start": 10,
-    "optimize.refine_every": 10, "optimize.regularize_from": 5, "optimize.prune_every": 10,
-    "optimize.checkpoint_every": 10, "optimize.sh_degree_interval": 15,
-}
+TINY = {"views.count": 4}
 
 
 def tiny(**extra):
-    return load_config("default", {**TINY, **extra})
+    return load_config("tiny", {**TINY, **extra})
 
 
 def test_default_pipeline_writes_splats_renders_and_metrics(synthetic_scene, tmp_path):
@@ -74,7 +69,7 @@ def test_dtu_preset_trains_without_masks_and_scores_with_them(synthetic_scene, t
             super().__init__(oc, frames, *args, **kwargs)
 
     monkeypatch.setattr(optimize, "Trainer", Recording)
-    cfg = load_config("dtu", {**TINY, "views.split": None, "data.downscale": 1, "optimize.cpu_steps": 5})
+    cfg = load_config("dtu", {**preset_settings("tiny"), **TINY, "views.split": None, "data.downscale": 1, "optimize.cpu_steps": 5})
     graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph
     assert seen == [None]  # no masks reach the training loop
     assert graph.nodes["metrics/init"].values["source"] != "hull"  # the masks do not carve the initial points
@@ -82,7 +77,7 @@ def test_dtu_preset_trains_without_masks_and_scores_with_them(synthetic_scene, t
     assert math.isfinite(graph.nodes["metrics/optimize"].values["psnr_masked"])
 
     seen.clear()
-    cfg = load_config("object", {**TINY, "optimize.cpu_steps": 5})
+    cfg = load_config("object", {**preset_settings("tiny"), **TINY, "optimize.cpu_steps": 5})
     run_scene(synthetic_scene, cfg, tmp_path / "object", until="optimize")
     assert seen[0] is not None and seen[0].shape[0] == 4
 
@@ -217,6 +212,17 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
     assert graph.nodes["points/mvs"].count == init["mvs"]["points"]
     metrics = graph.nodes["metrics/optimize"].values
     assert math.isfinite(metrics["psnr"]) and metrics["gaussians"] > 0
+
+
+def test_one_schedule_scales_to_any_length():
+    default = load_config("default").optimize
+    fast = default.scaled_to(1000)
+    assert (fast.steps, fast.refine_start, fast.refine_stop, fast.regularize_from, fast.sh_degree_interval) == \
+        (1000, 100, 667, 167, 333)
+    assert (fast.refine_every, fast.prune_every, fast.checkpoint_every) == \
+        (default.refine_every, default.prune_every, default.checkpoint_every)  # intervals are kept
+    assert load_config("fast").optimize == fast  # the preset is the default's schedule at 1000 steps
+    assert default.scaled_to(default.steps) is default
 
 
 def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():

@@ -131,7 +131,7 @@ def test_alignment_and_auc_are_exact_on_known_cases():
 
 
 def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
-    cfg = load_config("default", {"poses.mode": "estimate", "views.count": 12})
+    cfg = load_config("tiny", {"poses.mode": "estimate", "views.count": 12})
     graph = run_scene(textured_scene, cfg, tmp_path, until="init").graph
     values = graph.nodes["metrics/poses"].values
     assert values["source"] == "estimated" and values["registered"] == 12 and values["sfm_points"] > 100
@@ -149,7 +149,7 @@ def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
         S_given = np.asarray(graph.meta["poses_given"]["to_dataset"]) @ np.r_[c_given, 1.0]
         assert np.linalg.norm(S_est - S_given) < 0.05 * np.linalg.norm(S_given[:3])
     # Back to the given poses: the stage reruns and the views use the imported cameras again.
-    again = run_scene(textured_scene, load_config("default", {"views.count": 12}), tmp_path, until="poses").graph
+    again = run_scene(textured_scene, load_config("tiny", {"views.count": 12}), tmp_path, until="poses").graph
     assert again.nodes["metrics/poses"].values == {"source": "given"}
     assert not any(graph.camera_of(v).id.startswith("estimated/") for v in again.views())
 
@@ -190,11 +190,11 @@ def test_plain_photos_get_cameras_and_a_view_that_cannot_register_is_named(textu
         shutil.copy(image, photos / f"IMG_{i:02d}.png")
     image_io.write_image(photos / "IMG_99.png", np.full((240, 320, 3), 0.5))  # no texture at all
     with pytest.raises(InputError, match=r"1 of 13 views did not register: IMG_99 \(0 features.*--allow-partial"):
-        run_scene(photos, load_config("default", {}), tmp_path / "out", until="init")
+        run_scene(photos, load_config("tiny", {}), tmp_path / "out", until="init")
     saved = json.loads((tmp_path / "out" / "photos" / "scene.json").read_text())
     assert [s["name"] for s in saved["stages"]] == ["views"]  # the finished stages only; a rerun resumes there
     with pytest.warns(UserWarning, match="IMG_99"):
-        graph = run_scene(photos, load_config("default", {"poses.allow_partial": True}), tmp_path / "out", until="init").graph
+        graph = run_scene(photos, load_config("tiny", {"poses.allow_partial": True}), tmp_path / "out", until="init").graph
     assert [v.name for v in graph.views("train")] == [f"IMG_{i:02d}" for i in range(12)]
     assert graph.views("unused")[0].name == "IMG_99"
     assert graph.nodes["metrics/init"].values["source"] == "random" or graph.nodes["points/sfm"].count > 50

@@ -18,10 +18,7 @@ from recon.stages.prior import validation_view
 from recon.scene.camera import camera_center, look_at
 
 TINY = {
-    "views.count": 4, "device": "cpu", "init.points": 600, "init.hull_resolution": 40,
-    "optimize.steps": 30, "optimize.cpu_steps": 30, "optimize.cpu_points": 600, "optimize.refine_start": 10,
-    "optimize.refine_every": 10, "optimize.regularize_from": 5, "optimize.prune_every": 10,
-    "optimize.checkpoint_every": 10, "optimize.sh_degree_interval": 15,
+    "views.count": 4, "optimize.steps": 30, "optimize.cpu_steps": 30,
     "prior.enabled": True, "prior.loo_views": 2, "prior.loo_steps": 12, "prior.loo_snapshots": 2,
     "prior.perturb_samples": 2, "prior.channels": [8, 16], "prior.crop": 32, "prior.batch": 4, "prior.train_steps": 8,
     "prior.sample_steps": 2, "prior.pseudo_views": 4, "prior.distill_steps": 10, "prior.distill_rounds": 2,
@@ -30,7 +27,7 @@ TINY = {
 
 
 def tiny(**extra):
-    return load_config("default", {**TINY, **extra})
+    return load_config("tiny", {**TINY, **extra})
 
 
 def ring(azimuths_deg, radius=4.0, height=1.0):

@@ -28,19 +28,14 @@ from viewer.app import ViewerApp, camera_table  # noqa: E402
 from viewer.scene import layers, open_scene, splats_from_ply  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
-TINY = {
-    "views.count": 4, "device": "cpu", "init.points": 600, "init.hull_resolution": 40, "optimize.cpu_steps": 40,
-    "optimize.cpu_points": 600, "optimize.refine_start": 10, "optimize.refine_every": 10,
-    "optimize.regularize_from": 5, "optimize.prune_every": 10, "optimize.checkpoint_every": 10,
-    "mesh.cpu_resolution": 48, "mesh.extra_views": 4, "mesh.cpu_max_width": 80,
-}
+TINY = {"views.count": 4}
 
 
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory) -> Path:
     """The bundled example, run through every stage with a tiny configuration."""
     out = tmp_path_factory.mktemp("view")
-    return run_scene(EXAMPLE, load_config("default", TINY), out).out_dir
+    return run_scene(EXAMPLE, load_config("tiny", TINY), out).out_dir
 
 
 def free_port() -> int:
@@ -127,7 +122,7 @@ def test_viewer_follows_a_run_from_its_snapshots(example_run, tmp_path):
 
 
 def test_run_with_live_every_leaves_no_snapshot_behind(tmp_path):
-    cfg = load_config("default", {**TINY, "live_every": 10})
+    cfg = load_config("tiny", {**TINY, "live_every": 10})
     out = run_scene(EXAMPLE, cfg, tmp_path, until="optimize").out_dir
     assert (out / "assets" / "splats.ply").is_file() and not (out / LIVE_DIR).exists()
 

@@ -36,7 +36,6 @@ from recon.io.dtu import (
 from recon.scene.graph import SceneGraph
 
 SPLIT_PATTERN = re.compile(r"^Track(\d)_split_(\w+)\.json$")
-TRACK_VIEWS = {1: 3, 2: 9}
 
 
 def split_files(root: Path) -> list[Path]:

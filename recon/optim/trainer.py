@@ -54,11 +54,13 @@ class Trainer:
     log_every = 10
 
     def __init__(self, oc: OptimizeConfig, frames: Frames, splats: dict[str, Tensor], center: np.ndarray,
-                 radius: float, steps: int, device: torch.device, seed: int, checkpoint: Path | None = None,
+                 radius: float, device: torch.device, seed: int, checkpoint: Path | None = None,
                  refine_poses: bool = False, title: str | None = None):
-        """``splats``: initial parameters (recon.render.splats.init_splats, or load_ply of finished ones);
-        ``checkpoint``: where the last good state is kept while training (None: not kept)."""
-        self.oc, self.frames, self.steps, self.device = oc, frames, steps, device
+        """``oc``: the settings of this run, ``oc.steps`` steps long (:meth:`OptimizeConfig.scaled_to` gives a
+        shorter or longer run its schedule); ``splats``: initial parameters (recon.render.splats.init_splats, or
+        load_ply of finished ones); ``checkpoint``: where the last good state is kept while training (None: not
+        kept)."""
+        self.oc, self.frames, self.steps, self.device = oc, frames, oc.steps, device
         self.center = torch.tensor(center, dtype=torch.float32)  # on the CPU: pseudo cameras are built there
         self.viewmats_cpu = frames.viewmats.cpu()
         self.radius = radius

@@ -54,11 +54,6 @@ def opengl_from_world_to_camera(world_to_camera: np.ndarray) -> np.ndarray:
     return invert_rigid(_as_4x4(world_to_camera)) @ OPENGL_TO_OPENCV
 
 
-def world_to_camera_from_opencv_c2w(camera_to_world: np.ndarray) -> np.ndarray:
-    """OpenCV camera-to-world [4, 4] -> world-to-camera [4, 4]."""
-    return invert_rigid(_as_4x4(camera_to_world))
-
-
 def invert_rigid(T: np.ndarray) -> np.ndarray:
     """Invert a 4x4 rigid transform exactly (R.T, -R.T t) rather than by LU."""
     R = T[:3, :3]

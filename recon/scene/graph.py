@@ -200,9 +200,6 @@ class SceneGraph:
         self.nodes[node.id] = node
         return node
 
-    def get(self, node_id: str) -> Node:
-        return self.nodes[node_id]
-
     def of_type(self, cls: type) -> list:
         return [n for n in self.nodes.values() if isinstance(n, cls)]
 

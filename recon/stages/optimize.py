@@ -11,7 +11,8 @@ normal consistency (2DGS), and pseudo-view consistency (a jittered camera's
 render against the training image warped into it through the rendered depth).
 
 Without CUDA, the stage trains on recon's reference rasterizer at a small
-resolution for ``cpu_steps`` steps: a smoke test of the whole pipeline, not a
+resolution for ``cpu_steps`` steps, the schedule scaled to them
+(:meth:`OptimizeConfig.scaled_to`): a smoke test of the whole pipeline, not a
 reconstruction, and it says so.
 
 A step whose loss or parameters are not finite stops the stage; the last good
@@ -84,7 +85,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     cam0 = graph.camera_of(train_views[0])
     on_gpu = device.type == "cuda"
     factor = downsample_factor(cam0.width, oc, on_gpu)
-    steps = oc.steps if on_gpu else min(oc.steps, oc.cpu_steps)
+    if not on_gpu:  # the CPU's short run keeps the schedule's proportions: densification and regularisers run
+        oc = oc.scaled_to(min(oc.steps, oc.cpu_steps))
+    steps = oc.steps
     if not on_gpu:
         warnings.warn(f"optimize: no CUDA device; training on the reference rasterizer at "
                       f"{cam0.width // factor}x{cam0.height // factor} for {steps} steps from at most "
@@ -101,7 +104,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     splats = initial_splats(graph, oc, device, cfg.seed)
     estimated = poses_estimated(graph)
     refine = oc.pose_refine == "on" or (oc.pose_refine == "auto" and estimated)
-    trainer = Trainer(oc, frames, splats, center, radius, steps, device, cfg.seed,
+    trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed,
                       checkpoint=graph.resolve("assets/optimize/checkpoint.pt"), refine_poses=refine)
     if cfg.live_every > 0:
         trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, steps)

@@ -273,16 +273,6 @@ def _targets(frames: Frames) -> torch.Tensor:
     return frames.images * frames.masks[..., None].float()
 
 
-def _scaled(oc: OptimizeConfig, steps: int) -> OptimizeConfig:
-    """The optimize settings with their schedule (densification window, regularisers, SH degrees) scaled to a
-    run of ``steps``; densification and pruning keep their intervals."""
-    s = steps / max(1, oc.steps)
-    scale = lambda n: max(1, int(round(n * s)))  # noqa: E731
-    return dataclasses.replace(oc, steps=steps, refine_start=scale(oc.refine_start), refine_stop=scale(oc.refine_stop),
-                               regularize_from=scale(oc.regularize_from), sh_degree_interval=scale(oc.sh_degree_interval),
-                               pose_refine="off")
-
-
 def leave_one_out(graph: SceneGraph, cfg: RunConfig, frames: Frames, targets: torch.Tensor, center: np.ndarray,
                   radius: float, device: torch.device, held: list[int], keep: int | None = None
                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int], dict | None]:
@@ -294,12 +284,12 @@ def leave_one_out(graph: SceneGraph, cfg: RunConfig, frames: Frames, targets: to
     if n < 2 or pc.loo_steps <= 0:
         return inputs, outputs, views, kept
     steps = pc.loo_steps if device.type == "cuda" else min(pc.loo_steps, oc.cpu_steps)
-    loo_oc = _scaled(oc, steps)
+    loo_oc = dataclasses.replace(oc.scaled_to(steps), pose_refine="off")
     stops = sorted({max(1, int(round(steps * (k + 1) / pc.loo_snapshots))) for k in range(max(1, pc.loo_snapshots))})
     for i in held:
         rest = [j for j in range(n) if j != i]
         trainer = Trainer(loo_oc, frames.subset(rest), initial_splats(graph, oc, device, cfg.seed), center, radius,
-                          steps, device, cfg.seed + 1 + i, title=f"prior: pairs, without {frames.names[i]}")
+                          device, cfg.seed + 1 + i, title=f"prior: pairs, without {frames.names[i]}")
         begin = 0
         for stop in stops:
             trainer.train(begin, stop)
@@ -343,7 +333,7 @@ def distill(cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, ra
     # No densification; every SH degree from the start; positions at a fraction of their learning rate.
     distill_oc = dataclasses.replace(oc, steps=steps, refine_stop=0, sh_degree_interval=0, pose_refine="off",
                                      lr_means=oc.lr_means * pc.distill_lr_means)
-    trainer = Trainer(distill_oc, frames, splats, center, radius, steps, device, cfg.seed, title=title)
+    trainer = Trainer(distill_oc, frames, splats, center, radius, device, cfg.seed, title=title)
     viewmats, distance = path_cameras(frames.viewmats.double().cpu().numpy(), center, pc.pseudo_views, pc.elevation)
     summary = {"count": len(viewmats), "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
                "distance_deg_max": float(np.degrees(distance.max())) if len(distance) else None}
