@@ -656,7 +656,7 @@ def test_calibrated_views_of_two_sizes_train_as_one_batch(scene, tmp_path):
     assert run("run", scene, "--out", tmp_path / "out", "--until", "optimize", "--set", "init.points=100",
                "optimize.cpu_steps=5") == 0
     scene_file = json.loads((tmp_path / "out" / scene.name / "scene.json").read_text())
-    assert scene_file["stages"]["optimize"]
+    assert [s["name"] for s in scene_file["stages"]] == ["views", "poses", "init", "optimize"]
 
 
 @pytest.mark.parametrize("argv,message", [
