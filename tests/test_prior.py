@@ -14,7 +14,7 @@ from recon.errors import InputError
 from recon.pipeline import run_scene
 from recon.priors.repair import RepairSettings, SceneRepair
 from recon.priors.views import angle_to_path, path_cameras
-from recon.stages.prior import validation_view
+from recon.stages.prior import check_view
 from recon.scene.camera import camera_center, look_at
 
 TINY = {
@@ -75,8 +75,8 @@ def test_the_check_holds_out_the_view_that_the_others_path_passes_nearest():
     assert angle_to_path(np.delete(train, 3, 0), train[3], np.zeros(3)) > np.radians(30)
     frames = lambda T: Frames([str(i) for i in range(len(T))], None, None, torch.tensor(T, dtype=torch.float32),  # noqa: E731
                               torch.eye(3).expand(len(T), 3, 3), 8, 8)
-    assert validation_view(frames(ring([0, 60, 20])), np.zeros(3)) == 2
-    assert validation_view(frames(ring([0, 60])), np.zeros(3)) is None  # two views: nothing to hold out
+    assert check_view(frames(ring([0, 60, 20])), np.zeros(3)) == 2
+    assert check_view(frames(ring([0, 60])), np.zeros(3)) is None  # two views: nothing to hold out
 
 
 def test_repair_model_learns_a_scene_degradation():

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Protocol
+
+from torch import Tensor
 
 from recon.errors import InputError
+
+
+class RepairModel(Protocol):
+    """What the prior stage asks of a repair model (recon/priors/repair.py's SceneRepair, trained on the scene;
+    recon/priors/pretrained.py's PretrainedRepair, a pipeline from disk)."""
+
+    name: str  # recorded in metrics/prior
+    pipeline_class: str  # the network and sampler, for the record
+    losses: list[float]  # its training loss, every log_every steps (empty when not trained here)
+    log_every: int | None
+
+    @property
+    def parameters(self) -> int | None:
+        """Trainable parameters (None when not trained here)."""
+
+    def repair(self, images: Tensor) -> Tensor:
+        """Repaired copies of renders [N, H, W, 3] in [0, 1], same size and device."""
 
 
 def require(packages: tuple[str, ...], user: str) -> None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recon import progress
-from recon.errors import InputError
+from recon.errors import InputError, StageError
 from recon.priors import require
 
 
@@ -124,7 +124,7 @@ class SceneRepair:
                 if (step + 1) % self.log_every == 0 or step + 1 == until:
                     value = float(running) / count
                     if not math.isfinite(value):
-                        raise InputError(f"prior: the repair model's loss became {value} at step {step}; "
+                        raise StageError(f"prior: the repair model's loss became {value} at step {step}; "
                                          f"lower prior.lr (now {s.lr})")
                     self.losses.append(value)
                     running.zero_()

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from recon.errors import InputError
 from recon.io import images as image_io
 from recon.optim.trainer import (Targets, Trainer, downsample_factor, evaluate_test_views, initial_splats,
                                  poses_estimated, render_on_black, test_align_steps)
+from recon.priors import RepairModel
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
@@ -90,97 +92,155 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
         raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least prior.distill_rounds ({pc.distill_rounds}) >= 1")
 
 
+@dataclass
+class PriorContext:
+    """What every step of the stage reads: the run's settings, the training views (at the size they are trained
+    at), the scene's centre and radius, and the device."""
+
+    cfg: RunConfig
+    frames: Frames
+    center: np.ndarray
+    radius: float
+    device: torch.device
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    def steps(self, gpu_steps: int) -> int:
+        """``gpu_steps`` on CUDA; on the CPU at most ``optimize.cpu_steps`` (a smoke test)."""
+        return gpu_steps if self.on_gpu else min(gpu_steps, self.cfg.optimize.cpu_steps)
+
+
+@dataclass
+class Pairs:
+    """Training pairs of the repair model, and the leave-one-out splats the check distils into."""
+
+    inputs: torch.Tensor  # [P, H, W, 3] degraded renders
+    targets: torch.Tensor  # [P, H, W, 3] real images
+    views: np.ndarray  # [P] the training view of each pair
+    held_splats: dict | None  # the run without the check's view (None without a check)
+    info: dict  # how many of each kind, and whether they came from the cache
+
+
+@dataclass
+class Distilled:
+    """The distillation's trainer (its splats are the result), what its pseudo views were, and the last round's
+    pseudo views as rendered and as repaired [N, H, W, 3]."""
+
+    trainer: Trainer
+    pseudo: dict
+    renders: torch.Tensor
+    repaired: torch.Tensor
+
+
 def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
-    pc, oc = cfg.prior, cfg.optimize
     final = graph.nodes.get("gaussians/final")
     if not isinstance(final, Gaussians):
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
-    on_gpu = device.type == "cuda"
     train_views = graph.views("train")
-    factor = downsample_factor(graph.camera_of(train_views[0]).width, oc, on_gpu)
+    factor = downsample_factor(graph.camera_of(train_views[0]).width, cfg.optimize, device.type == "cuda")
     frames = load_frames(graph, train_views, factor, training=True).to(device)
     if frames.images is None:
         raise InputError(f"{graph.name}: the prior needs the training views' images")
     center, radius = scene_bounds(graph, train_views)
+    ctx = PriorContext(cfg, frames, center, radius, device)
     splats = load_ply(graph.resolve(final.path), device)
     torch.manual_seed(cfg.seed)
     seconds: dict[str, float] = {}
-    held = validation_view(frames, center) if pc.validate else None
+    held = check_view(frames, center) if cfg.prior.validate else None
 
-    start = time.perf_counter()
-    if pc.checkpoint is not None:
-        from recon.priors.pretrained import PretrainedRepair
-
-        model = PretrainedRepair(pc.checkpoint, device, cfg.seed, pc.checkpoint_strength, pc.checkpoint_steps,
-                                 pc.guidance, pc.prompt)
-        pairs_info: dict = {}
-        held_splats = None
-        seconds["load"] = time.perf_counter() - start
-    else:
-        from recon.priors.repair import RepairSettings, SceneRepair
-
-        inputs, targets, pair_views, held_splats, pairs_info = training_pairs(graph, cfg, frames, splats, center, radius,
-                                                                              device, factor, held)
-        seconds["pairs"] = time.perf_counter() - start
-        start = time.perf_counter()
-        settings = RepairSettings(channels=list(pc.channels), layers_per_block=pc.layers_per_block, crop=pc.crop,
-                                  batch=pc.batch, steps=pc.train_steps if on_gpu else min(pc.train_steps, pc.cpu_model_steps),
-                                  lr=pc.lr, timesteps=pc.timesteps, sample_steps=pc.sample_steps, strength=pc.strength)
-        model = SceneRepair(settings, device, cfg.seed)
-        if held is not None:  # the model that is checked must not have seen the held-out view
-            others = pair_views != held
-            model.fit(inputs[others], targets[others], until=settings.steps // 2)
-        seconds["model"] = time.perf_counter() - start
-
-    check = None
+    model, pairs = repair_model(graph, ctx, splats, factor, held, seconds)
+    result = None
     if held is not None:
         start = time.perf_counter()
+        held_splats = pairs.held_splats if pairs is not None else None
         if held_splats is None:  # no training pairs were made: one leave-one-out run for the check
-            *_, held_splats = leave_one_out(graph, cfg, frames, _targets(frames), center, radius, device, [held], held)
-        check = validation(cfg, frames, held, held_splats, center, radius, device, model, on_gpu)
+            *_, held_splats = leave_one_out(graph, ctx, _targets(frames), [held], held)
+        result = check(ctx, held, held_splats, model)
         seconds["validate"] = time.perf_counter() - start
     before = graph.nodes.get("metrics/optimize")
     before_values = {k: v for k, v in (before.values if before is not None else {}).items()
                      if k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
-    summary = dict(prior=model.name, before=before_values, validation=check, pairs=pairs_info,
+    summary = dict(prior=model.name, before=before_values, validation=result,
+                   pairs=pairs.info if pairs is not None else {},
                    model={"pipeline": model.pipeline_class, "parameters": model.parameters})
-    if check is not None and not check["passed"]:  # the scene keeps the optimize stage's splats
+    if result is not None and not result["passed"]:  # the scene keeps the optimize stage's splats
         write_json(graph.resolve("assets/prior/loss.json"), {"repair": {"every": model.log_every, "loss": model.losses}})
         _record(graph, summary, model, seconds, applied=False,
                 gain={k: 0.0 for k, v in before_values.items() if v is not None})
         return graph
-
-    if pc.checkpoint is None:
+    if pairs is not None:  # the checked model saw half its steps without the held-out view: it finishes on all
         start = time.perf_counter()
-        model.fit(inputs, targets)
+        model.fit(pairs.inputs, pairs.targets)
         seconds["model"] += time.perf_counter() - start
+    apply(graph, ctx, splats, model, factor, summary, before_values, seconds)
+    return graph
+
+
+def repair_model(graph: SceneGraph, ctx: PriorContext, splats: dict, factor: int, held: int | None,
+                 seconds: dict[str, float]) -> tuple[RepairModel, Pairs | None]:
+    """The repair model and its training pairs: the user's pretrained pipeline (no pairs), or a model of the
+    scene trained on its pairs (for the check, only half its steps and without the pairs of view ``held``)."""
+    pc = ctx.cfg.prior
     start = time.perf_counter()
-    trainer, pseudo, (renders, repaired) = distill(cfg, frames, splats, center, radius, device, model, on_gpu)
-    _write_pseudo(graph, renders, repaired)
+    if pc.checkpoint is not None:
+        from recon.priors.pretrained import PretrainedRepair
+
+        model = PretrainedRepair(pc.checkpoint, ctx.device, ctx.cfg.seed, pc.checkpoint_strength, pc.checkpoint_steps,
+                                 pc.guidance, pc.prompt)
+        seconds["load"] = time.perf_counter() - start
+        return model, None
+    from recon.priors.repair import RepairSettings, SceneRepair
+
+    pairs = training_pairs(graph, ctx, splats, factor, held)
+    seconds["pairs"] = time.perf_counter() - start
+    start = time.perf_counter()
+    settings = RepairSettings(channels=list(pc.channels), layers_per_block=pc.layers_per_block, crop=pc.crop,
+                              batch=pc.batch, steps=pc.train_steps if ctx.on_gpu else min(pc.train_steps, pc.cpu_model_steps),
+                              lr=pc.lr, timesteps=pc.timesteps, sample_steps=pc.sample_steps, strength=pc.strength)
+    scene_model = SceneRepair(settings, ctx.device, ctx.cfg.seed)
+    if held is not None:  # the model that is checked must not have seen the held-out view
+        others = pairs.views != held
+        scene_model.fit(pairs.inputs[others], pairs.targets[others], until=settings.steps // 2)
+    seconds["model"] = time.perf_counter() - start
+    return scene_model, pairs
+
+
+def apply(graph: SceneGraph, ctx: PriorContext, splats: dict, model: RepairModel, factor: int, summary: dict,
+          before_values: dict, seconds: dict[str, float]) -> None:
+    """Distil the repaired pseudo views into the scene's splats; write ``gaussians/prior``, its files, and the
+    held-out views' metrics with their gain."""
+    oc = ctx.cfg.optimize
+    final = graph.nodes["gaussians/final"]
+    start = time.perf_counter()
+    distilled = distill(ctx, splats, model)
+    _write_pseudo(graph, distilled.renders, distilled.repaired)
     seconds["distill"] = time.perf_counter() - start
+    trainer = distilled.trainer
     prior_splats = trainer.splats
     atomic_write(graph.resolve("assets/prior/splats.ply"), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
     write_json(graph.resolve("assets/prior/loss.json"), {
         "repair": {"every": model.log_every, "loss": model.losses},
         "distill": {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric,
                     "pseudo": trainer.target_losses}})
+    train_views = graph.views("train")
     graph.replace(Gaussians(id="gaussians/prior", path="assets/prior/splats.ply", count=int(len(prior_splats["means"])),
                             kind=oc.kind, sh_degree=final.sh_degree,
                             provenance=Provenance(NAME, made_from=["gaussians/final"] + [v.id for v in train_views])))
-
     start = time.perf_counter()
-    metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, poses_estimated(graph), on_gpu),
-                                  render_dir="assets/prior/renders")
+    align = test_align_steps(oc, poses_estimated(graph), ctx.on_gpu)
+    metrics = evaluate_test_views(graph, trainer, factor, align_steps=align, render_dir="assets/prior/renders")
     seconds["evaluate"] = time.perf_counter() - start
-    metrics.update(summary, gaussians=int(len(prior_splats["means"])), pseudo_views=pseudo, backend=trainer.backend,
+    metrics.update(summary, gaussians=int(len(prior_splats["means"])), pseudo_views=distilled.pseudo,
+                   backend=trainer.backend,
                    gain={k: metrics[k] - v for k, v in before_values.items() if isinstance(metrics.get(k), float) and v is not None})
     _record(graph, metrics, model, seconds, applied=True)
-    return graph
 
 
-def _record(graph: SceneGraph, values: dict, model, seconds: dict, applied: bool, **extra) -> None:
-    check = values.get("validation")
-    said = f" (check on {check['view']}: {check['gain']:+.2f} dB)" if check else ""
+def _record(graph: SceneGraph, values: dict, model: RepairModel, seconds: dict, applied: bool, **extra) -> None:
+    result = values.get("validation")
+    said = f" (check on {result['view']}: {result['gain']:+.2f} dB)" if result else ""
     outcome = f"applied{said}" if applied else f"not applied, the optimize stage's splats stay{said}"
     values = dict(values, applied=applied, outcome=outcome, seconds=seconds, **extra)
     values["model"] = dict(values["model"], loss_first=model.losses[0] if model.losses else None,
@@ -189,8 +249,8 @@ def _record(graph: SceneGraph, values: dict, model, seconds: dict, applied: bool
     graph.replace(Metrics(id="metrics/prior", values=values, provenance=Provenance(NAME, made_from=made_from)))
 
 
-# --- validation --------------------------------------------------------------------------------------
-def validation_view(frames: Frames, center: np.ndarray) -> int | None:
+# --- the check ------------------------------------------------------------------------------------
+def check_view(frames: Frames, center: np.ndarray) -> int | None:
     """The training view that the pseudo cameras of the others pass nearest (None with fewer than 3 views)."""
     from recon.priors.views import angle_to_path
 
@@ -201,35 +261,33 @@ def validation_view(frames: Frames, center: np.ndarray) -> int | None:
     return int(np.argmin(distances))
 
 
-def validation(cfg: RunConfig, frames: Frames, held: int, splats: dict, center: np.ndarray, radius: float,
-               device: torch.device, model, on_gpu: bool) -> dict:
+def check(ctx: PriorContext, held: int, splats: dict, model: RepairModel) -> dict:
     """Distil into the leave-one-out splats of training view ``held`` with the views it was trained on, as the
     stage would into the scene's, and score the held-out view before and after (masked PSNR when masks exist)."""
     from recon.eval.images import psnr
 
+    frames = ctx.frames
     rest = [j for j in range(len(frames)) if j != held]
-    trainer, _, _ = distill(cfg, frames.subset(rest), splats, center, radius, device, model, on_gpu,
-                            title=f"prior: check on {frames.names[held]}")
+    trainer = distill(dataclasses.replace(ctx, frames=frames.subset(rest)), splats, model,
+                      title=f"prior: check on {frames.names[held]}").trainer
     viewmat, K, image = frames.viewmats[held], frames.Ks[held], frames.images[held]
     mask = frames.masks[held].bool() if frames.masks is not None else None
     with torch.no_grad():
-        before = render_on_black(splats, viewmat[None], K[None], frames.width, frames.height, cfg.optimize,
+        before = render_on_black(splats, viewmat[None], K[None], frames.width, frames.height, ctx.cfg.optimize,
                                  trainer.backend)[0].clamp(0, 1)
     after = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
     psnr_before, psnr_after = psnr(before, image, mask), psnr(after, image, mask)
     gain = psnr_after - psnr_before
     return {"view": frames.names[held], "metric": "psnr_masked" if mask is not None else "psnr",
-            "before": psnr_before, "after": psnr_after, "gain": gain, "margin": cfg.prior.validate_margin,
-            "passed": bool(gain >= cfg.prior.validate_margin)}
+            "before": psnr_before, "after": psnr_after, "gain": gain, "margin": ctx.cfg.prior.validate_margin,
+            "passed": bool(gain >= ctx.cfg.prior.validate_margin)}
 
 
-# --- training pairs ----------------------------------------------------------------------------------
-def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, radius: float,
-                   device: torch.device, factor: int, held: int | None
-                   ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, dict | None, dict]:
-    """(degraded [P, H, W, 3], real [P, H, W, 3], the training view of each pair [P], the leave-one-out splats of
-    view ``held`` (None without it), what they are), from the cache when it matches."""
-    pc, oc = cfg.prior, cfg.optimize
+# --- training pairs ------------------------------------------------------------------------------
+def training_pairs(graph: SceneGraph, ctx: PriorContext, splats: dict, factor: int, held: int | None) -> Pairs:
+    """The repair model's training pairs, with the leave-one-out splats of view ``held`` (None without it), from
+    the cache when it matches."""
+    pc, oc, frames, device = ctx.cfg.prior, ctx.cfg.optimize, ctx.frames, ctx.device
     record = graph.stages.get("optimize")
     # The optimize stage's key covers the input, every earlier stage, the optimize settings and the seed.
     key = digest({k: getattr(pc, k) for k in PAIR_FIELDS}, record.key if record else None, factor, held)
@@ -239,8 +297,9 @@ def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: di
             with np.load(path) as cached:
                 if str(cached["key"]) == key:
                     info = {"leave_one_out": int(cached["loo"]), "perturbed": int(cached["perturbed"]), "cached": True}
-                    return (torch.from_numpy(cached["inputs"]).float() / 255, torch.from_numpy(cached["targets"]).float() / 255,
-                            cached["views"], load_ply(held_path, device) if held is not None else None, info)
+                    return Pairs(torch.from_numpy(cached["inputs"]).float() / 255,
+                                 torch.from_numpy(cached["targets"]).float() / 255, cached["views"],
+                                 load_ply(held_path, device) if held is not None else None, info)
         except (OSError, KeyError, ValueError):
             pass  # unreadable or from another version: make them again
     targets_all = _targets(frames)
@@ -248,8 +307,8 @@ def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: di
     loo = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(pc.loo_views, n))}) if pc.loo_views > 0 else []
     if held is not None and held not in loo:
         loo = sorted(loo + [held])  # its run is needed for the check, so its pairs come with it
-    loo_in, loo_out, loo_views, held_splats = leave_one_out(graph, cfg, frames, targets_all, center, radius, device, loo, held)
-    pert_in, pert_out, pert_views = perturbed(splats, frames, targets_all, oc, pc, radius, device, cfg.seed)
+    loo_in, loo_out, loo_views, held_splats = leave_one_out(graph, ctx, targets_all, loo, held)
+    pert_in, pert_out, pert_views = perturbed(splats, frames, targets_all, oc, pc, ctx.radius, device, ctx.cfg.seed)
     inputs = torch.cat(loo_in + pert_in).cpu()
     targets = torch.cat(loo_out + pert_out).cpu()
     views = np.array(loo_views + pert_views, dtype=np.int64)
@@ -263,7 +322,8 @@ def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: di
     atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
     # The network trains on what was stored (8 bits), so a cached rerun trains on the same pairs.
     held_splats = load_ply(held_path, device) if held_splats is not None else None  # as stored, likewise
-    return torch.from_numpy(as_u8(inputs)).float() / 255, torch.from_numpy(as_u8(targets)).float() / 255, views, held_splats, info
+    return Pairs(torch.from_numpy(as_u8(inputs)).float() / 255, torch.from_numpy(as_u8(targets)).float() / 255, views,
+                 held_splats, info)
 
 
 def _targets(frames: Frames) -> torch.Tensor:
@@ -273,23 +333,26 @@ def _targets(frames: Frames) -> torch.Tensor:
     return frames.images * frames.masks[..., None].float()
 
 
-def leave_one_out(graph: SceneGraph, cfg: RunConfig, frames: Frames, targets: torch.Tensor, center: np.ndarray,
-                  radius: float, device: torch.device, held: list[int], keep: int | None = None
+def leave_one_out(graph: SceneGraph, ctx: PriorContext, targets: torch.Tensor, held: list[int], keep: int | None = None
                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int], dict | None]:
     """Renders of each of the ``held`` training views by a run on the others, at ``loo_snapshots`` points of the run:
     (renders, real images, their views, the finished splats of the run without view ``keep``)."""
+    cfg, frames, device = ctx.cfg, ctx.frames, ctx.device
     pc, oc = cfg.prior, cfg.optimize
     n = len(frames)
-    inputs, outputs, views, kept = [], [], [], None
+    inputs: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
+    views: list[int] = []
+    kept = None
     if n < 2 or pc.loo_steps <= 0:
         return inputs, outputs, views, kept
-    steps = pc.loo_steps if device.type == "cuda" else min(pc.loo_steps, oc.cpu_steps)
+    steps = ctx.steps(pc.loo_steps)
     loo_oc = dataclasses.replace(oc.scaled_to(steps), pose_refine="off")
     stops = sorted({max(1, int(round(steps * (k + 1) / pc.loo_snapshots))) for k in range(max(1, pc.loo_snapshots))})
     for i in held:
         rest = [j for j in range(n) if j != i]
-        trainer = Trainer(loo_oc, frames.subset(rest), initial_splats(graph, oc, device, cfg.seed), center, radius,
-                          device, cfg.seed + 1 + i, title=f"prior: pairs, without {frames.names[i]}")
+        trainer = Trainer(loo_oc, frames.subset(rest), initial_splats(graph, oc, device, cfg.seed), ctx.center,
+                          ctx.radius, device, cfg.seed + 1 + i, title=f"prior: pairs, without {frames.names[i]}")
         begin = 0
         for stop in stops:
             trainer.train(begin, stop)
@@ -321,26 +384,25 @@ def perturbed(splats: dict, frames: Frames, targets: torch.Tensor, oc: OptimizeC
 
 
 # --- distillation ----------------------------------------------------------------------------------
-def distill(cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, radius: float, device: torch.device,
-            model, on_gpu: bool, title: str = "prior: distil") -> tuple[Trainer, dict, tuple[torch.Tensor, torch.Tensor]]:
-    """Continue the splats over the training views plus repaired pseudo views:
-    (trainer, pseudo-view summary, the last round's (renders, repaired) pseudo views)."""
+def distill(ctx: PriorContext, splats: dict, model: RepairModel, title: str = "prior: distil") -> Distilled:
+    """Continue the splats over the training views plus repaired pseudo views."""
     from recon.priors.views import path_cameras
 
+    cfg, frames, center, device = ctx.cfg, ctx.frames, ctx.center, ctx.device
     pc, oc = cfg.prior, cfg.optimize
-    steps = pc.distill_steps if on_gpu else min(pc.distill_steps, oc.cpu_steps)
+    steps = ctx.steps(pc.distill_steps)
     rounds = max(1, min(pc.distill_rounds, steps))
     # No densification; every SH degree from the start; positions at a fraction of their learning rate.
     distill_oc = dataclasses.replace(oc, steps=steps, refine_stop=0, sh_degree_interval=0, pose_refine="off",
                                      lr_means=oc.lr_means * pc.distill_lr_means)
-    trainer = Trainer(distill_oc, frames, splats, center, radius, device, cfg.seed, title=title)
+    trainer = Trainer(distill_oc, frames, splats, center, ctx.radius, device, cfg.seed, title=title)
     viewmats, distance = path_cameras(frames.viewmats.double().cpu().numpy(), center, pc.pseudo_views, pc.elevation)
     summary = {"count": len(viewmats), "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
                "distance_deg_max": float(np.degrees(distance.max())) if len(distance) else None}
     empty = torch.zeros(0, frames.height, frames.width, 3, device=device)
     if len(viewmats) == 0:
         trainer.train()
-        return trainer, summary, (empty, empty)
+        return Distilled(trainer, summary, empty, empty)
     vm = torch.tensor(viewmats, dtype=torch.float32, device=device)
     Ks = frames.Ks[:1].expand(len(vm), 3, 3).contiguous()
     weights = torch.tensor(pc.distill_weight * np.exp(-distance / pc.falloff), dtype=torch.float32, device=device)
@@ -354,7 +416,7 @@ def distill(cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, ra
         trainer.train(bounds[r], bounds[r + 1])
     if oc.hull_prune or oc.min_views > 0:
         trainer.prune()
-    return trainer, summary, (renders, repaired)
+    return Distilled(trainer, summary, renders, repaired)
 
 
 def _write_pseudo(graph: SceneGraph, renders: torch.Tensor, repaired: torch.Tensor) -> None:
