@@ -75,7 +75,7 @@ class SplatLayer:
     opacities: np.ndarray  # [N, 1] in [0, 1]
     label: str
 
-    def above(self, threshold: float) -> "SplatLayer":
+    def above(self, threshold: float) -> SplatLayer:
         keep = self.opacities[:, 0] >= threshold
         return SplatLayer(self.centers[keep], self.covariances[keep], self.rgbs[keep], self.opacities[keep], self.label)
 
@@ -143,7 +143,8 @@ class Layers:
     """Everything the viewer draws, in recon's world frame."""
 
     splats: SplatLayer | None = None
-    meshes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)  # name: (V, F, colours)
+    # name: (V, F, colours)
+    meshes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
     points: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name: (points, colours)
     cameras: list[CameraLayer] = field(default_factory=list)
     live: dict | None = None  # status of a run in progress

@@ -21,9 +21,10 @@ import json
 import platform
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,8 @@ def _grid_files(graph, name: str) -> dict[str, bytes]:
             continue
         render = image_io.read_image(render_path)
         truth = image_io.read_image(graph.resolve(view.image))
-        truth = image_io.downsample(truth, max(1, truth.shape[1] // render.shape[1]))[: render.shape[0], : render.shape[1]]
+        truth = image_io.downsample(truth, max(1, truth.shape[1] // render.shape[1]))
+        truth = truth[: render.shape[0], : render.shape[1]]
         factor = max(1, -(-render.shape[1] // GRID_WIDTH))
         files[f"scenes/{name}/grid/{view.name}_truth.png"] = _png(image_io.downsample(truth, factor))
         files[f"scenes/{name}/grid/{view.name}_render.png"] = _png(image_io.downsample(render, factor))
@@ -148,7 +150,8 @@ def _grid_files(graph, name: str) -> dict[str, bytes]:
 
 
 def _spare_submission(graph, name: str, device_name: str) -> dict[str, bytes]:
-    """SpaRe's submission: every test view rendered at the photos' own size (1600x1200), named as its inputs with lighting 3."""
+    """SpaRe's submission: every test view rendered at the photos' own size (1600x1200), named as its inputs with
+    lighting 3."""
     from recon.devices import resolve_device
     from recon.render.scene import load_scene_splats, render_camera
 
@@ -204,7 +207,7 @@ def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
 
 def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
     for rel, data in files.items():
-        atomic_write(out / rel, lambda tmp: tmp.write_bytes(data))
+        atomic_write(out / rel, lambda tmp, data=data: tmp.write_bytes(data))
     write_json(result_path(out, result["scene"]), result)
     return result
 

@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view
+from recon.io import ImportOptions, Layout, new_view, ply
 from recon.io import images as image_io
 from recon.io.images import header_size
-from recon.io import ply
 from recon.scene.camera import (
     axes_normal_equations,
     camera_center,
@@ -157,7 +156,8 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
             raise InputError(f"{image}: image has no camera (no world_mat_{i} in {cam_file.name})")
         scale_mat = _npz_matrix(npz, f"scale_mat_{i}", cam_file) if f"scale_mat_{i}" in npz else to_dataset
         if not np.allclose(scale_mat, to_dataset):
-            raise InputError(f"{cam_file}: scale_mat_{i} differs from scale_mat_0; recon needs one normalisation per scene")
+            raise InputError(f"{cam_file}: scale_mat_{i} differs from scale_mat_0; "
+                             "recon needs one normalisation per scene")
         w, h = header_size(image)
         P = _npz_matrix(npz, f"world_mat_{i}", cam_file) @ scale_mat
         cam = graph.add(camera_from_projection(P, where, w, h, f"camera/{i:04d}"))

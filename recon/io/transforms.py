@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view
+from recon.io import ImportOptions, Layout, new_view, ply
 from recon.io import images as image_io
-from recon.io import ply
 from recon.scene.camera import (
     check_distortion,
     check_intrinsics,

@@ -17,9 +17,10 @@ those into ``assets/`` when the graph is first saved.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class Metrics:
     provenance: Provenance = field(default_factory=lambda: Provenance("evaluate"))
 
 
-Node = Union[Camera, View, PointCloud, Gaussians, Mesh, DepthMaps, Metrics]
+Node = Camera | View | PointCloud | Gaussians | Mesh | DepthMaps | Metrics
 NODE_TYPES: dict[str, type] = {t.__name__: t for t in (Camera, View, PointCloud, Gaussians, Mesh, DepthMaps, Metrics)}
 
 
@@ -264,7 +265,7 @@ class SceneGraph:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], root: Path | None = None, where: str = "scene.json") -> "SceneGraph":
+    def from_json(cls, data: dict[str, Any], root: Path | None = None, where: str = "scene.json") -> SceneGraph:
         version = data.get("schema_version")
         if not isinstance(version, int):
             raise InputError(f"{where}: not a recon scene (no schema_version)")

@@ -68,7 +68,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 points, colors = found.points, found.colors
                 if cfg.init.mvs_random > 0:
                     extra = random_in_frusta(views, center, radius, int(cfg.init.mvs_random * len(points)), rng)
-                    points, colors = np.concatenate([points, extra]), np.concatenate([colors, sample_colors(views, extra)])
+                    colors = np.concatenate([colors, sample_colors(views, extra)])
+                    points = np.concatenate([points, extra])
                 made_from = ["points/mvs"]
             else:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
@@ -131,7 +132,8 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     factor = max(1, math.ceil(max(cam0.width, cam0.height) / max_side))
     frames = load_frames(graph, train, factor, training=True).to(device)
     near, far = depth_range(graph, train, center, radius)
-    settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window, sources=ic.mvs_sources,
+    settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
+                                  sources=ic.mvs_sources,
                                   min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
     with torch.no_grad():
         maps = mvs.estimate_depth(frames.images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
@@ -159,7 +161,8 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     return StereoResult(points, colors, metrics)
 
 
-def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray, radius: float) -> tuple[list[float], list[float]]:
+def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
+                radius: float) -> tuple[list[float], list[float]]:
     """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
     percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind it."""
     sfm = graph.nodes.get("points/sfm")
@@ -229,7 +232,8 @@ def carve_hull(views: list[_ViewData], center: np.ndarray, radius: float, resolu
 
 def random_in_frusta(views: list[_ViewData], center: np.ndarray, radius: float, count: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """Points [count, 3] uniform in the bounding sphere where every training camera sees (or, failing that, in the sphere)."""
+    """Points [count, 3] uniform in the bounding sphere where every training camera sees (or, failing that, in the
+    sphere)."""
     kept: list[np.ndarray] = []
     total = 0
     for _ in range(50):

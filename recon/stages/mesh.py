@@ -77,7 +77,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     keep = meshing.keep_large_components(vertices, faces, mc.keep_components)
     masked = [v for v in train if graph.training_mask(v)]
     if mc.hull and masked and len(masked) == len(train):
-        hull = [(graph.camera_of(v).K, graph.camera_of(v).world_to_camera, image_io.read_mask(graph.resolve(v.mask))) for v in train]
+        hull = [(graph.camera_of(v).K, graph.camera_of(v).world_to_camera,
+                 image_io.read_mask(graph.resolve(v.mask))) for v in train]
         keep &= meshing.inside_hull(vertices[faces].mean(axis=1), hull)
     vertices, faces, colors = meshing.compact(vertices, faces, colors, keep)
     if mc.decimate and len(faces) > mc.decimate:
@@ -96,7 +97,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
 
 def depth_cameras(graph: SceneGraph, train: list[View], center: np.ndarray, extra: int,
                   max_width: int | None) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
-    """(K, world_to_camera, width, height) of the training cameras and ``extra`` cameras on a sphere around ``center``."""
+    """(K, world_to_camera, width, height) of the training cameras and ``extra`` cameras on a sphere around
+    ``center``."""
     cams = [graph.camera_of(v) for v in train]
     ref = cams[0]
     factor = max(1, math.ceil(ref.width / max_width)) if max_width else 1

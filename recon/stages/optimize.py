@@ -40,8 +40,14 @@ from recon.eval.images import SSIM_WINDOW
 from recon.eval.poses import compare as compare_poses
 from recon.io import images as image_io
 from recon.live import LIVE_DIR, SnapshotWriter
-from recon.optim.trainer import (Trainer, downsample_factor, evaluate_test_views, initial_splats, poses_estimated,
-                                 test_align_steps)
+from recon.optim.trainer import (
+    Trainer,
+    downsample_factor,
+    evaluate_test_views,
+    initial_splats,
+    poses_estimated,
+    test_align_steps,
+)
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
@@ -58,7 +64,8 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     most are resampled to it, see :func:`load_frames`); mcmc has CUDA."""
     on_gpu = device.type == "cuda"
     if cfg.optimize.strategy == "mcmc" and not on_gpu:
-        raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); use strategy=default on the CPU")
+        raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); "
+                         "use strategy=default on the CPU")
     where = graph.source.get("path", graph.name)
     for width, height in {_size(graph, v) for v in graph.views("train")}:
         factor = downsample_factor(width, cfg.optimize, on_gpu)
@@ -135,11 +142,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
     )
-    graph.replace(Metrics(id="metrics/optimize", values=metrics, provenance=Provenance(NAME, made_from=["gaussians/final"])))
+    graph.replace(Metrics(id="metrics/optimize", values=metrics,
+                          provenance=Provenance(NAME, made_from=["gaussians/final"])))
     return graph
 
 
-def stereo_depth(graph: SceneGraph, node: DepthMaps, views: list[View], width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stereo_depth(graph: SceneGraph, node: DepthMaps, views: list[View], width: int,
+                 height: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The init stage's stereo depth and confidence [V, H, W] of ``views`` at the training size (nearest
     neighbour); zeros for a view the maps do not cover."""
     with np.load(graph.resolve(node.path)) as data:

@@ -145,7 +145,8 @@ def _restore_given(graph: SceneGraph) -> None:
     """
     given = graph.meta.get(GIVEN)
     if given is None:
-        graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()}, "to_dataset": graph.to_dataset.tolist()}
+        graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()},
+                             "to_dataset": graph.to_dataset.tolist()}
         return
     chosen = graph.nodes["metrics/views"].values
     roles = {**{name: "test" for name in chosen["test"]}, **{name: "train" for name in chosen["train"]}}
@@ -219,7 +220,8 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
         "features_per_view": {v.name: n for v, n in zip(views, result.features)},
         "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k), "focal_prior_px": c.focal,
                      "focal_prior_from_exif": c.from_exif,
-                     "views": [v.name for v, of in zip(views, photo_cameras) if of == k]} for k, c in enumerate(cameras)],
+                     "views": [v.name for v, of in zip(views, photo_cameras) if of == k]}
+                    for k, c in enumerate(cameras)],
     }
     if result.refused:
         details["refused"] = result.refused

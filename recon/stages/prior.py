@@ -49,8 +49,16 @@ import torch
 from recon.config import OptimizeConfig, PriorConfig, RunConfig, digest
 from recon.errors import InputError
 from recon.io import images as image_io
-from recon.optim.trainer import (Targets, Trainer, downsample_factor, evaluate_test_views, initial_splats,
-                                 poses_estimated, render_on_black, test_align_steps)
+from recon.optim.trainer import (
+    Targets,
+    Trainer,
+    downsample_factor,
+    evaluate_test_views,
+    initial_splats,
+    poses_estimated,
+    render_on_black,
+    test_align_steps,
+)
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
@@ -87,7 +95,8 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     if pc.validate and pc.loo_steps <= 0:
         raise InputError("prior.validate needs leave-one-out runs: set prior.loo_steps above 0 or prior.validate false")
     if pc.distill_rounds < 1 or pc.distill_steps < pc.distill_rounds:
-        raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least prior.distill_rounds ({pc.distill_rounds}) >= 1")
+        raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least "
+                         f"prior.distill_rounds ({pc.distill_rounds}) >= 1")
 
 
 def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
@@ -119,12 +128,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     else:
         from recon.priors.repair import RepairSettings, SceneRepair
 
-        inputs, targets, pair_views, held_splats, pairs_info = training_pairs(graph, cfg, frames, splats, center, radius,
-                                                                              device, factor, held)
+        inputs, targets, pair_views, held_splats, pairs_info = training_pairs(graph, cfg, frames, splats, center,
+                                                                              radius, device, factor, held)
         seconds["pairs"] = time.perf_counter() - start
         start = time.perf_counter()
         settings = RepairSettings(channels=list(pc.channels), layers_per_block=pc.layers_per_block, crop=pc.crop,
-                                  batch=pc.batch, steps=pc.train_steps if on_gpu else min(pc.train_steps, pc.cpu_model_steps),
+                                  batch=pc.batch,
+                                  steps=pc.train_steps if on_gpu else min(pc.train_steps, pc.cpu_model_steps),
                                   lr=pc.lr, timesteps=pc.timesteps, sample_steps=pc.sample_steps, strength=pc.strength)
         model = SceneRepair(settings, device, cfg.seed)
         if held is not None:  # the model that is checked must not have seen the held-out view
@@ -145,7 +155,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     summary = dict(prior=model.name, before=before_values, validation=check, pairs=pairs_info,
                    model={"pipeline": model.pipeline_class, "parameters": model.parameters})
     if check is not None and not check["passed"]:  # the scene keeps the optimize stage's splats
-        write_json(graph.resolve("assets/prior/loss.json"), {"repair": {"every": model.log_every, "loss": model.losses}})
+        write_json(graph.resolve("assets/prior/loss.json"),
+                   {"repair": {"every": model.log_every, "loss": model.losses}})
         _record(graph, summary, model, seconds, applied=False,
                 gain={k: 0.0 for k, v in before_values.items() if v is not None})
         return graph
@@ -169,11 +180,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                             provenance=Provenance(NAME, made_from=["gaussians/final"] + [v.id for v in train_views])))
 
     start = time.perf_counter()
-    metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, poses_estimated(graph), on_gpu),
+    metrics = evaluate_test_views(graph, trainer, factor,
+                                  align_steps=test_align_steps(oc, poses_estimated(graph), on_gpu),
                                   render_dir="assets/prior/renders")
     seconds["evaluate"] = time.perf_counter() - start
     metrics.update(summary, gaussians=int(len(prior_splats["means"])), pseudo_views=pseudo, backend=trainer.backend,
-                   gain={k: metrics[k] - v for k, v in before_values.items() if isinstance(metrics.get(k), float) and v is not None})
+                   gain={k: metrics[k] - v for k, v in before_values.items()
+                         if isinstance(metrics.get(k), float) and v is not None})
     _record(graph, metrics, model, seconds, applied=True)
     return graph
 
@@ -239,7 +252,8 @@ def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: di
             with np.load(path) as cached:
                 if str(cached["key"]) == key:
                     info = {"leave_one_out": int(cached["loo"]), "perturbed": int(cached["perturbed"]), "cached": True}
-                    return (torch.from_numpy(cached["inputs"]).float() / 255, torch.from_numpy(cached["targets"]).float() / 255,
+                    return (torch.from_numpy(cached["inputs"]).float() / 255,
+                            torch.from_numpy(cached["targets"]).float() / 255,
                             cached["views"], load_ply(held_path, device) if held is not None else None, info)
         except (OSError, KeyError, ValueError):
             pass  # unreadable or from another version: make them again
@@ -248,7 +262,8 @@ def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: di
     loo = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(pc.loo_views, n))}) if pc.loo_views > 0 else []
     if held is not None and held not in loo:
         loo = sorted(loo + [held])  # its run is needed for the check, so its pairs come with it
-    loo_in, loo_out, loo_views, held_splats = leave_one_out(graph, cfg, frames, targets_all, center, radius, device, loo, held)
+    loo_in, loo_out, loo_views, held_splats = leave_one_out(graph, cfg, frames, targets_all, center, radius, device,
+                                                            loo, held)
     pert_in, pert_out, pert_views = perturbed(splats, frames, targets_all, oc, pc, radius, device, cfg.seed)
     inputs = torch.cat(loo_in + pert_in).cpu()
     targets = torch.cat(loo_out + pert_out).cpu()
@@ -263,7 +278,8 @@ def training_pairs(graph: SceneGraph, cfg: RunConfig, frames: Frames, splats: di
     atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
     # The network trains on what was stored (8 bits), so a cached rerun trains on the same pairs.
     held_splats = load_ply(held_path, device) if held_splats is not None else None  # as stored, likewise
-    return torch.from_numpy(as_u8(inputs)).float() / 255, torch.from_numpy(as_u8(targets)).float() / 255, views, held_splats, info
+    inputs_t, targets_t = (torch.from_numpy(as_u8(x)).float() / 255 for x in (inputs, targets))
+    return inputs_t, targets_t, views, held_splats, info
 
 
 def _targets(frames: Frames) -> torch.Tensor:
@@ -294,7 +310,8 @@ def leave_one_out(graph: SceneGraph, cfg: RunConfig, frames: Frames, targets: to
         for stop in stops:
             trainer.train(begin, stop)
             begin = stop
-            inputs.append(trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height).clamp(0, 1)[None])
+            inputs.append(trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width,
+                                              frames.height).clamp(0, 1)[None])
             outputs.append(targets[i : i + 1])
             views.append(i)
         if i == keep:
@@ -322,7 +339,8 @@ def perturbed(splats: dict, frames: Frames, targets: torch.Tensor, oc: OptimizeC
 
 # --- distillation ----------------------------------------------------------------------------------
 def distill(cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, radius: float, device: torch.device,
-            model, on_gpu: bool, title: str = "prior: distil") -> tuple[Trainer, dict, tuple[torch.Tensor, torch.Tensor]]:
+            model, on_gpu: bool,
+            title: str = "prior: distil") -> tuple[Trainer, dict, tuple[torch.Tensor, torch.Tensor]]:
     """Continue the splats over the training views plus repaired pseudo views:
     (trainer, pseudo-view summary, the last round's (renders, repaired) pseudo views)."""
     from recon.priors.views import path_cameras
@@ -335,7 +353,8 @@ def distill(cfg: RunConfig, frames: Frames, splats: dict, center: np.ndarray, ra
                                      lr_means=oc.lr_means * pc.distill_lr_means)
     trainer = Trainer(distill_oc, frames, splats, center, radius, device, cfg.seed, title=title)
     viewmats, distance = path_cameras(frames.viewmats.double().cpu().numpy(), center, pc.pseudo_views, pc.elevation)
-    summary = {"count": len(viewmats), "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
+    summary = {"count": len(viewmats),
+               "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
                "distance_deg_max": float(np.degrees(distance.max())) if len(distance) else None}
     empty = torch.zeros(0, frames.height, frames.width, 3, device=device)
     if len(viewmats) == 0:
@@ -361,4 +380,5 @@ def _write_pseudo(graph: SceneGraph, renders: torch.Tensor, repaired: torch.Tens
     """The last round's pseudo views, render beside repair, as PNGs."""
     side = torch.cat([renders, repaired], 2).cpu().numpy()
     for k, pixels in enumerate(side):
-        atomic_write(graph.resolve(f"assets/prior/pseudo/{k:03d}.png"), lambda tmp, p=pixels: image_io.write_image(tmp, p))
+        atomic_write(graph.resolve(f"assets/prior/pseudo/{k:03d}.png"),
+                     lambda tmp, p=pixels: image_io.write_image(tmp, p))

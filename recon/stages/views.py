@@ -42,7 +42,8 @@ def load_split(name: str) -> dict:
 
 
 def hold_out_split(indices: list[int], hold_every: int, count: int | None) -> tuple[list[int], list[int]]:
-    """(train, test) ids of the views ``indices`` (in order): every ``hold_every``-th one tests, ``count`` of the rest train.
+    """(train, test) ids of the views ``indices`` (in order): every ``hold_every``-th one tests, ``count`` of the
+    rest train.
 
     The training views sit at ``round(linspace(0, len(rest) - 1, count))`` of the rest, the rounding of
     RegNeRF's and FSGS's loaders (half to even); all of the rest without ``count``.
