@@ -23,6 +23,7 @@ from recon.render.scene import splat_source
 from recon.render.sh import Y0
 from recon.scene.camera import camera_center, invert_rigid, transform_points
 from recon.scene.graph import DepthMaps, Gaussians, Mesh, PointCloud, SceneGraph, View
+from recon.scene.names import GAUSSIANS_PRIOR
 from recon.scene.store import LOCK_FILE, SceneStore, holder_alive
 
 THUMBNAIL_WIDTH = 160
@@ -164,7 +165,7 @@ def splat_layer(graph: SceneGraph) -> tuple[SplatLayer | None, dict | None]:
     path, kind, live = source
     final = graph.splats()
     if final is not None:
-        prior = ", with the prior" if final.id == "gaussians/prior" else ""
+        prior = ", with the prior" if final.id == GAUSSIANS_PRIOR else ""
         return splats_from_ply(path, f"{kind}, {final.count} splats{prior}"), None
     if live is None:  # a snapshot whose status is being replaced: the next poll shows it
         return None, None

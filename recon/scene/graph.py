@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recon.errors import InputError
+from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR
 
 SCHEMA_VERSION = 1
 
@@ -213,7 +214,7 @@ class SceneGraph:
 
     def splats(self) -> Gaussians | None:
         """The scene's newest splats: the prior stage's when it ran, else the optimize stage's, else None."""
-        for node_id in ("gaussians/prior", "gaussians/final"):
+        for node_id in (GAUSSIANS_PRIOR, GAUSSIANS_FINAL):
             node = self.nodes.get(node_id)
             if isinstance(node, Gaussians):
                 return node

@@ -51,6 +51,7 @@ from recon.optim.trainer import (
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
+from recon.scene.names import GAUSSIANS_FINAL
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -131,7 +132,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
     trainer.checkpoint.unlink(missing_ok=True)
     made_from = ["points/init"] + [v.id for v in train_views]
-    graph.replace(Gaussians(id="gaussians/final", path="assets/splats.ply", count=int(len(splats["means"])),
+    graph.replace(Gaussians(id=GAUSSIANS_FINAL, path="assets/splats.ply", count=int(len(splats["means"])),
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
 
     metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, estimated, on_gpu))
@@ -143,7 +144,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
     )
     graph.replace(Metrics(id="metrics/optimize", values=metrics,
-                          provenance=Provenance(NAME, made_from=["gaussians/final"])))
+                          provenance=Provenance(NAME, made_from=[GAUSSIANS_FINAL])))
     return graph
 
 

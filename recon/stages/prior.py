@@ -62,6 +62,7 @@ from recon.optim.trainer import (
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
+from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR
 from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
@@ -101,7 +102,7 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
 
 def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     pc, oc = cfg.prior, cfg.optimize
-    final = graph.nodes.get("gaussians/final")
+    final = graph.nodes.get(GAUSSIANS_FINAL)
     if not isinstance(final, Gaussians):
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
     on_gpu = device.type == "cuda"
@@ -175,9 +176,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         "repair": {"every": model.log_every, "loss": model.losses},
         "distill": {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric,
                     "pseudo": trainer.target_losses}})
-    graph.replace(Gaussians(id="gaussians/prior", path="assets/prior/splats.ply", count=int(len(prior_splats["means"])),
+    graph.replace(Gaussians(id=GAUSSIANS_PRIOR, path="assets/prior/splats.ply", count=int(len(prior_splats["means"])),
                             kind=oc.kind, sh_degree=final.sh_degree,
-                            provenance=Provenance(NAME, made_from=["gaussians/final"] + [v.id for v in train_views])))
+                            provenance=Provenance(NAME, made_from=[GAUSSIANS_FINAL] + [v.id for v in train_views])))
 
     start = time.perf_counter()
     metrics = evaluate_test_views(graph, trainer, factor,
@@ -198,7 +199,7 @@ def _record(graph: SceneGraph, values: dict, model, seconds: dict, applied: bool
     values = dict(values, applied=applied, outcome=outcome, seconds=seconds, **extra)
     values["model"] = dict(values["model"], loss_first=model.losses[0] if model.losses else None,
                            loss_last=model.losses[-1] if model.losses else None)
-    made_from = ["gaussians/prior"] if applied else ["gaussians/final"]
+    made_from = [GAUSSIANS_PRIOR] if applied else [GAUSSIANS_FINAL]
     graph.replace(Metrics(id="metrics/prior", values=values, provenance=Provenance(NAME, made_from=made_from)))
 
 
