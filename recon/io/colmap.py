@@ -28,6 +28,7 @@ from recon.scene.camera import (
     transform_world_to_camera,
 )
 from recon.scene.graph import Camera, PointCloud, SceneGraph
+from recon.scene.names import POINTS_SFM
 
 _MODEL_FILES = ("cameras.bin", "cameras.txt")
 
@@ -121,7 +122,7 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
     if rec.num_points3D():
         xyz = np.array([p.xyz for p in rec.points3D.values()], dtype=np.float64)
         rgb = np.array([p.color for p in rec.points3D.values()], dtype=np.float64) / 255.0
-        graph.add(PointCloud(id="points/sfm", path=None, count=len(xyz), kind="sfm", points=xyz, colors=rgb))
+        graph.add(PointCloud(id=POINTS_SFM, path=None, count=len(xyz), kind="sfm", points=xyz, colors=rgb))
     return graph
 
 
@@ -149,7 +150,7 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
         img_lines.append("")
     pt_lines = ["# 3D point list with one line of data per point:",
                 "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    sfm = graph.nodes.get("points/sfm")
+    sfm = graph.nodes.get(POINTS_SFM)
     if sfm is not None and sfm.path:
         pts, cols = ply.read_points(graph.resolve(sfm.path))
         pts = transform_points(pts, graph.to_dataset)

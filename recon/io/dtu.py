@@ -40,6 +40,7 @@ from recon.scene.camera import (
     viewing_direction,
 )
 from recon.scene.graph import Camera, Mesh, PointCloud, SceneGraph
+from recon.scene.names import POINTS_GROUND_TRUTH
 
 CAMERA_FILES = ("cameras.npz", "cameras_sphere.npz")
 IMAGE_DIRS = ("image", "images")
@@ -204,7 +205,7 @@ def _ground_truth(graph: SceneGraph, path: Path) -> None:
 
 
 def add_ground_truth_points(graph: SceneGraph, path: Path) -> None:
-    graph.add(PointCloud(id="points/ground_truth", path=str(path), count=ply.element_counts(path).get("vertex", 0),
+    graph.add(PointCloud(id=POINTS_GROUND_TRUTH, path=str(path), count=ply.element_counts(path).get("vertex", 0),
                          kind="ground_truth", frame="dataset"))
 
 

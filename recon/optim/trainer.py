@@ -34,6 +34,7 @@ from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import Frames, load_frames
 from recon.scene.graph import SceneGraph
+from recon.scene.names import POINTS_INIT
 from recon.scene.store import atomic_write
 
 
@@ -389,7 +390,7 @@ def downsample_factor(width: int, oc: OptimizeConfig, on_gpu: bool) -> int:
 
 def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, seed: int) -> dict[str, Tensor]:
     """Splats at the init stage's points; on the CPU a random subset of at most ``oc.cpu_points`` of them."""
-    init = graph.nodes.get("points/init")
+    init = graph.nodes.get(POINTS_INIT)
     if init is None:
         raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
     points, colors = ply.read_points(graph.resolve(init.path))

@@ -37,6 +37,7 @@ from recon.io import ply
 from recon.scene.camera import project as project_to_pixels
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.names import POINTS_INIT, POINTS_MVS, POINTS_SFM
 from recon.scene.store import atomic_write
 
 NAME = "init"
@@ -70,13 +71,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                     extra = random_in_frusta(views, center, radius, int(cfg.init.mvs_random * len(points)), rng)
                     colors = np.concatenate([colors, sample_colors(views, extra)])
                     points = np.concatenate([points, extra])
-                made_from = ["points/mvs"]
+                made_from = [POINTS_MVS]
             else:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
         elif source == "sfm":
-            points, colors = ply.read_points(graph.resolve(graph.nodes["points/sfm"].path))
-            made_from = ["points/sfm"]
+            points, colors = ply.read_points(graph.resolve(graph.nodes[POINTS_SFM].path))
+            made_from = [POINTS_SFM]
         elif source == "hull":
             points = carve_hull(views, center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
             if points is None or len(points) == 0:
@@ -89,7 +90,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     assert points is not None  # random always finds points
     if colors is None:
         colors = sample_colors(views, points)
-    graph.replace(PointCloud(id="points/init", path=None, count=len(points), kind="init", points=points, colors=colors,
+    graph.replace(PointCloud(id=POINTS_INIT, path=None, count=len(points), kind="init", points=points, colors=colors,
                              provenance=Provenance(NAME, made_from=made_from)))
     graph.replace(Metrics(id="metrics/init", values={"source": source, "points": int(len(points)), **values},
                           provenance=Provenance(NAME)))
@@ -101,7 +102,7 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
     sizes = {(graph.camera_of(v).width, graph.camera_of(v).height) for v in train}
     applies = {
         "mvs": len(train) >= 2 and len(sizes) == 1,
-        "sfm": "points/sfm" in graph.nodes and bool(graph.nodes["points/sfm"].path),
+        "sfm": POINTS_SFM in graph.nodes and bool(graph.nodes[POINTS_SFM].path),
         "hull": bool(train) and all(graph.training_mask(v) for v in train),
         "random": True,
     }
@@ -152,7 +153,7 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     atomic_write(graph.resolve(rel), lambda tmp: np.savez_compressed(tmp, depth=depth, confidence=confidence))
     graph.replace(DepthMaps(id="depth/mvs", path=rel, views=[v.id for v in train], width=frames.width,
                             height=frames.height, provenance=Provenance(NAME, made_from=[v.id for v in train])))
-    graph.replace(PointCloud(id="points/mvs", path=None, count=len(points), kind="mvs", points=points, colors=colors,
+    graph.replace(PointCloud(id=POINTS_MVS, path=None, count=len(points), kind="mvs", points=points, colors=colors,
                              provenance=Provenance(NAME, made_from=["depth/mvs"])))
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
@@ -165,7 +166,7 @@ def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
                 radius: float) -> tuple[list[float], list[float]]:
     """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
     percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind it."""
-    sfm = graph.nodes.get("points/sfm")
+    sfm = graph.nodes.get(POINTS_SFM)
     sfm_points = ply.read_points(graph.resolve(sfm.path))[0] if sfm is not None and sfm.path else None
     near, far = [], []
     for view in train:

@@ -38,6 +38,7 @@ from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.camera import camera_center, look_at, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
+from recon.scene.names import POINTS_GROUND_TRUTH
 from recon.scene.store import atomic_write
 
 NAME = "mesh"
@@ -148,7 +149,7 @@ def evaluate(graph: SceneGraph, vertices: np.ndarray, faces: np.ndarray, dtu_roo
         gt_vertices, gt_faces = ply.read_mesh(graph.resolve(node.path))
         result = geometry.evaluate_mesh(v_dataset, faces, geometry.sample_surface(gt_vertices, gt_faces), device=device)
         return {"geometry": result.as_dict(), "protocol": "ground-truth mesh (no observation mask)"}
-    node = graph.nodes.get("points/ground_truth")
+    node = graph.nodes.get(POINTS_GROUND_TRUTH)
     if node is None:
         return {}
     gt_points, _ = ply.read_points(graph.resolve(node.path))

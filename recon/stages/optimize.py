@@ -51,7 +51,7 @@ from recon.optim.trainer import (
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import GAUSSIANS_FINAL
+from recon.scene.names import GAUSSIANS_FINAL, POINTS_INIT
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -131,7 +131,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     write_json(graph.resolve("assets/optimize/loss.json"),
                {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
     trainer.checkpoint.unlink(missing_ok=True)
-    made_from = ["points/init"] + [v.id for v in train_views]
+    made_from = [POINTS_INIT] + [v.id for v in train_views]
     graph.replace(Gaussians(id=GAUSSIANS_FINAL, path="assets/splats.ply", count=int(len(splats["means"])),
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
 

@@ -47,6 +47,7 @@ from recon.io import FULL_SIZE
 from recon.io import images as image_io
 from recon.scene.camera import transform_world_to_camera
 from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.names import POINTS_SFM
 from recon.sfm.matching import FeatureOptions, Photo, camera_priors
 from recon.sfm.reconstruct import reconstruct
 
@@ -129,9 +130,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         else:
             v.role = "unused"
     graph.to_dataset = graph.to_dataset @ alignment if alignment is not None else np.eye(4)
-    if "points/sfm" in graph.nodes:  # the import's points, in the given frame: kept for a later run with given poses
-        _rename(graph, "points/sfm", GIVEN_SFM)
-    graph.replace(PointCloud(id="points/sfm", path=None, count=len(sfm.points), kind="sfm", points=sfm.points,
+    if POINTS_SFM in graph.nodes:  # the import's points, in the given frame: kept for a later run with given poses
+        _rename(graph, POINTS_SFM, GIVEN_SFM)
+    graph.replace(PointCloud(id=POINTS_SFM, path=None, count=len(sfm.points), kind="sfm", points=sfm.points,
                              colors=sfm.colors, provenance=Provenance(NAME, made_from=made_from)))
     graph.replace(Metrics(id="metrics/poses", values=values, provenance=Provenance(NAME, made_from=made_from)))
     return graph
@@ -155,7 +156,7 @@ def _restore_given(graph: SceneGraph) -> None:
         v.role = roles.get(v.name, "unused")
     graph.to_dataset = np.asarray(given["to_dataset"], dtype=np.float64)
     if GIVEN_SFM in graph.nodes:
-        _rename(graph, GIVEN_SFM, "points/sfm")
+        _rename(graph, GIVEN_SFM, POINTS_SFM)
 
 
 def _rename(graph: SceneGraph, old: str, new: str) -> None:
