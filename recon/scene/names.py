@@ -14,8 +14,11 @@ POINTS_SFM = "points/sfm"
 """Structure-from-motion points: the importer's (a COLMAP model, a transforms.json's ply), or the poses stage's
 when it estimates the cameras."""
 POINTS_MVS = "points/mvs"
-"""The init stage's multi-view-stereo points, fused from its depth maps (``depth/mvs``)."""
+"""The init stage's multi-view-stereo points, fused from ``DEPTH_MVS``."""
 POINTS_INIT = "points/init"
 """The points the init stage chose to start the splats from; the optimize stage reads them."""
 POINTS_GROUND_TRUTH = "points/ground_truth"
 """A scan's ground-truth point cloud (the importer's, in the dataset's frame); the mesh stage scores against it."""
+
+DEPTH_MVS = "depth/mvs"
+"""The init stage's multi-view-stereo depth maps of the training views; the optimize stage's depth term reads them."""

@@ -37,7 +37,7 @@ from recon.io import ply
 from recon.scene.camera import project as project_to_pixels
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
-from recon.scene.names import POINTS_INIT, POINTS_MVS, POINTS_SFM
+from recon.scene.names import DEPTH_MVS, POINTS_INIT, POINTS_MVS, POINTS_SFM
 from recon.scene.store import atomic_write
 
 NAME = "init"
@@ -151,10 +151,10 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     confidence = maps.confidence.cpu().numpy().astype(np.float32)
     rel = "assets/mvs/depth.npz"
     atomic_write(graph.resolve(rel), lambda tmp: np.savez_compressed(tmp, depth=depth, confidence=confidence))
-    graph.replace(DepthMaps(id="depth/mvs", path=rel, views=[v.id for v in train], width=frames.width,
+    graph.replace(DepthMaps(id=DEPTH_MVS, path=rel, views=[v.id for v in train], width=frames.width,
                             height=frames.height, provenance=Provenance(NAME, made_from=[v.id for v in train])))
     graph.replace(PointCloud(id=POINTS_MVS, path=None, count=len(points), kind="mvs", points=points, colors=colors,
-                             provenance=Provenance(NAME, made_from=["depth/mvs"])))
+                             provenance=Provenance(NAME, made_from=[DEPTH_MVS])))
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
                "kept_share": [round(float(k), 4) for k in kept], "near": [float(n) for n in near],

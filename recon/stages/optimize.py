@@ -51,7 +51,7 @@ from recon.optim.trainer import (
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import GAUSSIANS_FINAL, POINTS_INIT
+from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -104,8 +104,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     frames = load_frames(graph, train_views, factor, training=True)
-    if oc.depth_weight > 0 and isinstance(graph.nodes.get("depth/mvs"), DepthMaps):
-        frames.depths, frames.depth_confidence = stereo_depth(graph, graph.nodes["depth/mvs"], train_views,
+    if oc.depth_weight > 0 and isinstance(graph.nodes.get(DEPTH_MVS), DepthMaps):
+        frames.depths, frames.depth_confidence = stereo_depth(graph, graph.nodes[DEPTH_MVS], train_views,
                                                               frames.width, frames.height)
     frames = frames.to(device)
     center, radius = scene_bounds(graph, train_views)
