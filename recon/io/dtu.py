@@ -40,7 +40,7 @@ from recon.scene.camera import (
     viewing_direction,
 )
 from recon.scene.graph import Camera, Mesh, PointCloud, SceneGraph
-from recon.scene.names import POINTS_GROUND_TRUTH
+from recon.scene.names import MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH
 
 CAMERA_FILES = ("cameras.npz", "cameras_sphere.npz")
 IMAGE_DIRS = ("image", "images")
@@ -198,7 +198,7 @@ def _ground_truth(graph: SceneGraph, path: Path) -> None:
         graph.meta["synthetic"] = json.loads((gt / "scene.json").read_text())
     if (gt / "mesh.ply").is_file():
         counts = ply.element_counts(gt / "mesh.ply")
-        graph.add(Mesh(id="mesh/ground_truth", path=str(gt / "mesh.ply"), vertices=counts.get("vertex", 0),
+        graph.add(Mesh(id=MESH_GROUND_TRUTH, path=str(gt / "mesh.ply"), vertices=counts.get("vertex", 0),
                        faces=counts.get("face", 0), kind="ground_truth", frame="dataset"))
     if (gt / "points.ply").is_file():
         add_ground_truth_points(graph, gt / "points.ply")

@@ -22,3 +22,8 @@ POINTS_GROUND_TRUTH = "points/ground_truth"
 
 DEPTH_MVS = "depth/mvs"
 """The init stage's multi-view-stereo depth maps of the training views; the optimize stage's depth term reads them."""
+
+MESH_FINAL = "mesh/final"
+"""The mesh stage's mesh (``assets/mesh.ply``); ``recon export`` writes it."""
+MESH_GROUND_TRUTH = "mesh/ground_truth"
+"""A synthetic scene's ground-truth mesh (the importer's, in the dataset's frame); the mesh stage scores against it."""

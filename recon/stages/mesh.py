@@ -38,7 +38,7 @@ from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.camera import camera_center, look_at, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import POINTS_GROUND_TRUTH
+from recon.scene.names import MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH
 from recon.scene.store import atomic_write
 
 NAME = "mesh"
@@ -86,13 +86,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         vertices, faces, colors = meshing.decimate(vertices, faces, colors, mc.decimate)
     path = graph.resolve("assets/mesh.ply")
     atomic_write(path, lambda tmp: ply.write_mesh(tmp, vertices, faces, colors))
-    graph.replace(Mesh(id="mesh/final", path="assets/mesh.ply", vertices=len(vertices), faces=len(faces),
+    graph.replace(Mesh(id=MESH_FINAL, path="assets/mesh.ply", vertices=len(vertices), faces=len(faces),
                        kind="reconstruction", provenance=Provenance(NAME, made_from=[node.id])))
     values = {"vertices": len(vertices), "faces": len(faces), "resolution": resolution, "voxel": volume.voxel,
               "depth_maps": len(cameras), "depth": "median" if use_median else "expected", "fuse_seconds": fuse_seconds}
     if mc.evaluate:
         values.update(evaluate(graph, vertices, faces, mc.dtu_root, device))
-    graph.replace(Metrics(id="metrics/mesh", values=values, provenance=Provenance(NAME, made_from=["mesh/final"])))
+    graph.replace(Metrics(id="metrics/mesh", values=values, provenance=Provenance(NAME, made_from=[MESH_FINAL])))
     return graph
 
 
@@ -144,7 +144,7 @@ def evaluate(graph: SceneGraph, vertices: np.ndarray, faces: np.ndarray, dtu_roo
     if root and scan is not None:
         gt = geometry.DTUGroundTruth.find(Path(root), int(scan))
         return {"geometry": geometry.evaluate_dtu(v_dataset, faces, gt, device=device).as_dict(), "protocol": "dtu"}
-    node = graph.nodes.get("mesh/ground_truth")
+    node = graph.nodes.get(MESH_GROUND_TRUTH)
     if node is not None:  # synthetic scenes: both surfaces sampled alike
         gt_vertices, gt_faces = ply.read_mesh(graph.resolve(node.path))
         result = geometry.evaluate_mesh(v_dataset, faces, geometry.sample_surface(gt_vertices, gt_faces), device=device)
