@@ -34,7 +34,7 @@ from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import Frames, load_frames
 from recon.scene.graph import SceneGraph
-from recon.scene.names import POINTS_INIT
+from recon.scene.names import POINTS_INIT, metrics_id
 from recon.scene.store import atomic_write
 
 
@@ -401,7 +401,7 @@ def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, 
 
 
 def poses_estimated(graph: SceneGraph) -> bool:
-    node = graph.nodes.get("metrics/poses")
+    node = graph.nodes.get(metrics_id("poses"))
     return node is not None and node.values.get("source") == "estimated"
 
 

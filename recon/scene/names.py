@@ -27,3 +27,8 @@ MESH_FINAL = "mesh/final"
 """The mesh stage's mesh (``assets/mesh.ply``); ``recon export`` writes it."""
 MESH_GROUND_TRUTH = "mesh/ground_truth"
 """A synthetic scene's ground-truth mesh (the importer's, in the dataset's frame); the mesh stage scores against it."""
+
+
+def metrics_id(stage: str) -> str:
+    """The id of the :class:`~recon.scene.graph.Metrics` node that stage ``stage`` records: ``metrics/<stage>``."""
+    return f"metrics/{stage}"

@@ -37,7 +37,7 @@ from recon.io import ply
 from recon.scene.camera import project as project_to_pixels
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
-from recon.scene.names import DEPTH_MVS, POINTS_INIT, POINTS_MVS, POINTS_SFM
+from recon.scene.names import DEPTH_MVS, POINTS_INIT, POINTS_MVS, POINTS_SFM, metrics_id
 from recon.scene.store import atomic_write
 
 NAME = "init"
@@ -92,7 +92,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         colors = sample_colors(views, points)
     graph.replace(PointCloud(id=POINTS_INIT, path=None, count=len(points), kind="init", points=points, colors=colors,
                              provenance=Provenance(NAME, made_from=made_from)))
-    graph.replace(Metrics(id="metrics/init", values={"source": source, "points": int(len(points)), **values},
+    graph.replace(Metrics(id=metrics_id(NAME), values={"source": source, "points": int(len(points)), **values},
                           provenance=Provenance(NAME)))
     return graph
 

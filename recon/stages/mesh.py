@@ -38,7 +38,7 @@ from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.camera import camera_center, look_at, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH
+from recon.scene.names import MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH, metrics_id
 from recon.scene.store import atomic_write
 
 NAME = "mesh"
@@ -92,7 +92,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
               "depth_maps": len(cameras), "depth": "median" if use_median else "expected", "fuse_seconds": fuse_seconds}
     if mc.evaluate:
         values.update(evaluate(graph, vertices, faces, mc.dtu_root, device))
-    graph.replace(Metrics(id="metrics/mesh", values=values, provenance=Provenance(NAME, made_from=[MESH_FINAL])))
+    graph.replace(Metrics(id=metrics_id(NAME), values=values, provenance=Provenance(NAME, made_from=[MESH_FINAL])))
     return graph
 
 

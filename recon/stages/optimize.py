@@ -51,7 +51,7 @@ from recon.optim.trainer import (
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT
+from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT, metrics_id
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -143,7 +143,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
     )
-    graph.replace(Metrics(id="metrics/optimize", values=metrics,
+    graph.replace(Metrics(id=metrics_id(NAME), values=metrics,
                           provenance=Provenance(NAME, made_from=[GAUSSIANS_FINAL])))
     return graph
 

@@ -47,7 +47,7 @@ from recon.io import FULL_SIZE
 from recon.io import images as image_io
 from recon.scene.camera import transform_world_to_camera
 from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGraph, View
-from recon.scene.names import POINTS_SFM
+from recon.scene.names import POINTS_SFM, metrics_id
 from recon.sfm.matching import FeatureOptions, Photo, camera_priors
 from recon.sfm.reconstruct import reconstruct
 
@@ -82,7 +82,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     _restore_given(graph)
     train = graph.views("train")
     if not _estimates(train, pc):
-        graph.replace(Metrics(id="metrics/poses", values={"source": "given"}, provenance=Provenance(NAME)))
+        graph.replace(Metrics(id=metrics_id(NAME), values={"source": "given"}, provenance=Provenance(NAME)))
         return graph
     _check_estimable(graph, train, pc)
     start = time.perf_counter()
@@ -134,7 +134,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         _rename(graph, POINTS_SFM, GIVEN_SFM)
     graph.replace(PointCloud(id=POINTS_SFM, path=None, count=len(sfm.points), kind="sfm", points=sfm.points,
                              colors=sfm.colors, provenance=Provenance(NAME, made_from=made_from)))
-    graph.replace(Metrics(id="metrics/poses", values=values, provenance=Provenance(NAME, made_from=made_from)))
+    graph.replace(Metrics(id=metrics_id(NAME), values=values, provenance=Provenance(NAME, made_from=made_from)))
     return graph
 
 
@@ -149,7 +149,7 @@ def _restore_given(graph: SceneGraph) -> None:
         graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()},
                              "to_dataset": graph.to_dataset.tolist()}
         return
-    chosen = graph.nodes["metrics/views"].values
+    chosen = graph.nodes[metrics_id("views")].values
     roles = {**{name: "test" for name in chosen["test"]}, **{name: "train" for name in chosen["train"]}}
     for v in graph.views():
         v.camera = given["cameras"].get(v.id)

@@ -62,7 +62,7 @@ from recon.optim.trainer import (
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
-from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR
+from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR, metrics_id
 from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
@@ -150,7 +150,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             *_, held_splats = leave_one_out(graph, cfg, frames, _targets(frames), center, radius, device, [held], held)
         check = validation(cfg, frames, held, held_splats, center, radius, device, model, on_gpu)
         seconds["validate"] = time.perf_counter() - start
-    before = graph.nodes.get("metrics/optimize")
+    before = graph.nodes.get(metrics_id("optimize"))
     before_values = {k: v for k, v in (before.values if before is not None else {}).items()
                      if k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
     summary = dict(prior=model.name, before=before_values, validation=check, pairs=pairs_info,
@@ -200,7 +200,7 @@ def _record(graph: SceneGraph, values: dict, model, seconds: dict, applied: bool
     values["model"] = dict(values["model"], loss_first=model.losses[0] if model.losses else None,
                            loss_last=model.losses[-1] if model.losses else None)
     made_from = [GAUSSIANS_PRIOR] if applied else [GAUSSIANS_FINAL]
-    graph.replace(Metrics(id="metrics/prior", values=values, provenance=Provenance(NAME, made_from=made_from)))
+    graph.replace(Metrics(id=metrics_id(NAME), values=values, provenance=Provenance(NAME, made_from=made_from)))
 
 
 # --- validation --------------------------------------------------------------------------------------

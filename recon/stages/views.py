@@ -25,6 +25,7 @@ from recon.errors import InputError
 from recon.resources import SPLITS_DIR
 from recon.scene.camera import camera_center
 from recon.scene.graph import Metrics, Provenance, SceneGraph, View
+from recon.scene.names import metrics_id
 
 NAME = "views"
 CONFIG = "views"
@@ -66,7 +67,7 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
 def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     train, test = assign(graph, cfg)
     graph.replace(Metrics(
-        id="metrics/views",
+        id=metrics_id(NAME),
         values={"train": [v.name for v in train], "test": [v.name for v in test],
                 "train_indices": [v.index for v in train], "test_indices": [v.index for v in test]},
         provenance=Provenance(stage=NAME, made_from=[v.id for v in train]),
