@@ -32,7 +32,7 @@ from recon import progress
 from recon.config import digest, load_config
 from recon.errors import InputError, ReconError
 from recon.eval.suites import SceneTask, Suite
-from recon.scene.names import GAUSSIANS_PRIOR
+from recon.scene.names import GAUSSIANS_PRIOR, PRIOR_RENDERS_DIR, RENDERS_DIR
 from recon.scene.store import atomic_write, write_json
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked", "psnr_black", "ssim_black",
@@ -135,7 +135,7 @@ def _grid_files(graph, name: str) -> dict[str, bytes]:
     from recon.io import images as image_io
 
     files = {}
-    render_dir = "assets/prior/renders" if GAUSSIANS_PRIOR in graph.nodes else "assets/renders"
+    render_dir = PRIOR_RENDERS_DIR if GAUSSIANS_PRIOR in graph.nodes else RENDERS_DIR
     for view in [v for v in graph.views("test") if v.image][:GRID_VIEWS]:
         render_path = graph.resolve(f"{render_dir}/{view.name}.png")
         if not render_path.is_file():

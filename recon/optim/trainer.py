@@ -34,7 +34,7 @@ from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import Frames, load_frames
 from recon.scene.graph import SceneGraph
-from recon.scene.names import POINTS_INIT, metrics_id
+from recon.scene.names import POINTS_INIT, RENDERS_DIR, metrics_id
 from recon.scene.store import atomic_write
 
 
@@ -340,7 +340,7 @@ def render_on_black(splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, wid
 
 
 def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_steps: int = 0,
-                        render_dir: str = "assets/renders") -> dict:
+                        render_dir: str = RENDERS_DIR) -> dict:
     """Render every posed test view; write the renders to ``render_dir``; metrics against the images that exist.
 
     With ``align_steps``, each view's camera is first fitted to its photo with the splats frozen

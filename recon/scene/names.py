@@ -1,6 +1,7 @@
-"""The output folder's vocabulary: the ids of the scene graph's nodes that more than one module names.
+"""The output folder's vocabulary: the node ids and asset paths that more than one module names.
 
-Each id is the key of its node in ``scene.json``; changing one changes the format on disk.
+Each id is the key of its node in ``scene.json`` and each path is relative to the scene folder; changing one
+changes the format on disk.
 """
 
 from __future__ import annotations
@@ -32,3 +33,10 @@ MESH_GROUND_TRUTH = "mesh/ground_truth"
 def metrics_id(stage: str) -> str:
     """The id of the :class:`~recon.scene.graph.Metrics` node that stage ``stage`` records: ``metrics/<stage>``."""
     return f"metrics/{stage}"
+
+
+# Folders and files in the scene folder that more than one place names (relative to the scene folder).
+RENDERS_DIR = "assets/renders"
+"""The held-out views rendered by the optimize stage's splats, one ``<view name>.png`` each."""
+PRIOR_RENDERS_DIR = "assets/prior/renders"
+"""The held-out views rendered by the prior stage's splats, one ``<view name>.png`` each."""

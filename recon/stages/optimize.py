@@ -51,13 +51,13 @@ from recon.optim.trainer import (
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT, metrics_id
+from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT, RENDERS_DIR, metrics_id
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
 CONFIG = "optimize"
 ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a GPU run's
-OUTPUTS = ("assets/renders", "assets/optimize", LIVE_DIR)
+OUTPUTS = (RENDERS_DIR, "assets/optimize", LIVE_DIR)
 
 
 def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:

@@ -62,7 +62,7 @@ from recon.optim.trainer import (
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
-from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR, metrics_id
+from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR, PRIOR_RENDERS_DIR, metrics_id
 from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
@@ -71,7 +71,7 @@ ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a 
 PAIRS = "assets/prior/pairs.npz"
 HELD_SPLATS = "assets/prior/held-out.ply"  # the leave-one-out splats that the check distils into
 # The pairs and the check's splats stay: they are a cache with a key of its own.
-OUTPUTS = ("assets/prior/loss.json", "assets/prior/renders", "assets/prior/pseudo")
+OUTPUTS = ("assets/prior/loss.json", PRIOR_RENDERS_DIR, "assets/prior/pseudo")
 # Fields of PriorConfig that change the training pairs (the cache's key).
 PAIR_FIELDS = ("loo_views", "loo_steps", "loo_snapshots", "perturb_samples", "perturb_scale")
 
@@ -183,7 +183,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     start = time.perf_counter()
     metrics = evaluate_test_views(graph, trainer, factor,
                                   align_steps=test_align_steps(oc, poses_estimated(graph), on_gpu),
-                                  render_dir="assets/prior/renders")
+                                  render_dir=PRIOR_RENDERS_DIR)
     seconds["evaluate"] = time.perf_counter() - start
     metrics.update(summary, gaussians=int(len(prior_splats["means"])), pseudo_views=pseudo, backend=trainer.backend,
                    gain={k: metrics[k] - v for k, v in before_values.items()
