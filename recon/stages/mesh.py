@@ -38,7 +38,7 @@ from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.camera import camera_center, look_at, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH, metrics_id
+from recon.scene.names import MESH_FILE, MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH, metrics_id
 from recon.scene.store import atomic_write
 
 NAME = "mesh"
@@ -84,9 +84,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     vertices, faces, colors = meshing.compact(vertices, faces, colors, keep)
     if mc.decimate and len(faces) > mc.decimate:
         vertices, faces, colors = meshing.decimate(vertices, faces, colors, mc.decimate)
-    path = graph.resolve("assets/mesh.ply")
+    path = graph.resolve(MESH_FILE)
     atomic_write(path, lambda tmp: ply.write_mesh(tmp, vertices, faces, colors))
-    graph.replace(Mesh(id=MESH_FINAL, path="assets/mesh.ply", vertices=len(vertices), faces=len(faces),
+    graph.replace(Mesh(id=MESH_FINAL, path=MESH_FILE, vertices=len(vertices), faces=len(faces),
                        kind="reconstruction", provenance=Provenance(NAME, made_from=[node.id])))
     values = {"vertices": len(vertices), "faces": len(faces), "resolution": resolution, "voxel": volume.voxel,
               "depth_maps": len(cameras), "depth": "median" if use_median else "expected", "fuse_seconds": fuse_seconds}

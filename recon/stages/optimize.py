@@ -51,7 +51,7 @@ from recon.optim.trainer import (
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT, RENDERS_DIR, metrics_id
+from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT, RENDERS_DIR, SPLATS_FILE, metrics_id
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -126,13 +126,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     train_seconds = time.perf_counter() - start
 
     splats = trainer.splats
-    save_path = graph.resolve("assets/splats.ply")
+    save_path = graph.resolve(SPLATS_FILE)
     atomic_write(save_path, lambda tmp: save_ply(tmp, splats, oc.kind))
     write_json(graph.resolve("assets/optimize/loss.json"),
                {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
     trainer.checkpoint.unlink(missing_ok=True)
     made_from = [POINTS_INIT] + [v.id for v in train_views]
-    graph.replace(Gaussians(id=GAUSSIANS_FINAL, path="assets/splats.ply", count=int(len(splats["means"])),
+    graph.replace(Gaussians(id=GAUSSIANS_FINAL, path=SPLATS_FILE, count=int(len(splats["means"])),
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
 
     metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, estimated, on_gpu))

@@ -62,7 +62,7 @@ from recon.optim.trainer import (
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
-from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR, PRIOR_RENDERS_DIR, metrics_id
+from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR, PRIOR_RENDERS_DIR, PRIOR_SPLATS_FILE, metrics_id
 from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
@@ -171,12 +171,12 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     _write_pseudo(graph, renders, repaired)
     seconds["distill"] = time.perf_counter() - start
     prior_splats = trainer.splats
-    atomic_write(graph.resolve("assets/prior/splats.ply"), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
+    atomic_write(graph.resolve(PRIOR_SPLATS_FILE), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
     write_json(graph.resolve("assets/prior/loss.json"), {
         "repair": {"every": model.log_every, "loss": model.losses},
         "distill": {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric,
                     "pseudo": trainer.target_losses}})
-    graph.replace(Gaussians(id=GAUSSIANS_PRIOR, path="assets/prior/splats.ply", count=int(len(prior_splats["means"])),
+    graph.replace(Gaussians(id=GAUSSIANS_PRIOR, path=PRIOR_SPLATS_FILE, count=int(len(prior_splats["means"])),
                             kind=oc.kind, sh_degree=final.sh_degree,
                             provenance=Provenance(NAME, made_from=[GAUSSIANS_FINAL] + [v.id for v in train_views])))
 
