@@ -23,7 +23,7 @@ from recon.render.scene import splat_source
 from recon.render.sh import Y0
 from recon.scene.camera import camera_center, invert_rigid, transform_points
 from recon.scene.graph import DepthMaps, Gaussians, Mesh, PointCloud, SceneGraph, View
-from recon.scene.names import GAUSSIANS_PRIOR
+from recon.scene.names import ASSETS_DIR, GAUSSIANS_PRIOR
 from recon.scene.store import LOCK_FILE, SceneStore, holder_alive
 
 THUMBNAIL_WIDTH = 160
@@ -49,7 +49,7 @@ def open_scene(folder: Path, wait_for_run: bool = False) -> SceneGraph | None:
                 return None
             raise InputError(f"{folder}: a run is writing this folder and has not saved scene.json yet; "
                              "view it with `recon run ... --view`, or wait")
-        if (folder / "assets").is_dir():
+        if (folder / ASSETS_DIR).is_dir():
             raise InputError(f"{folder}: half-written scene folder (assets/ but no scene.json); rerun `recon run`")
         raise InputError(f"{folder}: no scene.json here; is this a recon output folder?")
     graph = store.load()

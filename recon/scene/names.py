@@ -36,6 +36,8 @@ def metrics_id(stage: str) -> str:
 
 
 # Folders and files in the scene folder that more than one place names (relative to the scene folder).
+ASSETS_DIR = "assets"
+"""Every file recon writes besides ``scene.json``; a folder with it but no ``scene.json`` is half-written."""
 RENDERS_DIR = "assets/renders"
 """The held-out views rendered by the optimize stage's splats, one ``<view name>.png`` each."""
 PRIOR_RENDERS_DIR = "assets/prior/renders"
