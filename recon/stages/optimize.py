@@ -51,7 +51,15 @@ from recon.optim.trainer import (
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
-from recon.scene.names import DEPTH_MVS, GAUSSIANS_FINAL, POINTS_INIT, RENDERS_DIR, SPLATS_FILE, metrics_id
+from recon.scene.names import (
+    DEPTH_MVS,
+    GAUSSIANS_FINAL,
+    OPTIMIZE_LOSS_FILE,
+    POINTS_INIT,
+    RENDERS_DIR,
+    SPLATS_FILE,
+    metrics_id,
+)
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
@@ -128,7 +136,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     splats = trainer.splats
     save_path = graph.resolve(SPLATS_FILE)
     atomic_write(save_path, lambda tmp: save_ply(tmp, splats, oc.kind))
-    write_json(graph.resolve("assets/optimize/loss.json"),
+    write_json(graph.resolve(OPTIMIZE_LOSS_FILE),
                {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
     trainer.checkpoint.unlink(missing_ok=True)
     made_from = [POINTS_INIT] + [v.id for v in train_views]

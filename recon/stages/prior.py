@@ -62,7 +62,14 @@ from recon.optim.trainer import (
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
-from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR, PRIOR_RENDERS_DIR, PRIOR_SPLATS_FILE, metrics_id
+from recon.scene.names import (
+    GAUSSIANS_FINAL,
+    GAUSSIANS_PRIOR,
+    PRIOR_LOSS_FILE,
+    PRIOR_RENDERS_DIR,
+    PRIOR_SPLATS_FILE,
+    metrics_id,
+)
 from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
@@ -71,7 +78,7 @@ ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a 
 PAIRS = "assets/prior/pairs.npz"
 HELD_SPLATS = "assets/prior/held-out.ply"  # the leave-one-out splats that the check distils into
 # The pairs and the check's splats stay: they are a cache with a key of its own.
-OUTPUTS = ("assets/prior/loss.json", PRIOR_RENDERS_DIR, "assets/prior/pseudo")
+OUTPUTS = (PRIOR_LOSS_FILE, PRIOR_RENDERS_DIR, "assets/prior/pseudo")
 # Fields of PriorConfig that change the training pairs (the cache's key).
 PAIR_FIELDS = ("loo_views", "loo_steps", "loo_snapshots", "perturb_samples", "perturb_scale")
 
@@ -156,7 +163,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     summary = dict(prior=model.name, before=before_values, validation=check, pairs=pairs_info,
                    model={"pipeline": model.pipeline_class, "parameters": model.parameters})
     if check is not None and not check["passed"]:  # the scene keeps the optimize stage's splats
-        write_json(graph.resolve("assets/prior/loss.json"),
+        write_json(graph.resolve(PRIOR_LOSS_FILE),
                    {"repair": {"every": model.log_every, "loss": model.losses}})
         _record(graph, summary, model, seconds, applied=False,
                 gain={k: 0.0 for k, v in before_values.items() if v is not None})
@@ -172,7 +179,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     seconds["distill"] = time.perf_counter() - start
     prior_splats = trainer.splats
     atomic_write(graph.resolve(PRIOR_SPLATS_FILE), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
-    write_json(graph.resolve("assets/prior/loss.json"), {
+    write_json(graph.resolve(PRIOR_LOSS_FILE), {
         "repair": {"every": model.log_every, "loss": model.losses},
         "distill": {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric,
                     "pseudo": trainer.target_losses}})
