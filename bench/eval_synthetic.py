@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recon.render import compile_kernels  # noqa: E402
 from optimize import environment  # noqa: E402
+
 from recon import progress  # noqa: E402
 from recon.eval import suites  # noqa: E402
 from recon.eval.runner import EvalOptions, run_suite  # noqa: E402
 from recon.eval.tables import write_aggregates  # noqa: E402
+from recon.render import compile_kernels  # noqa: E402
 
 TARGET_SECONDS = 60.0
 

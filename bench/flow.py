@@ -27,7 +27,7 @@ from recon.sfm.fewview import fundamental, sampson_error
 
 sys.path.insert(0, str(Path(__file__).parent))
 from optimize import environment  # noqa: E402
-from poses import read_colmap, read_idr, read_llff, TRANSPOSED_ROTATIONS  # noqa: E402
+from poses import TRANSPOSED_ROTATIONS, read_colmap, read_idr, read_llff  # noqa: E402
 
 DTU_TRAIN = [25, 22, 28, 40, 44, 48, 0, 8, 13]
 GRID = 8
@@ -59,7 +59,8 @@ def main() -> int:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "dis-flow", "environment": environment(), "runs": rows}, indent=1) + "\n")
+    args.out.write_text(json.dumps({"benchmark": "dis-flow", "environment": environment(), "runs": rows},
+                                   indent=1) + "\n")
     return 0
 
 

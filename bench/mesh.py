@@ -39,7 +39,8 @@ def main() -> int:
     ap.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True, help="also run with every view")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--variant", action="append", default=[],
-                    help="NAME:key=value,key=value -- mesh settings tried on the same optimised splats (the mesh stage reruns alone)")
+                    help="NAME:key=value,key=value -- mesh settings tried on the same optimised splats "
+                         "(the mesh stage reruns alone)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     progress.set_enabled(False)

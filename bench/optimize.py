@@ -67,15 +67,21 @@ def summarise(runs: list[dict]) -> list[dict]:
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     for res, views in keys:
         for variant in variants:
-            sel = [r for r in runs if (r["resolution"], r["views"], r["variant"]) == (res, views, variant) and "error" not in r]
+            sel = [r for r in runs
+                   if (r["resolution"], r["views"], r["variant"]) == (res, views, variant) and "error" not in r]
             if not sel:
                 continue
-            mean = lambda k: float(np.mean([r[k] for r in sel if r.get(k) is not None])) if any(r.get(k) is not None for r in sel) else None  # noqa: E731
+
+            def mean(k: str, sel: list[dict] = sel) -> float | None:
+                have = [r[k] for r in sel if r.get(k) is not None]
+                return float(np.mean(have)) if have else None
             rows.append({"resolution": res, "views": views, "variant": variant, "scenes": len(sel),
                          "psnr_masked": mean("psnr_masked"), "ssim_masked": mean("ssim_masked"), "psnr": mean("psnr"),
-                         "seconds": mean("seconds"), "peak_memory_mb": mean("peak_memory_mb"), "gaussians": mean("gaussians")})
+                         "seconds": mean("seconds"), "peak_memory_mb": mean("peak_memory_mb"),
+                         "gaussians": mean("gaussians")})
     base = variants[-1] if len(variants) > 1 else None
-    score = {(r["resolution"], r["views"], r["variant"], r["scene"]): r.get("psnr_masked") for r in runs if "error" not in r}
+    score = {(r["resolution"], r["views"], r["variant"], r["scene"]): r.get("psnr_masked")
+             for r in runs if "error" not in r}
     for row in rows:
         # Paired: only the scenes on which both this variant and the baseline ran.
         pairs = [(v, score.get((res, n, base, scene))) for (res, n, var, scene), v in score.items()
@@ -89,10 +95,12 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True, help="folder of synthetic scenes (or of resolution folders of them)")
+    ap.add_argument("--data", type=Path, required=True,
+                    help="folder of synthetic scenes (or of resolution folders of them)")
     ap.add_argument("--scenes", default="", help="comma-separated scene names (default: all)")
     ap.add_argument("--views", default="3,6,9")
-    ap.add_argument("--variant", action="append", default=[], help="NAME=PRESET[,section.key=value...]; the last is the baseline")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=PRESET[,section.key=value...]; the last is the baseline")
     ap.add_argument("--set", action="append", default=[], help="section.key=value for every variant")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--note", default="")
@@ -104,7 +112,8 @@ def main() -> int:
     compile_seconds = compile_kernels()  # gsplat's JIT compile, kept out of the first run's seconds
     report = {"benchmark": "optimize", "environment": {**environment(), "gsplat_compile_seconds": compile_seconds},
               "note": args.note,
-              "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common, "runs": []}
+              "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common,
+              "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for scene in scenes:
             for n in [int(v) for v in args.views.split(",")]:
@@ -112,7 +121,8 @@ def main() -> int:
                     cfg = load_config(preset, {**common, **overrides, "views.count": n, "device": "auto"})
                     row = {"scene": scene.name, "views": n, "variant": name}
                     try:
-                        result = run_scene(scene, cfg, Path(tmp), name=f"{scene.parent.name}-{scene.name}-{n}-{name}", until="optimize")
+                        result = run_scene(scene, cfg, Path(tmp), name=f"{scene.parent.name}-{scene.name}-{n}-{name}",
+                                           until="optimize")
                         m = result.graph.nodes["metrics/optimize"].values
                         row.update({k: m.get(k) for k in ("psnr_masked", "ssim_masked", "psnr", "ssim", "gaussians",
                                                            "peak_memory_mb", "train_seconds", "backend")})

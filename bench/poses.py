@@ -26,7 +26,8 @@ holds its reference focal length as a 35 mm equivalent, rounded to whole
 millimetres as cameras write it: what SfM does when the focal length is known,
 as it is for phone and camera photos (the captures here have no EXIF).
 
-    python bench/poses.py --data DIR --views 3,4,6,9 [--captures a,b] [--exif] [--variant NAME=PRESET[,k=v...]] --out FILE
+    python bench/poses.py --data DIR --views 3,4,6,9 [--captures a,b] [--exif]
+        [--variant NAME=PRESET[,k=v...]] --out FILE
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from recon import progress
-from recon.config import load_config, parse_override
+from recon.config import load_config
 from recon.pipeline import run_scene
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -63,7 +64,8 @@ def main() -> int:
     ap.add_argument("--selections", default="spread,consecutive", help="for captures other than DTU scans")
     ap.add_argument("--variant", action="append", default=[], help="NAME=PRESET[,section.key=value...]")
     ap.add_argument("--exif", action="store_true", help="give every photo its reference focal length as EXIF")
-    ap.add_argument("--refine", action="store_true", help="also run the optimize stage with and without pose refinement")
+    ap.add_argument("--refine", action="store_true",
+                    help="also run the optimize stage with and without pose refinement")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     progress.set_enabled(False)
@@ -229,7 +231,8 @@ def measure(scene: Path, cfg, out_root: Path, name: str, until: str) -> dict:
         row.update(psnr=o.get("psnr"), psnr_masked=o.get("psnr_masked"), test_views=o.get("test_views"),
                    optimize_seconds=graph.stages["optimize"].seconds)
         if "unaligned" in o:  # held-out cameras fitted to their photos before scoring; the raw scores beside
-            row.update(psnr_masked_unaligned=o["unaligned"].get("psnr_masked"), psnr_unaligned=o["unaligned"].get("psnr"),
+            row.update(psnr_masked_unaligned=o["unaligned"].get("psnr_masked"),
+                       psnr_unaligned=o["unaligned"].get("psnr"),
                        test_pose_change_deg=o["test_pose_align"]["rotation_change_deg"],
                        test_pose_change_rel=o["test_pose_align"]["translation_change"])
         after = o.get("poses", {}).get("against_given_after")
@@ -258,9 +261,11 @@ def summarise(runs: list[dict]) -> list[dict]:
         for prefix in ("sfm", "refined"):
             have = [r for r in scored if f"{prefix}_rotation_deg" in r]
             if have:
-                row[f"{prefix}_rotation_median_deg"] = float(np.median([r[f"{prefix}_rotation_median_deg"] for r in have]))
+                rotations = [r[f"{prefix}_rotation_median_deg"] for r in have]
+                row[f"{prefix}_rotation_median_deg"] = float(np.median(rotations))
                 row[f"{prefix}_translation_rel"] = float(np.mean([r[f"{prefix}_translation_rel"] for r in have]))
-                row[f"{prefix}_auc"] = {t: float(np.mean([r[f"{prefix}_auc"][t] for r in have])) for t in ("5", "10", "20")}
+                row[f"{prefix}_auc"] = {t: float(np.mean([r[f"{prefix}_auc"][t] for r in have]))
+                                        for t in ("5", "10", "20")}
         seconds = [r["sfm_seconds"] for r in sel if "sfm_seconds" in r]
         if seconds:
             row["sfm_seconds"] = float(np.mean(seconds))

@@ -60,7 +60,8 @@ def _ungated(runs: list[dict]) -> dict:
              if r.get("applied", True) or "ungated" in r]
     if len(gains) < len(runs):
         return {}
-    return {"psnr_masked_gain_ungated_mean": float(np.mean(gains)), "psnr_masked_gain_ungated_min": float(np.min(gains))}
+    return {"psnr_masked_gain_ungated_mean": float(np.mean(gains)),
+            "psnr_masked_gain_ungated_min": float(np.min(gains))}
 
 
 def main() -> int:
@@ -69,7 +70,8 @@ def main() -> int:
     ap.add_argument("--scenes", default="", help="comma-separated scene names (default: all)")
     ap.add_argument("--views", default="3,4,6")
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--set", action="append", default=[], help="section.key=value (prior.* settings apply to the 'on' run)")
+    ap.add_argument("--set", action="append", default=[],
+                    help="section.key=value (prior.* settings apply to the 'on' run)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--note", default="")
     ap.add_argument("--ungated", action="store_true",
@@ -98,17 +100,20 @@ def main() -> int:
                     # When its check fails the prior is not applied: the scene keeps the optimize stage's splats.
                     row.update(off=off_values, on={k: p.get(k) for k in KEYS} if p["applied"] else off_values,
                                applied=p["applied"], validation=p.get("validation"),
-                               optimize_seconds=off.stages["optimize"].seconds, prior_seconds=graph.stages["prior"].seconds,
-                               prior_parts=p["seconds"], pairs=p["pairs"], model=p["model"], pseudo_views=p.get("pseudo_views"),
+                               optimize_seconds=off.stages["optimize"].seconds,
+                               prior_seconds=graph.stages["prior"].seconds, prior_parts=p["seconds"],
+                               pairs=p["pairs"], model=p["model"], pseudo_views=p.get("pseudo_views"),
                                gaussians_off=o["gaussians"], gaussians_on=p.get("gaussians", o["gaussians"]),
                                resolution=o["resolution"])
                     row["gain"] = row["on"]["psnr_masked"] - row["off"]["psnr_masked"]
                     if args.ungated and not p["applied"]:  # what the check turned down
-                        ungated_cfg = load_config(args.preset, {**overrides, "views.count": views, "prior.enabled": True,
+                        ungated_cfg = load_config(args.preset,
+                                                  {**overrides, "views.count": views, "prior.enabled": True,
                                                                 "prior.validate": False})
                         u = run_scene(scene, ungated_cfg, Path(tmp), name=name, until="prior").graph
                         u = u.nodes["metrics/prior"].values
-                        row["ungated"] = {**{k: u.get(k) for k in KEYS}, "gain": u["psnr_masked"] - row["off"]["psnr_masked"]}
+                        row["ungated"] = {**{k: u.get(k) for k in KEYS},
+                                          "gain": u["psnr_masked"] - row["off"]["psnr_masked"]}
                 except Exception as exc:  # keep the other scenes going
                     row["error"] = f"{type(exc).__name__}: {exc}"
                 record(report, row, summarise, args.out)

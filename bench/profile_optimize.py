@@ -20,12 +20,12 @@ import torch
 
 from recon import progress
 from recon.config import load_config, parse_override
-from recon.io import ply
-from recon.pipeline import run_scene
-from recon.scene.frames import load_frames, scene_bounds
 from recon.devices import resolve_device
+from recon.io import ply
 from recon.optim.trainer import Trainer
+from recon.pipeline import run_scene
 from recon.render.splats import init_splats
+from recon.scene.frames import load_frames, scene_bounds
 
 
 def main() -> None:
@@ -47,12 +47,14 @@ def main() -> None:
         points, colors = ply.read_points(graph.resolve(graph.nodes["points/init"].path))
         oc = cfg.optimize
         splats = init_splats(points, colors, oc.sh_degree, oc.kind, oc.init_scale, oc.init_opacity, device)
-        trainer = Trainer(dataclasses.replace(oc, steps=args.steps + 50), frames, splats, center, radius, device, cfg.seed)
+        trainer = Trainer(dataclasses.replace(oc, steps=args.steps + 50), frames, splats, center, radius, device,
+                          cfg.seed)
         for step in range(args.steps):
             trainer.step(step, step % len(frames))
         torch.cuda.synchronize()
         start = time.perf_counter()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
             for step in range(args.steps, args.steps + 50):
                 trainer.step(step, step % len(frames))
             torch.cuda.synchronize()

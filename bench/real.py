@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recon.render import compile_kernels  # noqa: E402
 from optimize import environment, parse_variant  # noqa: E402
+
+from recon.render import compile_kernels  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 DEFAULT_VARIANTS = ("plain=plain", "default=default", "dtu=dtu", "object=object")  # the last two where they apply
@@ -119,7 +120,8 @@ def write_strip(graph, path: Path) -> str | None:
         if view.image and render_path.is_file():
             render = image_io.read_image(render_path)
             photo = image_io.read_image(graph.resolve(view.image))
-            photo = image_io.downsample(photo, max(1, photo.shape[1] // render.shape[1]))[: render.shape[0], : render.shape[1]]
+            photo = image_io.downsample(photo, max(1, photo.shape[1] // render.shape[1]))
+            photo = photo[: render.shape[0], : render.shape[1]]
             error = np.clip(4 * np.abs(render - photo), 0, 1)
             strip = np.concatenate([photo, render, error], 1)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +131,8 @@ def write_strip(graph, path: Path) -> str | None:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (scene, views, variant) that ran, and each variant's mean gain in PSNR over plain on the same views."""
+    """One row per (scene, views, variant) that ran, and each variant's mean gain in PSNR over plain on the same
+    views."""
     ok = [r for r in runs if "error" not in r]
     plain = {(r["scene"], r["views"]): r for r in ok if r["variant"] == "plain"}
     rows = []
@@ -149,7 +152,8 @@ def markdown(report: dict) -> str:
     runs = [r for r in report["runs"] if "error" not in r]
     ran = {r["variant"] for r in runs}
     variants = [v for v in report.get("variants", {}) if v in ran] + sorted(ran - set(report.get("variants", {})))
-    lines = ["| scene | views | " + " | ".join(variants) + " |", "| --- | ---: | " + " | ".join("---:" for _ in variants) + " |"]
+    lines = ["| scene | views | " + " | ".join(variants) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in variants) + " |"]
     by_key = {(r["scene"], r["views"], r["variant"]): r for r in runs}
     for scene, views in dict.fromkeys((r["scene"], r["views"]) for r in runs):
         cells = []
@@ -162,7 +166,8 @@ def markdown(report: dict) -> str:
             else:
                 cells.append(f"{r['psnr']:.2f}")
         lines.append(f"| {scene} | {views} | " + " | ".join(cells) + " |")
-    lines += ["", "PSNR (whole image) / PSNR-M (over the object mask, where the capture has masks), held-out views, dB."]
+    lines += ["",
+              "PSNR (whole image) / PSNR-M (over the object mask, where the capture has masks), held-out views, dB."]
     return "\n".join(lines) + "\n"
 
 

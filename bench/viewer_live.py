@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recon.render import compile_kernels  # noqa: E402
 from optimize import environment  # noqa: E402
 
 from recon import progress  # noqa: E402
 from recon.config import load_config  # noqa: E402
 from recon.pipeline import run_scene  # noqa: E402
+from recon.render import compile_kernels  # noqa: E402
 
 
 def free_port() -> int:
@@ -77,7 +77,8 @@ def one_run(scene: Path, views: int, every: int, live: bool, out: Path) -> dict:
 
     result = run_scene(scene, cfg, out, force=True, until="optimize", on_start=start_viewer if live else None)
     values = result.graph.stages["optimize"].metrics
-    row = {"live": live, "train_seconds": values["train_seconds"], "stage_seconds": result.graph.stages["optimize"].seconds,
+    row = {"live": live, "train_seconds": values["train_seconds"],
+           "stage_seconds": result.graph.stages["optimize"].seconds,
            "psnr_masked": values.get("psnr_masked"), "gaussians": values.get("gaussians"), "steps": values.get("steps")}
     for app in apps:
         app.stop()

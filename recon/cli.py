@@ -19,7 +19,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import tyro
 
@@ -35,7 +35,8 @@ class Run:
     """Reconstruct a scene: import it, choose views, and run every stage; writes OUT/<scene>/."""
 
     scene: tyro.conf.Positional[Path]
-    """Scene folder (images/, a COLMAP model, transforms.json, an LLFF capture, a DTU or SpaRe scan) or a transforms.json."""
+    """Scene folder (images/, a COLMAP model, transforms.json, an LLFF capture, a DTU or SpaRe scan) or a
+    transforms.json."""
     views: int | None = None
     """Number of training views (default: every view)."""
     split: str | None = None
@@ -191,32 +192,29 @@ class EvalFolder(EvalCommon):
 class Eval:
     """Evaluate recon on a benchmark and write the papers' tables, published numbers beside ours, and plots."""
 
-    command: Union[
-        Annotated[EvalDTU, tyro.conf.subcommand("dtu")],
-        Annotated[EvalSpaRe, tyro.conf.subcommand("spare")],
-        Annotated[EvalLLFF, tyro.conf.subcommand("llff")],
-        Annotated[EvalSynthetic, tyro.conf.subcommand("synthetic")],
-        Annotated[EvalFolder, tyro.conf.subcommand("folder")],
-    ]
+    command: (
+        Annotated[EvalDTU, tyro.conf.subcommand("dtu")]
+        | Annotated[EvalSpaRe, tyro.conf.subcommand("spare")]
+        | Annotated[EvalLLFF, tyro.conf.subcommand("llff")]
+        | Annotated[EvalSynthetic, tyro.conf.subcommand("synthetic")]
+        | Annotated[EvalFolder, tyro.conf.subcommand("folder")]
+    )
 
 
 @dataclass
 class Data:
     """Datasets: synthetic scenes with ground truth."""
 
-    command: Union[
-        Annotated[Synth, tyro.conf.subcommand("synth")],
-        Annotated[ListScenes, tyro.conf.subcommand("list")],
-    ]
+    command: Annotated[Synth, tyro.conf.subcommand("synth")] | Annotated[ListScenes, tyro.conf.subcommand("list")]
 
 
-Command = Union[
-    Annotated[Run, tyro.conf.subcommand("run")],
-    Annotated[View, tyro.conf.subcommand("view")],
-    Annotated[Eval, tyro.conf.subcommand("eval")],
-    Annotated[Data, tyro.conf.subcommand("data")],
-    Annotated[Export, tyro.conf.subcommand("export")],
-]
+Command = (
+    Annotated[Run, tyro.conf.subcommand("run")]
+    | Annotated[View, tyro.conf.subcommand("view")]
+    | Annotated[Eval, tyro.conf.subcommand("eval")]
+    | Annotated[Data, tyro.conf.subcommand("data")]
+    | Annotated[Export, tyro.conf.subcommand("export")]
+)
 
 
 def run_command(args: Run) -> None:
@@ -333,7 +331,8 @@ def eval_command(args: EvalCommon) -> int:
             raise InputError(f"--scenes: {', '.join(sorted(unknown))} not in the {suite.name} suite "
                              f"({', '.join(t.name for t in suite.tasks)})")
         suite.tasks = [t for t in suite.tasks if t.name in wanted]
-    tag = f"track{suite.protocol['track']}" if "track" in suite.protocol else f"{suite.views}v" if suite.views else "all"
+    tag = (f"track{suite.protocol['track']}" if "track" in suite.protocol
+           else f"{suite.views}v" if suite.views else "all")
     out = args.out or Path("results") / f"{suite.name}-{tag}"
     overrides = dict(parse_override(s) for s in args.set)
     if not 0 < args.ray_gpus <= 64:
@@ -380,7 +379,8 @@ def _serve_until_interrupted(app) -> None:
 
 def _warn_if_exposed(host: str) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
-        warnings.warn(f"the viewer listens on {host}: anyone who can reach this machine can see the scene", stacklevel=2)
+        warnings.warn(f"the viewer listens on {host}: anyone who can reach this machine can see the scene",
+                      stacklevel=2)
 
 
 def synth_command(args: Synth) -> None:

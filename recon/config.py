@@ -65,7 +65,8 @@ class PosesConfig:
     allow_partial: bool = False
     """Go on with the registered views when some do not register (at least 2 must)."""
     max_image_size: int = 3200
-    """Features come from the photos at their own size (whatever data.downscale), the long side capped at this many pixels."""
+    """Features come from the photos at their own size (whatever data.downscale), the long side capped at this many
+    pixels."""
     max_features: int = 8192
     """SIFT features per image."""
     upsample: Literal["auto", "on", "off"] = "auto"
@@ -184,7 +185,8 @@ class OptimizeConfig:
     """Jitter of pseudo views, as a rotation about the scene centre in radians."""
     depth_weight: float = 0.0
     """Weight of the rendered depth's agreement with the multi-view-stereo depth (init's ``depth/mvs``), per pixel
-    weighted by its confidence: the mean relative error |rendered / stereo - 1|; pixels without stereo depth are free."""
+    weighted by its confidence: the mean relative error |rendered / stereo - 1|; pixels without stereo depth are
+    free."""
     anisotropy: float = 0.0
     """Weight of the penalty on splats longer than ``max_anisotropy`` times their width (log of the excess ratio)."""
     max_anisotropy: float = 10.0
@@ -204,7 +206,8 @@ class OptimizeConfig:
     """Step from which the geometric regularisers (depth smoothness, distortion, normals, pseudo views, binocular)
     apply."""
     pose_refine: Literal["auto", "on", "off"] = "off"
-    """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the poses were estimated."""
+    """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the
+    poses were estimated."""
     pose_lr: float = 1e-3
     """Learning rate of the pose corrections (radians; scene radii for translation), decayed 100x over training."""
     focal_refine: bool = False
@@ -264,7 +267,8 @@ class PriorConfig:
     perturb_samples: int = 4
     """Noisy copies of the optimised splats, each rendered from every training view."""
     perturb_scale: float = 1.0
-    """Noise level of the perturbed copies (1: positions by up to 2% of the scene radius, log-scales 0.3, opacity logits 0.5)."""
+    """Noise level of the perturbed copies (1: positions by up to 2% of the scene radius, log-scales 0.3, opacity
+    logits 0.5)."""
     # The per-scene repair model.
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     """UNet2DModel block widths (multiples of 8); one down-sampling between consecutive blocks."""
@@ -291,7 +295,8 @@ class PriorConfig:
     distill_weight: float = 0.2
     """Weight of a pseudo view's loss next to a training view's, before the fall-off with distance."""
     falloff: float = 0.3
-    """A pseudo view's weight is multiplied by exp(-distance / falloff), distance in radians to the nearest training camera."""
+    """A pseudo view's weight is multiplied by exp(-distance / falloff), distance in radians to the nearest training
+    camera."""
     distill_ssim: float = 0.5
     """Share of (1 - SSIM) in the pseudo views' loss (the rest is L1)."""
     distill_lr_means: float = 0.1
@@ -316,7 +321,8 @@ class MeshConfig:
     cpu_max_width: int = 160
     """Render width for the depth maps on the CPU reference rasterizer."""
     extra_views: int = 40
-    """Depth maps rendered from cameras spread around the object (within the training cameras' elevations), besides the training views."""
+    """Depth maps rendered from cameras spread around the object (within the training cameras' elevations), besides
+    the training views."""
     depth: Literal["auto", "median", "expected"] = "auto"
     """auto: median depth for 2DGS, expected depth for 3DGS."""
     alpha_threshold: float = 0.5

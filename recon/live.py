@@ -73,7 +73,7 @@ class SnapshotWriter:
                     if item is None:
                         return
                 step, splats, info = item
-                atomic_write(self.folder / SPLATS, lambda tmp: save_ply(tmp, splats, self.kind))
+                atomic_write(self.folder / SPLATS, lambda tmp, splats=splats: save_ply(tmp, splats, self.kind))
                 status = {"stage": self.stage, "kind": self.kind, "step": step, "steps": self.steps,
                           "gaussians": int(len(splats["means"])), "time": time.time(), **info}
                 write_json(self.folder / STATUS, status)
@@ -83,7 +83,8 @@ class SnapshotWriter:
 
 
 def read_status(root: Path) -> dict | None:
-    """The status of the newest snapshot in scene folder ``root``, or None when there is none (or it is being replaced)."""
+    """The status of the newest snapshot in scene folder ``root``, or None when there is none (or it is being
+    replaced)."""
     folder = Path(root) / LIVE_DIR
     if not (folder / STATUS).is_file() or not (folder / SPLATS).is_file():
         return None

@@ -25,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -36,6 +37,7 @@ from recon.config import RunConfig, digest, to_dict
 from recon.devices import resolve_device
 from recon.io import ImportOptions, import_scene
 from recon.scene.graph import Metrics, SceneGraph, StageRecord
+from recon.scene.names import ASSETS_DIR
 from recon.scene.store import SceneStore, atomic_write, write_json
 
 
@@ -93,7 +95,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
             else:
                 if previous is not None:  # different input or forced: old assets are stale
                     store.scene_file.unlink()  # first, so that no scene.json names a removed asset
-                    shutil.rmtree(store.root / "assets", ignore_errors=True)
+                    shutil.rmtree(store.root / ASSETS_DIR, ignore_errors=True)
                 graph.root = store.root
                 store.save(graph)
                 outcomes = [StageOutcome("import", "ran", import_seconds,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-SUMMARY_KEYS = ("outcome", "views", "layout", "train", "test", "source", "points", "psnr", "ssim", "psnr_masked", "ssim_masked",
+SUMMARY_KEYS = ("outcome", "views", "layout", "train", "test", "source", "points", "psnr", "ssim", "psnr_masked",
+                "ssim_masked",
                 "lpips", "gaussians", "backend", "faces", "chamfer")
 
 

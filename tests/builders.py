@@ -82,7 +82,8 @@ def build_colmap(synthetic: Path, root: Path, binary: bool = False, points: int 
     (model / "images.txt").write_text("\n".join(lines) + "\n")
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(points, 3)) * 30 + np.array([-12.5, 40.0, 610.0])
-    (model / "points3D.txt").write_text("".join(f"{k + 1} {p[0]} {p[1]} {p[2]} 200 100 50 0.5\n" for k, p in enumerate(pts)))
+    (model / "points3D.txt").write_text("".join(f"{k + 1} {p[0]} {p[1]} {p[2]} 200 100 50 0.5\n"
+                                                for k, p in enumerate(pts)))
     if binary:
         rec = pycolmap.Reconstruction(str(model))
         for f in model.iterdir():
@@ -150,7 +151,8 @@ def tiny_img2img_pipeline(folder: Path) -> Path:
     vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         norm_num_groups=8, sample_size=32)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                                        num_hidden_layers=1,
                                         vocab_size=100, max_position_embeddings=77, projection_dim=16))
     words = folder / "tokenizer-files"
     words.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,8 @@ def write_llff(root: Path, c2w_llff: list[np.ndarray], full_size: tuple[int, int
         if masks:
             mask_dir = root / (f"masks_{factor}" if factor > 1 else "masks")
             mask_dir.mkdir(exist_ok=True)
-            Image.fromarray(np.full((height // factor, width // factor), 255, np.uint8)).save(mask_dir / f"IMG_{i:04d}.png")
+            mask = np.full((height // factor, width // factor), 255, np.uint8)
+            Image.fromarray(mask).save(mask_dir / f"IMG_{i:04d}.png")
     np.save(root / "poses_bounds.npy", np.stack(rows))
     return root
 

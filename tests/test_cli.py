@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -56,7 +56,8 @@ def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkey
 def test_transforms_round_trip_through_run_and_export(synthetic_scene, tmp_path):
     root = build_transforms(synthetic_scene, tmp_path / "tf")
     assert run("run", root, "--views", 4, "--out", tmp_path / "out", "--until", "views") == 0
-    assert run("export", tmp_path / "out" / "tf", "--format", "transforms", "--to", tmp_path / "back" / "transforms.json") == 0
+    assert run("export", tmp_path / "out" / "tf", "--format", "transforms", "--to",
+               tmp_path / "back" / "transforms.json") == 0
     before = json.loads((root / "transforms.json").read_text())
     after = json.loads((tmp_path / "back" / "transforms.json").read_text())
     for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "aabb_scale"):
@@ -76,7 +77,8 @@ def test_synthetic_scene_round_trips_through_export(synthetic_scene, tmp_path):
 
     for a, b in zip(exported.cameras(), truth.cameras()):
         np.testing.assert_allclose(a.K, b.K, atol=1e-6)
-        np.testing.assert_allclose(a.world_to_camera, transform_world_to_camera(b.world_to_camera, truth.to_dataset), atol=1e-6)
+        np.testing.assert_allclose(a.world_to_camera, transform_world_to_camera(b.world_to_camera, truth.to_dataset),
+                                   atol=1e-6)
 
 
 def test_colmap_export_reads_back_in_pycolmap(synthetic_scene, tmp_path):
@@ -240,7 +242,8 @@ def test_bad_output_folder_held_by_another_run(synthetic_scene, tmp_path, capsys
     out = tmp_path / "out" / "mug"
     out.mkdir(parents=True)
     (out / ".lock").write_text(f"{os.getppid()} {socket.gethostname()}\n")
-    expect_error(capsys, ["run", synthetic_scene, "--out", tmp_path / "out"], "output folder is held by another run", out)
+    expect_error(capsys, ["run", synthetic_scene, "--out", tmp_path / "out"], "output folder is held by another run",
+                 out)
 
 
 def test_bad_preset_and_override(synthetic_scene, tmp_path, capsys):
@@ -264,7 +267,8 @@ def test_synth_sphere_layout_surrounds_the_object(tmp_path):
     from recon.scene.camera import camera_center
 
     out = tmp_path / "gear"
-    assert run("data", "synth", out, "--scene", "gear", "--layout", "sphere", "--views", 8, "--width", 32, "--height", 24,
+    assert run("data", "synth", out, "--scene", "gear", "--layout", "sphere", "--views", 8, "--width", 32, "--height",
+               24,
                "--no-aux") == 0
     graph = import_scene(out)
     centers = np.stack([camera_center(c.world_to_camera) for c in graph.cameras()])

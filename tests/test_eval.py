@@ -17,7 +17,8 @@ from recon.config import preset_settings
 
 # The tiny preset's settings laid over each suite's preset, and smaller still.
 TINY = [f"{key}={value}" for key, value in preset_settings("tiny").items() if key != "device"] + [
-    "optimize.cpu_steps=20", "optimize.steps=20", "mesh.cpu_resolution=32", "mesh.extra_views=2", "mesh.cpu_max_width=48",
+    "optimize.cpu_steps=20", "optimize.steps=20", "mesh.cpu_resolution=32", "mesh.extra_views=2",
+    "mesh.cpu_max_width=48",
 ]
 
 
@@ -53,7 +54,8 @@ def test_dtu_eval_writes_the_papers_table_with_published_numbers_and_lists_missi
     assert "## Failed" in table and "scan114: missing" in table
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [r["scene"] for r in rows][:2] == ["scan8", "scan21"] and rows[-1]["scene"] == "mean"
-    assert float(rows[0]["psnr_masked"]) == pytest.approx(json.loads((out / "scenes" / "scan8.json").read_text())["metrics"]["psnr_masked"])
+    scan8 = json.loads((out / "scenes" / "scan8.json").read_text())
+    assert float(rows[0]["psnr_masked"]) == pytest.approx(scan8["metrics"]["psnr_masked"])
     for plot in ("metric_per_scene.png", "time_per_stage.png", "grid.png"):
         assert Image.open(out / "plots" / plot).size[0] > 100
     summary = json.loads((out / "summary.json").read_text())
@@ -121,13 +123,14 @@ def test_ray_writes_what_the_sequential_run_writes(synthetic_scene, tmp_path):
 
         ray.shutdown()
     for name in ("a", "b"):
-        in_turn, on_ray = (json.loads((tmp_path / out / "scenes" / f"{name}.json").read_text()) for out in ("in-turn", "ray"))
+        in_turn, on_ray = (json.loads((tmp_path / out / "scenes" / f"{name}.json").read_text())
+                           for out in ("in-turn", "ray"))
         assert on_ray["status"] == "ok" and on_ray["metrics"]["chamfer"] > 0
         numbers = {k for k, v in in_turn["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         # Ray's workers run one thread (OMP_NUM_THREADS=1): the TSDF fusion's sums fall in another order, and the
         # fused cloud differs by a few points in a million.
-        assert {k: on_ray["metrics"][k] for k in numbers} == pytest.approx({k: in_turn["metrics"][k] for k in numbers},
-                                                                          rel=1e-3)
+        expected = {k: in_turn["metrics"][k] for k in numbers}
+        assert {k: on_ray["metrics"][k] for k in numbers} == pytest.approx(expected, rel=1e-3)
         assert {k: v for k, v in on_ray["metrics"].items() if k not in numbers} == \
             {k: v for k, v in in_turn["metrics"].items() if k not in numbers}  # lpips None, names
         assert on_ray["train_views"] == in_turn["train_views"] and set(on_ray["stages"]) == set(in_turn["stages"])
@@ -176,7 +179,8 @@ def test_folder_eval_runs_what_imports_and_names_what_does_not(synthetic_scene, 
 def test_llff_eval_holds_out_every_8th_view_and_scores_whole_images(tmp_path, capsys):
     from recon.data.synth import SynthSpec, synthesize
 
-    synthesize(tmp_path / "mug", SynthSpec("mug", layout="dtu", views=12, width=48, height=36, gt_spacing=0.05, aux=False))
+    synthesize(tmp_path / "mug",
+               SynthSpec("mug", layout="dtu", views=12, width=48, height=36, gt_spacing=0.05, aux=False))
     root = tmp_path / "llff"
     build_llff(tmp_path / "mug", root / "fern")
     out = tmp_path / "results"

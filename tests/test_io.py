@@ -8,8 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import (build_colmap, build_images, build_rectified, build_spare, build_transforms, dataset_cameras,
-                      write_llff)
+from builders import (
+    build_colmap,
+    build_images,
+    build_rectified,
+    build_spare,
+    build_transforms,
+    dataset_cameras,
+    write_llff,
+)
 
 from recon.errors import InputError
 from recon.io import ImportOptions, detect_layout, import_scene
@@ -141,7 +148,8 @@ def _rotation(angle_deg: float, axis: int) -> np.ndarray:
 def test_llff_cameras_project_as_computed_by_hand(tmp_path):
     # Two cameras in LLFF's convention: rotation columns are the camera's down, right and backwards axes.
     c2w = [np.concatenate([_rotation(a, 1), np.array([[x], [0.5], [-2.0]])], 1) for a, x in ((0, 0.0), (20, 1.0))]
-    root = write_llff(tmp_path / "capture", c2w, full_size=(64, 48), focal=50.0, factor=4, bounds=(1.5, 9.0), masks=True)
+    root = write_llff(tmp_path / "capture", c2w, full_size=(64, 48), focal=50.0, factor=4, bounds=(1.5, 9.0),
+                      masks=True)
     graph = import_scene(root)
     assert graph.source["layout"] == "llff" and len(graph.views()) == 2
     assert all(v.mask is not None for v in graph.views())

@@ -1,4 +1,5 @@
-"""Multi-view stereo: depth of a textured surface recovered, fused points on it; no texture or a wrong range, no points."""
+"""Multi-view stereo: depth of a textured surface recovered, fused points on it; no texture or a wrong range, no
+points."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def test_stereo_recovers_the_depth_of_a_textured_wall_and_fuses_points_onto_it()
 @pytest.mark.parametrize("case", ["no texture", "wrong range"])
 def test_stereo_keeps_few_points_rather_than_wrong_ones(case):
     images, vm, K, depth, _ = wall_views(textured=case != "no texture")
-    near, far = (torch.full((3,), 5.0), torch.full((3,), 9.0)) if case == "wrong range" else (torch.full((3,), 1.5), torch.full((3,), 6.0))
+    near, far = (5.0, 9.0) if case == "wrong range" else (1.5, 6.0)
+    near, far = torch.full((3,), near), torch.full((3,), far)
     maps = mvs.estimate_depth(images, vm, K, near, far, SETTINGS)
     kept = maps.depth > 0  # the true depths are 2.2 to 4.4; on the right range 3/4 of the pixels keep theirs
     assert kept.float().mean() < 0.05

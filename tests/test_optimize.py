@@ -69,7 +69,9 @@ def test_dtu_preset_trains_without_masks_and_scores_with_them(synthetic_scene, t
             super().__init__(oc, frames, *args, **kwargs)
 
     monkeypatch.setattr(optimize, "Trainer", Recording)
-    cfg = load_config("dtu", {**preset_settings("tiny"), **TINY, "views.split": None, "data.downscale": 1, "optimize.cpu_steps": 5})
+    cfg = load_config("dtu",
+                      {**preset_settings("tiny"), **TINY, "views.split": None, "data.downscale": 1,
+                       "optimize.cpu_steps": 5})
     graph = run_scene(synthetic_scene, cfg, tmp_path, until="optimize").graph
     assert seen == [None]  # no masks reach the training loop
     assert graph.nodes["metrics/init"].values["source"] != "hull"  # the masks do not carve the initial points
@@ -194,7 +196,8 @@ def test_held_out_cameras_can_be_fitted_to_their_photos_before_scoring(synthetic
     assert math.isfinite(metrics["psnr_masked"]) and math.isfinite(metrics["unaligned"]["psnr_masked"])
     given = tiny().optimize.test_pose_align  # auto: only when the training poses were estimated
     assert given == "auto"
-    plain = run_scene(synthetic_scene, tiny(), tmp_path / "given", until="optimize").graph.nodes["metrics/optimize"].values
+    plain = run_scene(synthetic_scene, tiny(), tmp_path / "given", until="optimize")
+    plain = plain.graph.nodes["metrics/optimize"].values
     assert "unaligned" not in plain
 
 

@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from builders import build_colmap
 from PIL import Image
 from scipy import ndimage
@@ -48,7 +47,8 @@ def texture(seed: int, size: int = 256) -> np.ndarray:
 
 
 # Textured rectangles: (corner [3], edge u [3], edge v [3], texture); the texture spans each rectangle once.
-CORNER = [(np.zeros(3), 2 * np.eye(3)[a], 2 * np.eye(3)[b], texture(k)) for k, (a, b) in enumerate([(0, 1), (1, 2), (2, 0)])]
+CORNER = [(np.zeros(3), 2 * np.eye(3)[a], 2 * np.eye(3)[b], texture(k))
+          for k, (a, b) in enumerate([(0, 1), (1, 2), (2, 0)])]
 FACADE = [(np.array([-2.0, -1.5, 0.0]), np.array([4.0, 0, 0]), np.array([0, 3.0, 0]), texture(3))]
 
 
@@ -98,7 +98,8 @@ def photo_folder(root, planes, cameras: list[tuple[np.ndarray, np.ndarray, int, 
     root.mkdir(parents=True)
     for i, (K, w2c, width, height) in enumerate(cameras):
         exif = None if focal_35mm is None else focal_35mm[i]
-        write_photo(root / f"photo_{i}.{'png' if exif is None else 'jpg'}", render_planes(planes, K, w2c, width, height), exif)
+        write_photo(root / f"photo_{i}.{'png' if exif is None else 'jpg'}",
+                    render_planes(planes, K, w2c, width, height), exif)
     return root
 
 
@@ -174,7 +175,8 @@ def test_a_rerun_with_given_poses_gets_back_the_imported_points_and_the_views_ro
 
 
 def test_wide_baseline_features_and_guided_matching_run_and_place_views(textured_scene, tmp_path):
-    # COLMAP's multi-threaded mapping is not deterministic with these features: assert only that they run and place views.
+    # COLMAP's multi-threaded mapping is not deterministic with these features: assert only that they run and place
+    # views.
     cfg = load_config("default", {"poses.mode": "estimate", "views.count": 12, "poses.wide_baseline": True,
                                   "poses.guided_matching": True, "poses.allow_partial": True})
     with warnings.catch_warnings():
@@ -194,7 +196,8 @@ def test_plain_photos_get_cameras_and_a_view_that_cannot_register_is_named(textu
     saved = json.loads((tmp_path / "out" / "photos" / "scene.json").read_text())
     assert [s["name"] for s in saved["stages"]] == ["views"]  # the finished stages only; a rerun resumes there
     with pytest.warns(UserWarning, match="IMG_99"):
-        graph = run_scene(photos, load_config("tiny", {"poses.allow_partial": True}), tmp_path / "out", until="init").graph
+        graph = run_scene(photos, load_config("tiny", {"poses.allow_partial": True}), tmp_path / "out",
+                          until="init").graph
     assert [v.name for v in graph.views("train")] == [f"IMG_{i:02d}" for i in range(12)]
     assert graph.views("unused")[0].name == "IMG_99"
     assert graph.nodes["metrics/init"].values["source"] == "random" or graph.nodes["points/sfm"].count > 50
@@ -292,8 +295,8 @@ def perturbation_recovered(backend: str, kind: str, device: str) -> tuple[float,
     points = rng.uniform(-1, 1, size=(3000, 3))
     splats = init_splats(points, rng.uniform(0, 1, size=(3000, 3)), 0, kind, 1.0, 0.9, device)
     K = torch.tensor(intrinsics_matrix(70, 70, 32, 24), dtype=torch.float32, device=device)[None].repeat(2, 1, 1)
-    truth = torch.tensor(np.stack([look_at(np.array([0, -4.0, 1.5]), np.zeros(3)),
-                                   look_at(np.array([2.5, -3.0, 1.5]), np.zeros(3))]), dtype=torch.float32, device=device)
+    eyes = (np.array([0, -4.0, 1.5]), np.array([2.5, -3.0, 1.5]))
+    truth = torch.tensor(np.stack([look_at(eye, np.zeros(3)) for eye in eyes]), dtype=torch.float32, device=device)
     with torch.no_grad():
         target = render(splats, truth, K, 64, 48, kind=kind, backend=backend).rgb
     wrong = PoseCorrection(2, 1.0, torch.device(device))
@@ -307,7 +310,10 @@ def perturbation_recovered(backend: str, kind: str, device: str) -> tuple[float,
         return render(splats, viewmats, Ks, 64, 48, kind=kind, backend=backend).rgb[0]
 
     after = align_to_image(render_fn, start[1], K[1], target[1], 1.0, 150, 3e-3)[None].repeat(2, 1, 1)
-    error = lambda m: pose_eval.rotation_angle(m[1, :3, :3].double().cpu().numpy() @ truth[1, :3, :3].double().cpu().numpy().T)  # noqa: E731
+
+    def error(m: torch.Tensor) -> float:
+        return pose_eval.rotation_angle(m[1, :3, :3].double().cpu().numpy() @ truth[1, :3, :3].double().cpu().numpy().T)
+
     return error(start), error(after)
 
 

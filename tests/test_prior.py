@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from builders import tiny_img2img_pipeline
+
 from recon.config import load_config
 from recon.errors import InputError
 from recon.pipeline import run_scene
 from recon.priors.repair import RepairSettings, SceneRepair
 from recon.priors.views import angle_to_path, path_cameras
-from recon.stages.prior import check_view
 from recon.scene.camera import camera_center, look_at
+from recon.stages.prior import check_view
 
 TINY = {
     "views.count": 4, "optimize.steps": 30, "optimize.cpu_steps": 30,

@@ -8,9 +8,9 @@ import importlib.util
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -67,9 +67,12 @@ def tiny_transforms(root: Path, count: int = 5, width: int = 24, height: int = 1
     """A nerfstudio scene: ``count`` ring cameras, shared intrinsics, photos in images/."""
     (root / "images").mkdir(parents=True)
     frames = []
-    for i, (K, w2c) in enumerate(ring_cameras(count, width, height)):
+    cameras = ring_cameras(count, width, height)
+    for i, (_, w2c) in enumerate(cameras):
         Image.fromarray(photo(i, width, height)).save(root / "images" / f"{i:03d}.png")
-        frames.append({"file_path": f"images/{i:03d}.png", "transform_matrix": opengl_from_world_to_camera(w2c).tolist()})
+        frames.append({"file_path": f"images/{i:03d}.png",
+                       "transform_matrix": opengl_from_world_to_camera(w2c).tolist()})
+    K = cameras[0][0]
     meta = {"fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
             "w": width, "h": height, "frames": frames}
     (root / "transforms.json").write_text(json.dumps(meta))
@@ -233,9 +236,11 @@ FAST = ("--set", "optimize.cpu_steps=2", "optimize.cpu_points=100", "init.points
 def test_until_after_a_config_change_removes_later_results(scene, tmp_path, capsys):
     out, folder = tmp_path / "out", tmp_path / "out" / "tiny"
     assert run("run", scene, "--views", 4, "--out", out, *FAST) == 0
-    assert {"assets/mesh.ply", "assets/splats.ply", "assets/points_init.ply", "assets/optimize/loss.json"} <= set(entries(folder))
+    assert {"assets/mesh.ply", "assets/splats.ply", "assets/points_init.ply",
+            "assets/optimize/loss.json"} <= set(entries(folder))
     assert any(e.startswith("assets/renders/") for e in entries(folder))
-    assert run("run", scene, "--views", 4, "--out", out, "--until", "views", *FAST) == 0  # same settings: all still valid
+    assert run("run", scene, "--views", 4, "--out", out, "--until", "views",
+               *FAST) == 0  # same settings: all still valid
     assert list(SceneStore(folder).load().stages) == ["views", "poses", "init", "optimize", "prior", "mesh"]
 
     assert run("run", scene, "--views", 3, "--out", out, "--until", "views", *FAST) == 0
@@ -294,7 +299,8 @@ def tiny_colmap(root: Path, binary: bool = False, count: int = 4, width: int = 2
         observed = " ".join(f"{5.0 + k} {6.0 + k} {k + 1}" for k in range(3)) if i < 2 else ""
         lines += [f"{i + 1} {' '.join(map(repr, q.tolist() + t.tolist()))} 1 {i:03d}.png", observed]
     (model / "images.txt").write_text("\n".join(lines) + "\n")
-    (model / "points3D.txt").write_text("".join(f"{k + 1} 0.{k} 0.1 0.2 200 100 50 0.5 1 {k} 2 {k}\n" for k in range(3)))
+    (model / "points3D.txt").write_text("".join(f"{k + 1} 0.{k} 0.1 0.2 200 100 50 0.5 1 {k} 2 {k}\n"
+                                                for k in range(3)))
     if binary:
         import pycolmap
 
@@ -319,7 +325,8 @@ def test_tiny_colmap_models_import(tmp_path, binary):
      "points3D.bin: header says 1000000000000 3D points, more than its 8 bytes can hold"),
     (lambda m: (m / "images.bin").write_bytes((m / "images.bin").read_bytes()[:-5]), "images.bin: file ends inside"),
     (lambda m: (m / "frames.bin").unlink(), "rigs.bin: a model with rigs.bin needs frames.bin too"),
-    (lambda m: (m / "cameras.bin").write_bytes((m / "cameras.bin").read_bytes() + b"\0"), "1 bytes after the last record"),
+    (lambda m: (m / "cameras.bin").write_bytes((m / "cameras.bin").read_bytes() + b"\0"),
+     "1 bytes after the last record"),
 ])
 def test_damaged_binary_model_is_one_line_naming_the_file(tmp_path, capsys, damage, message):
     root = tiny_colmap(tmp_path / "c", binary=True)
@@ -402,7 +409,8 @@ def test_a_frame_listed_twice_warns_and_is_used_once(scene, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "recon: warning:" in err and "frame 5: images/001.png is frame 1's image too (skipped" in err
     assert len(SceneStore(tmp_path / "out" / "tiny").load().views()) == 5
-    expect_error(capsys, ["run", scene, "--strict", "--out", tmp_path / "strict"], "frame 5: images/001.png is frame 1's")
+    expect_error(capsys, ["run", scene, "--strict", "--out", tmp_path / "strict"],
+                 "frame 5: images/001.png is frame 1's")
 
 
 def test_views_of_one_name_in_two_folders_keep_apart(scene, tmp_path, capsys):
@@ -428,7 +436,8 @@ def finished(scene, tmp_path, capsys) -> Path:
 
 def test_out_that_is_a_file_is_one_line(scene, tmp_path, capsys):
     (tmp_path / "taken").write_text("a file")
-    expect_error(capsys, ["run", scene, "--out", tmp_path / "taken"], "cannot be made, " + str(tmp_path / "taken") + " is a file")
+    expect_error(capsys, ["run", scene, "--out", tmp_path / "taken"],
+                 "cannot be made, " + str(tmp_path / "taken") + " is a file")
     expect_error(capsys, ["run", scene, "--out", tmp_path / "taken" / "deeper"], "is a file")
     assert (tmp_path / "taken").read_text() == "a file"
 
@@ -447,7 +456,8 @@ def test_out_without_permission_is_one_line(scene, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--format", "ply", "--to", "m.obj"], "--to m.obj: --format ply writes a .ply file; the name and the format must agree"),
+    (["--format", "ply", "--to", "m.obj"],
+     "--to m.obj: --format ply writes a .ply file; the name and the format must agree"),
     (["--format", "transforms", "--to", "poses.txt"], "--format transforms writes a .json file"),
     (["--format", "glb", "--to", "{tmp}"], "is a folder; give a file name ending in .glb"),
     (["--format", "colmap", "--to", "{tmp}/file.txt"], "is a file; --format colmap writes a folder"),
@@ -521,7 +531,8 @@ def in_namespace(mounts: str, cases: list[list], folders: list[Path]) -> dict:
     if reason is not None:
         pytest.skip(reason)
     payload = json.dumps([[[str(a) for a in argv] for argv in cases], [str(f) for f in folders]])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                            f'{mounts} && exec "$0" -c "$1" "$2"', sys.executable, DRIVER, payload],
                           capture_output=True, text=True, env=env)
@@ -533,7 +544,8 @@ def one_error_line(result: dict) -> str:
     """The one ``recon: error:`` line of an exit-2 result (warnings may come before it)."""
     lines = [line for line in result["err"].splitlines() if line.strip()]
     assert result["code"] == 2, result
-    assert lines[-1].startswith("recon: error: ") and all(line.startswith("recon: warning:") for line in lines[:-1]), lines
+    assert lines[-1].startswith("recon: error: "), lines
+    assert all(line.startswith("recon: warning:") for line in lines[:-1]), lines
     return lines[-1]
 
 
@@ -561,7 +573,8 @@ def hostile_file_systems(tmp_path_factory) -> tuple[Path, dict]:
 def test_read_only_file_system_is_one_line(hostile_file_systems):
     root, got = hostile_file_systems
     assert "Read-only file system" in one_error_line(got["results"][0])
-    assert one_error_line(got["results"][1]) == f"recon: error: {root / 'ro' / 't.json'}: cannot write (Read-only file system)"
+    expected = f"recon: error: {root / 'ro' / 't.json'}: cannot write (Read-only file system)"
+    assert one_error_line(got["results"][1]) == expected
     assert got["listing"][str(root / "ro")] == []  # no file: only the folder made before it was read-only
 
 
@@ -661,7 +674,8 @@ def test_calibrated_views_of_two_sizes_train_as_one_batch(scene, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--downscale", 1000], "--downscale 1000: "),
-    (["--set", "optimize.cpu_max_width=8"], "training images of 24x18 are trained at 8x6; the optimize stage needs at least 11"),
+    (["--set", "optimize.cpu_max_width=8"],
+     "training images of 24x18 are trained at 8x6; the optimize stage needs at least 11"),
 ])
 def test_images_too_small_for_a_stage_are_refused_before_writing(scene, tmp_path, capsys, argv, message):
     expect_error(capsys, ["run", scene, *argv, "--out", tmp_path / "out"], message)
@@ -851,7 +865,8 @@ def _edit_json_file(scene: Path, rng: np.random.Generator) -> str:
     else:
         target = node if isinstance(node, dict) else meta
         name = _pick(rng, ["fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "p2", "k4", "camera_angle_x", "camera_model",
-                           "mask_path", "ply_file_path", "file_path", "transform_matrix", "frames", "applied_transform"])
+                           "mask_path", "ply_file_path", "file_path", "transform_matrix", "frames",
+                           "applied_transform"])
         target[name] = value = _hostile(rng)
         what = f"set {name} = {value!r}"[:80]
     (scene / "transforms.json").write_text(json.dumps(meta))

@@ -16,7 +16,8 @@ from recon.scene.camera import intrinsics_matrix, look_at
 def cameras(n: int = 2, width: int = 40, height: int = 30, dtype=torch.float64):
     eyes = [np.array([0.0, -4.0, 1.0]), np.array([3.0, -3.0, 1.5]), np.array([-2.0, -3.5, -1.0])][:n]
     vm = torch.tensor(np.stack([look_at(e, np.zeros(3)) for e in eyes]), dtype=dtype)
-    K = torch.tensor(intrinsics_matrix(1.5 * width, 1.5 * width, width / 2, height / 2), dtype=dtype)[None].repeat(n, 1, 1)
+    K = torch.tensor(intrinsics_matrix(1.5 * width, 1.5 * width, width / 2, height / 2), dtype=dtype)
+    K = K[None].repeat(n, 1, 1)
     return vm, K
 
 
@@ -73,7 +74,8 @@ def test_reference_matches_a_per_pixel_loop(kind):
     bg = torch.tensor([[0.2, 0.3, 0.4]], dtype=torch.float64)
     out = ref.rasterize(s["means"], s["quats"], scales, opac, colors, vm, K, width, height, kind=kind, backgrounds=bg)
     if kind == "3dgs":
-        m2d, con, z, o, _, valid = ref.project_3dgs(s["means"], s["quats"], scales, opac, vm, K, width, height, 0.01, 1e10, 0.3, False)
+        m2d, con, z, o, _, valid = ref.project_3dgs(s["means"], s["quats"], scales, opac, vm, K, width, height, 0.01,
+                                                    1e10, 0.3, False)
 
         def weight(i, px, py):
             dx, dy = m2d[0, i, 0].item() - px, m2d[0, i, 1].item() - py
@@ -105,8 +107,10 @@ def test_isotropic_gaussian_projects_to_the_closed_form():
     K = torch.tensor(intrinsics_matrix(f, f, 50, 40), dtype=torch.float64)[None]
     means = torch.tensor([[0.0, 0.0, z]], dtype=torch.float64)
     quats = torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64)
-    m2d, conic, _, _, radii, valid = ref.project_3dgs(means, quats, torch.full((1, 3), s, dtype=torch.float64),
-                                                   torch.ones(1, dtype=torch.float64) * 0.9, vm, K, 100, 80, 0.01, 1e10, eps, False)
+    scales = torch.full((1, 3), s, dtype=torch.float64)
+    opacities = torch.ones(1, dtype=torch.float64) * 0.9
+    m2d, conic, _, _, radii, valid = ref.project_3dgs(means, quats, scales, opacities, vm, K, 100, 80, 0.01, 1e10, eps,
+                                                      False)
     var = (f * s / z) ** 2 + eps
     np.testing.assert_allclose(m2d[0, 0].numpy(), [50, 40])
     np.testing.assert_allclose(conic[0, 0].numpy(), [1 / var, 0, 1 / var], rtol=1e-12)
@@ -139,7 +143,7 @@ def test_gradients_match_finite_differences():
     for kind in ("3dgs", "2dgs"):
         keys = ["means", "scales", "opacities", "sh0", "shN", "quats"]
 
-        def f(*values):
+        def f(*values, keys=keys, kind=kind):
             params = dict(zip(keys, values))
             out = render(params, vm, K, 12, 10, kind=kind, sh_degree=1, backend="reference")
             return (out.rgb * torch.linspace(0.5, 1.5, 3, dtype=torch.float64)).sum() + out.depth.sum() * 0.1

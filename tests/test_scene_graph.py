@@ -34,7 +34,8 @@ def full_graph() -> SceneGraph:
     g.add(PointCloud(id="points/sfm", path="assets/sfm.ply", count=10, provenance=Provenance("poses", "abc", 1.5)))
     g.add(Gaussians(id="gaussians/final", path="assets/g.ply", count=5, kind="2dgs", sh_degree=3,
                     provenance=Provenance("optimize", "d", 2.0, ["points/sfm", "view/0000"])))
-    g.add(Mesh(id="mesh/final", path="assets/m.ply", vertices=8, faces=12, provenance=Provenance("mesh", made_from=["gaussians/final"])))
+    g.add(Mesh(id="mesh/final", path="assets/m.ply", vertices=8, faces=12,
+               provenance=Provenance("mesh", made_from=["gaussians/final"])))
     g.add(Metrics(id="metrics/eval", values={"psnr": 21.5, "per_view": [1.0, 2.0]}))
     g.stages["views"] = StageRecord("views", "k1", "c1", 0.1, {"train": ["000000"]})
     return g

@@ -23,6 +23,7 @@ from recon.render.scene import splat_source
 from recon.render.sh import Y0
 from recon.scene.camera import camera_center, invert_rigid, transform_points
 from recon.scene.graph import DepthMaps, Gaussians, Mesh, PointCloud, SceneGraph, View
+from recon.scene.names import ASSETS_DIR, GAUSSIANS_PRIOR
 from recon.scene.store import LOCK_FILE, SceneStore, holder_alive
 
 THUMBNAIL_WIDTH = 160
@@ -48,7 +49,7 @@ def open_scene(folder: Path, wait_for_run: bool = False) -> SceneGraph | None:
                 return None
             raise InputError(f"{folder}: a run is writing this folder and has not saved scene.json yet; "
                              "view it with `recon run ... --view`, or wait")
-        if (folder / "assets").is_dir():
+        if (folder / ASSETS_DIR).is_dir():
             raise InputError(f"{folder}: half-written scene folder (assets/ but no scene.json); rerun `recon run`")
         raise InputError(f"{folder}: no scene.json here; is this a recon output folder?")
     graph = store.load()
@@ -75,7 +76,7 @@ class SplatLayer:
     opacities: np.ndarray  # [N, 1] in [0, 1]
     label: str
 
-    def above(self, threshold: float) -> "SplatLayer":
+    def above(self, threshold: float) -> SplatLayer:
         keep = self.opacities[:, 0] >= threshold
         return SplatLayer(self.centers[keep], self.covariances[keep], self.rgbs[keep], self.opacities[keep], self.label)
 
@@ -143,7 +144,8 @@ class Layers:
     """Everything the viewer draws, in recon's world frame."""
 
     splats: SplatLayer | None = None
-    meshes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)  # name: (V, F, colours)
+    # name: (V, F, colours)
+    meshes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
     points: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name: (points, colours)
     cameras: list[CameraLayer] = field(default_factory=list)
     live: dict | None = None  # status of a run in progress
@@ -163,7 +165,7 @@ def splat_layer(graph: SceneGraph) -> tuple[SplatLayer | None, dict | None]:
     path, kind, live = source
     final = graph.splats()
     if final is not None:
-        prior = ", with the prior" if final.id == "gaussians/prior" else ""
+        prior = ", with the prior" if final.id == GAUSSIANS_PRIOR else ""
         return splats_from_ply(path, f"{kind}, {final.count} splats{prior}"), None
     if live is None:  # a snapshot whose status is being replaced: the next poll shows it
         return None, None

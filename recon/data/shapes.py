@@ -9,8 +9,8 @@ high-frequency texture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -65,7 +65,8 @@ def revolve(radius: np.ndarray, height: np.ndarray, segments: int = 64) -> tuple
     return v, grid_faces(len(radius), segments, wrap=True)
 
 
-def tube(path: np.ndarray, radius: float | np.ndarray, sides: int = 16, closed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def tube(path: np.ndarray, radius: float | np.ndarray, sides: int = 16,
+         closed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A tube of circular section swept along a polyline [N, 3] (parallel-transport frames)."""
     n = len(path)
     tangents = np.gradient(path, axis=0)
@@ -87,7 +88,8 @@ def tube(path: np.ndarray, radius: float | np.ndarray, sides: int = 16, closed: 
     verts = (path[:, None] + r[:, None, None] * ring).reshape(-1, 3)
     faces = grid_faces(n, sides, wrap=True)
     if closed:
-        last = np.array([[(n - 1) * sides + c, (n - 1) * sides + (c + 1) % sides, (c + 1) % sides] for c in range(sides)]
+        last = np.array([[(n - 1) * sides + c, (n - 1) * sides + (c + 1) % sides,
+                          (c + 1) % sides] for c in range(sides)]
                         + [[(n - 1) * sides + c, (c + 1) % sides, c] for c in range(sides)])
         faces = np.concatenate([faces, last])
     else:
@@ -99,7 +101,8 @@ def tube(path: np.ndarray, radius: float | np.ndarray, sides: int = 16, closed: 
 def _cap(verts: np.ndarray, faces: np.ndarray, start: int, count: int, center: np.ndarray, flip: bool):
     c = len(verts)
     verts = np.vstack([verts, center[None]])
-    tri = [(c, start + (k + 1) % count, start + k) if flip else (c, start + k, start + (k + 1) % count) for k in range(count)]
+    tri = [(c, start + (k + 1) % count, start + k) if flip else (c, start + k, start + (k + 1) % count)
+           for k in range(count)]
     return verts, np.vstack([faces, np.array(tri)])
 
 

@@ -106,7 +106,8 @@ def dtu_layout(count: int, distance: float) -> list[np.ndarray]:
         if r % 2:
             azimuths = azimuths[::-1]
         for az in azimuths:
-            eye = distance * np.array([np.sin(az) * np.cos(elevation), -np.cos(az) * np.cos(elevation), np.sin(elevation)])
+            eye = distance * np.array([np.sin(az) * np.cos(elevation), -np.cos(az) * np.cos(elevation),
+                                       np.sin(elevation)])
             poses.append(look_at(eye, np.zeros(3)))
     return poses
 
@@ -157,7 +158,8 @@ class Scene:
         hit = self.raycaster.cast_rays(rays)
         return {k: v.numpy() for k, v in hit.items()}
 
-    def shade(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def shade(self, origins: np.ndarray,
+              directions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(rgb [N, 3], object hit [N], ray distance [N] (inf on miss), normal [N, 3])."""
         hit = self.cast(origins, directions)
         t = hit["t_hit"].astype(np.float64)
@@ -271,7 +273,8 @@ def synthesize(out: Path, spec: SynthSpec, force: bool = False) -> Path:
                 image_io.write_image(tmp / "image" / f"{i:06d}.png", view["rgb"])
                 image_io.write_mask(tmp / "mask" / f"{i:03d}.png", view["mask"])
                 if spec.aux:
-                    np.savez_compressed(tmp / "depth" / f"{i:06d}.npz", depth=(view["depth"] * DATASET_SCALE).astype(np.float32))
+                    np.savez_compressed(tmp / "depth" / f"{i:06d}.npz",
+                                        depth=(view["depth"] * DATASET_SCALE).astype(np.float32))
                     np.savez_compressed(tmp / "normal" / f"{i:06d}.npz", normal=view["normal"].astype(np.float16))
                 w2c_dataset = transform_world_to_camera(w2c, S)
                 mats[f"world_mat_{i}"] = K4 @ w2c_dataset

@@ -100,7 +100,9 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray, device: str | to
     On CUDA: exact, by brute force (chunked) for small sets and through a
     uniform grid for large ones; elsewhere a KD-tree.
     """
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     if device.type != "cuda":
         from scipy.spatial import cKDTree
 
@@ -186,7 +188,8 @@ class GeometryScore:
         return dict(vars(self))
 
 
-def score(d_pred_to_gt: np.ndarray, d_gt_to_pred: np.ndarray, max_dist: float, thresholds: tuple[float, ...]) -> GeometryScore:
+def score(d_pred_to_gt: np.ndarray, d_gt_to_pred: np.ndarray, max_dist: float,
+          thresholds: tuple[float, ...]) -> GeometryScore:
     acc_d = d_pred_to_gt[d_pred_to_gt < max_dist]
     comp_d = d_gt_to_pred[d_gt_to_pred < max_dist]
     accuracy = float(acc_d.mean()) if len(acc_d) else float("nan")
@@ -206,7 +209,8 @@ def evaluate_points(pred: np.ndarray, gt: np.ndarray, max_dist: float = DTU_MAX_
 
 
 def evaluate_mesh(vertices: np.ndarray, faces: np.ndarray, gt_points: np.ndarray, density: float = DTU_DENSITY,
-                  max_dist: float = DTU_MAX_DIST, thresholds: tuple[float, ...] = (1.0, 2.0, 5.0), device=None) -> GeometryScore:
+                  max_dist: float = DTU_MAX_DIST, thresholds: tuple[float, ...] = (1.0, 2.0, 5.0),
+                  device=None) -> GeometryScore:
     """A mesh against ground-truth points: DTU's sampling and thinning, without its observation masks."""
     return evaluate_points(sample_surface(vertices, faces, density), gt_points, max_dist, thresholds, device)
 
@@ -226,7 +230,7 @@ class DTUGroundTruth:
     plane: Path
 
     @classmethod
-    def find(cls, root: Path, scan: int) -> "DTUGroundTruth":
+    def find(cls, root: Path, scan: int) -> DTUGroundTruth:
         gt = cls(scan, root / "Points" / "stl" / f"stl{scan:03d}_total.ply",
                  root / "ObsMask" / f"ObsMask{scan}_10.mat", root / "ObsMask" / f"Plane{scan}.mat")
         for path in (gt.stl, gt.obs_mask, gt.plane):
@@ -235,7 +239,8 @@ class DTUGroundTruth:
         return gt
 
 
-def evaluate_dtu(vertices: np.ndarray, faces: np.ndarray, gt: DTUGroundTruth, thresholds: tuple[float, ...] = (1.0, 2.0, 5.0),
+def evaluate_dtu(vertices: np.ndarray, faces: np.ndarray, gt: DTUGroundTruth,
+                 thresholds: tuple[float, ...] = (1.0, 2.0, 5.0),
                  seed: int = 0, device=None) -> GeometryScore:
     """DTU's surface evaluation of a mesh in DTU's frame (millimetres)."""
     from scipy.io import loadmat

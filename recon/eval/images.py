@@ -115,7 +115,8 @@ def lpips(a: Tensor, b: Tensor) -> float | None:
 
 def image_metrics(render: Tensor, target: Tensor, mask: Tensor | None = None) -> dict[str, float | None]:
     """All metrics of one view: psnr, ssim, lpips and, with a mask, their masked variants."""
-    out: dict[str, float | None] = {"psnr": psnr(render, target), "ssim": ssim(render, target), "lpips": lpips(render, target)}
+    out: dict[str, float | None] = {"psnr": psnr(render, target), "ssim": ssim(render, target),
+                                    "lpips": lpips(render, target)}
     if mask is not None and bool(mask.any()):
         a, b = composite(render, mask, 1.0), composite(target, mask, 1.0)
         out.update(psnr_masked=psnr(render, target, mask), ssim_masked=ssim(a, b), lpips_masked=lpips(a, b))

@@ -21,9 +21,10 @@ import json
 import platform
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from recon import progress
 from recon.config import digest, load_config
 from recon.errors import InputError, ReconError
 from recon.eval.suites import SceneTask, Suite
+from recon.scene.names import GAUSSIANS_PRIOR, PRIOR_RENDERS_DIR, RENDERS_DIR
 from recon.scene.store import atomic_write, write_json
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked", "psnr_black", "ssim_black",
@@ -133,14 +135,15 @@ def _grid_files(graph, name: str) -> dict[str, bytes]:
     from recon.io import images as image_io
 
     files = {}
-    render_dir = "assets/prior/renders" if "gaussians/prior" in graph.nodes else "assets/renders"
+    render_dir = PRIOR_RENDERS_DIR if GAUSSIANS_PRIOR in graph.nodes else RENDERS_DIR
     for view in [v for v in graph.views("test") if v.image][:GRID_VIEWS]:
         render_path = graph.resolve(f"{render_dir}/{view.name}.png")
         if not render_path.is_file():
             continue
         render = image_io.read_image(render_path)
         truth = image_io.read_image(graph.resolve(view.image))
-        truth = image_io.downsample(truth, max(1, truth.shape[1] // render.shape[1]))[: render.shape[0], : render.shape[1]]
+        truth = image_io.downsample(truth, max(1, truth.shape[1] // render.shape[1]))
+        truth = truth[: render.shape[0], : render.shape[1]]
         factor = max(1, -(-render.shape[1] // GRID_WIDTH))
         files[f"scenes/{name}/grid/{view.name}_truth.png"] = _png(image_io.downsample(truth, factor))
         files[f"scenes/{name}/grid/{view.name}_render.png"] = _png(image_io.downsample(render, factor))
@@ -148,7 +151,8 @@ def _grid_files(graph, name: str) -> dict[str, bytes]:
 
 
 def _spare_submission(graph, name: str, device_name: str) -> dict[str, bytes]:
-    """SpaRe's submission: every test view rendered at the photos' own size (1600x1200), named as its inputs with lighting 3."""
+    """SpaRe's submission: every test view rendered at the photos' own size (1600x1200), named as its inputs with
+    lighting 3."""
     from recon.devices import resolve_device
     from recon.render.scene import load_scene_splats, render_camera
 
@@ -204,7 +208,7 @@ def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
 
 def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
     for rel, data in files.items():
-        atomic_write(out / rel, lambda tmp: tmp.write_bytes(data))
+        atomic_write(out / rel, lambda tmp, data=data: tmp.write_bytes(data))
     write_json(result_path(out, result["scene"]), result)
     return result
 

@@ -23,7 +23,9 @@ from recon.scene.store import atomic_write, write_json
 # (key, header, digits); a column is shown when some scene has a value for it.
 COLUMNS = [
     ("psnr_masked", "PSNR-M", 2), ("ssim_masked", "SSIM-M", 3), ("lpips_masked", "LPIPS-M", 3),
-    ("psnr_black", "PSNR-K", 2), ("ssim_black", "SSIM-K", 3), ("lpips_black", "LPIPS-K", 3), ("ssim_box", "SSIM-B", 3), ("lpips_box", "LPIPS-B", 3), ("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3),
+    ("psnr_black", "PSNR-K", 2), ("ssim_black", "SSIM-K", 3), ("lpips_black", "LPIPS-K", 3),
+    ("ssim_box", "SSIM-B", 3), ("lpips_box", "LPIPS-B", 3),
+    ("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3),
     ("chamfer", "Chamfer", 3), ("accuracy", "Acc.", 3), ("completeness", "Comp.", 3),
     ("pose_rotation_deg", "Rot. err (deg)", 2), ("seconds", "s", 1),
 ]
@@ -75,7 +77,8 @@ def markdown(title: str, results: list[dict], anchors: dict | None, views: int |
              "| --- | " + " | ".join("---:" for _ in columns) + " |"]
     for r in results:
         if r.get("status") != "ok":
-            lines.append(f"| {r['scene']} | " + " | ".join("failed" if i == 0 else "" for i in range(len(columns))) + " |")
+            failed = ["failed"] + [""] * (len(columns) - 1)
+            lines.append(f"| {r['scene']} | " + " | ".join(failed) + " |")
             continue
         v = row_values(r)
         lines.append(f"| {r['scene']} | " + " | ".join(cells(v, columns)) + " |")
@@ -113,7 +116,8 @@ def published_table(published: list[dict], mean: dict[str, float | None]) -> lis
             extra = [row.get("convention") or "unknown", " / ".join(c for c in cells(ours, keys) if c) if ours else ""]
         lines.append(f"| {row['name']} | " + " | ".join(cells(row["values"], keys) + extra)
                      + f" | {row['citation']}; {row['source']} |")
-    lines.append("| **recon (this run)** | " + " | ".join(cells(mean, keys) + (["mask_mean", ""] if conventions else []))
+    ours = cells(mean, keys) + (["mask_mean", ""] if conventions else [])
+    lines.append("| **recon (this run)** | " + " | ".join(ours)
                  + " | this table |")
     return lines
 

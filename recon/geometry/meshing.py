@@ -11,7 +11,10 @@ from recon.scene.camera import project
 
 
 def extract(volume: TSDFVolume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Marching cubes at the zero level of the observed voxels: vertices [V, 3] (world), faces [F, 3], colours [V, 3]."""
+    """Marching cubes at the zero level of the observed voxels.
+
+    Returns vertices [V, 3] (world), faces [F, 3] and colours [V, 3].
+    """
     from skimage import measure
 
     tsdf, weight, color = volume.grids()
@@ -54,7 +57,8 @@ def keep_large_components(vertices: np.ndarray, faces: np.ndarray, ratio: float)
     return sizes[face_label] >= ratio * sizes.max()
 
 
-def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dilate: int = 2) -> np.ndarray:
+def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                dilate: int = 2) -> np.ndarray:
     """Bool [N]: inside every (dilated) mask of the views that see the point. cameras: (K, world_to_camera, mask)."""
     keep = np.ones(len(points), dtype=bool)
     for K, w2c, mask in cameras:
@@ -82,7 +86,8 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, target
     """Quadric decimation to about ``target_faces`` faces (open3d); colours follow the kept vertices."""
     import open3d as o3d
 
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(faces.astype(np.int32)))
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
+                                     o3d.utility.Vector3iVector(faces.astype(np.int32)))
     mesh.vertex_colors = o3d.utility.Vector3dVector(colors)
     mesh = mesh.simplify_quadric_decimation(int(target_faces))
     mesh.remove_unreferenced_vertices()

@@ -170,7 +170,8 @@ def _sweep(g: Tensor, r: int, sources: list[int], origin: Tensor, dirs: Tensor, 
             uv, z = _project(points, viewmats[s], Ks[s])
             warped = F.grid_sample(g[s : s + 1].expand(len(d), -1, -1, -1), _grid(uv, W, H),
                                    mode="bilinear", padding_mode="zeros", align_corners=False)
-            seen = (z > 0) & (uv[..., 0] >= 0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= 0.5) & (uv[..., 1] <= H - 0.5)
+            seen = ((z > 0) & (uv[..., 0] >= 0.5) & (uv[..., 0] <= W - 0.5)
+                    & (uv[..., 1] >= 0.5) & (uv[..., 1] <= H - 0.5))
             w_mean = _box(warped, win)
             w_var = (_box(warped * warped, win) - w_mean**2).clamp_min(0)
             cov = _box(warped * g[r : r + 1], win) - w_mean * ref_mean[r : r + 1]
@@ -190,7 +191,8 @@ def _sweep(g: Tensor, r: int, sources: list[int], origin: Tensor, dirs: Tensor, 
     edge = max(1, D // 32)  # a winner at the range's ends is the range's doing, not the scene's
     inner = (best >= edge) & (best < D - edge) & (best_score > -1)
     inv_best = 1 / near + position / (D - 1) * (1 / far - 1 / near)
-    return torch.where(inner, 1 / inv_best, torch.zeros_like(inv_best)), torch.where(inner, best_score, torch.full_like(best_score, -1.0))
+    depth = torch.where(inner, 1 / inv_best, torch.zeros_like(inv_best))
+    return depth, torch.where(inner, best_score, torch.full_like(best_score, -1.0))
 
 
 def plane_count(origin: Tensor, direction: Tensor, near: Tensor, far: Tensor, viewmats: Tensor, Ks: Tensor,
@@ -248,7 +250,8 @@ def estimate_depth(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, f
     counts = consistency(depth, viewmats, Ks, settings)
     keep = (counts >= settings.min_consistent) & (depth > 0)
     others = max(1, len(images) - 1)
-    confidence = ((score - settings.min_score) / (1 - settings.min_score)).clamp(0, 1) * (counts.float() / others).clamp(max=1)
+    confidence = (((score - settings.min_score) / (1 - settings.min_score)).clamp(0, 1)
+                  * (counts.float() / others).clamp(max=1))
     return DepthMaps(depth=torch.where(keep, depth, torch.zeros_like(depth)),
                      confidence=torch.where(keep, confidence, torch.zeros_like(confidence)), score=score)
 

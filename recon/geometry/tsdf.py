@@ -28,7 +28,8 @@ class TSDFVolume:
         self.device = torch.device(device)
         self.resolution = int(resolution)
         self.voxel = 2.0 * half_size / self.resolution
-        self.origin = torch.tensor(np.asarray(center) - half_size + 0.5 * self.voxel, dtype=torch.float32, device=self.device)
+        self.origin = torch.tensor(np.asarray(center) - half_size + 0.5 * self.voxel, dtype=torch.float32,
+                                   device=self.device)
         self.truncation = float(truncation if truncation is not None else 4.0 * self.voxel)
         n = self.resolution ** 3
         self.tsdf = torch.ones(n, device=self.device)
@@ -53,7 +54,8 @@ class TSDFVolume:
         low = -torch.nn.functional.max_pool2d(-padded, 3, stride=1)[0, 0]
         edge = (high - low > self.truncation) & (low < math.inf)
         depth = torch.where(edge, torch.zeros_like(depth), depth)
-        R, t = world_to_camera[:3, :3].to(self.device, torch.float32), world_to_camera[:3, 3].to(self.device, torch.float32)
+        world_to_camera = world_to_camera.to(self.device, torch.float32)
+        R, t = world_to_camera[:3, :3], world_to_camera[:3, 3]
         K = K.to(self.device, torch.float32)
         col = color.to(self.device, torch.float32) if color is not None else None
         # Dense, branch-free updates of contiguous slices: no host synchronisation inside the loop.

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -22,7 +22,6 @@ from recon.errors import InputError
 from recon.io import images as image_io
 from recon.scene.camera import has_distortion
 from recon.scene.graph import SceneGraph, View
-
 
 FULL_SIZE = "full_size_images"  # meta key: view id -> its photo (and mask) before down-sampling
 

@@ -28,6 +28,7 @@ from recon.scene.camera import (
     transform_world_to_camera,
 )
 from recon.scene.graph import Camera, PointCloud, SceneGraph
+from recon.scene.names import POINTS_SFM
 
 _MODEL_FILES = ("cameras.bin", "cameras.txt")
 
@@ -66,7 +67,8 @@ def camera_from_colmap(model_name: str, params: np.ndarray, width: int, height: 
     elif model_name == "FULL_OPENCV" and not any(p[9:12]):
         K, dist = intrinsics_matrix(p[0], p[1], p[2], p[3]), np.array(p[4:9])
     else:
-        raise InputError(f"{where}: camera model {model_name} is not supported (perspective pinhole/OpenCV models only)")
+        raise InputError(f"{where}: camera model {model_name} is not supported "
+                         "(perspective pinhole/OpenCV models only)")
     K = check_intrinsics(K, where, width, height)
     if dist is not None and not np.any(dist):
         dist = None
@@ -85,8 +87,10 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
     try:
         rec = pycolmap.Reconstruction(str(model))
     except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError with C++ text
-        raise InputError(f"{model}: cannot read COLMAP model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    graph = SceneGraph(name=path.name, source={"path": str(path), "files": [str(p) for p in model.iterdir() if p.is_file()]})
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{model}: cannot read COLMAP model ({reason})") from None
+    graph = SceneGraph(name=path.name,
+                       source={"path": str(path), "files": [str(p) for p in model.iterdir() if p.is_file()]})
     intr: dict[int, tuple[np.ndarray, np.ndarray | None, int, int]] = {}
     for cam_id, cam in rec.cameras.items():
         where = f"{model}: camera {cam_id}"
@@ -118,7 +122,7 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
     if rec.num_points3D():
         xyz = np.array([p.xyz for p in rec.points3D.values()], dtype=np.float64)
         rgb = np.array([p.color for p in rec.points3D.values()], dtype=np.float64) / 255.0
-        graph.add(PointCloud(id="points/sfm", path=None, count=len(xyz), kind="sfm", points=xyz, colors=rgb))
+        graph.add(PointCloud(id=POINTS_SFM, path=None, count=len(xyz), kind="sfm", points=xyz, colors=rgb))
     return graph
 
 
@@ -146,13 +150,14 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
         img_lines.append("")
     pt_lines = ["# 3D point list with one line of data per point:",
                 "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    sfm = graph.nodes.get("points/sfm")
+    sfm = graph.nodes.get(POINTS_SFM)
     if sfm is not None and sfm.path:
         pts, cols = ply.read_points(graph.resolve(sfm.path))
         pts = transform_points(pts, graph.to_dataset)
         cols = np.zeros_like(pts) if cols is None else cols
         rgb = np.clip(np.round(cols * 255), 0, 255).astype(int).tolist()
-        pt_lines += [f"{k + 1} {p[0]!r} {p[1]!r} {p[2]!r} {c[0]} {c[1]} {c[2]} 0" for k, (p, c) in enumerate(zip(pts.tolist(), rgb))]
+        pt_lines += [f"{k + 1} {p[0]!r} {p[1]!r} {p[2]!r} {c[0]} {c[1]} {c[2]} 0"
+                     for k, (p, c) in enumerate(zip(pts.tolist(), rgb))]
     for name, lines in (("cameras.txt", cam_lines), ("images.txt", img_lines), ("points3D.txt", pt_lines)):
         text = "\n".join(lines) + "\n"
         atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text))

@@ -146,7 +146,7 @@ def _check_tracks(model: Model, files: dict[str, Path]) -> None:
         raise InputError(f"{where}: its track names 2D point {index[k]} of image {image[k]} "
                          f"({model.images[int(image[k])].name}), which does not name this 3D point")
     in_tracks = np.unique((image.astype(np.uint64) << np.uint64(32)) | index.astype(np.uint64))
-    for i, image_id in enumerate(ids):
+    for image_id in ids:
         valid = np.flatnonzero(model.images[image_id].points != np.uint64(NO_POINT))
         pairs = (np.uint64(image_id) << np.uint64(32)) | valid.astype(np.uint64)
         missing = ~np.isin(pairs, in_tracks)

@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view
+from recon.io import ImportOptions, Layout, new_view, ply
 from recon.io import images as image_io
 from recon.io.images import header_size
-from recon.io import ply
 from recon.scene.camera import (
     axes_normal_equations,
     camera_center,
@@ -41,6 +40,7 @@ from recon.scene.camera import (
     viewing_direction,
 )
 from recon.scene.graph import Camera, Mesh, PointCloud, SceneGraph
+from recon.scene.names import MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH
 
 CAMERA_FILES = ("cameras.npz", "cameras_sphere.npz")
 IMAGE_DIRS = ("image", "images")
@@ -157,7 +157,8 @@ def read_idr(path: Path, options: ImportOptions) -> SceneGraph:
             raise InputError(f"{image}: image has no camera (no world_mat_{i} in {cam_file.name})")
         scale_mat = _npz_matrix(npz, f"scale_mat_{i}", cam_file) if f"scale_mat_{i}" in npz else to_dataset
         if not np.allclose(scale_mat, to_dataset):
-            raise InputError(f"{cam_file}: scale_mat_{i} differs from scale_mat_0; recon needs one normalisation per scene")
+            raise InputError(f"{cam_file}: scale_mat_{i} differs from scale_mat_0; "
+                             "recon needs one normalisation per scene")
         w, h = header_size(image)
         P = _npz_matrix(npz, f"world_mat_{i}", cam_file) @ scale_mat
         cam = graph.add(camera_from_projection(P, where, w, h, f"camera/{i:04d}"))
@@ -197,14 +198,14 @@ def _ground_truth(graph: SceneGraph, path: Path) -> None:
         graph.meta["synthetic"] = json.loads((gt / "scene.json").read_text())
     if (gt / "mesh.ply").is_file():
         counts = ply.element_counts(gt / "mesh.ply")
-        graph.add(Mesh(id="mesh/ground_truth", path=str(gt / "mesh.ply"), vertices=counts.get("vertex", 0),
+        graph.add(Mesh(id=MESH_GROUND_TRUTH, path=str(gt / "mesh.ply"), vertices=counts.get("vertex", 0),
                        faces=counts.get("face", 0), kind="ground_truth", frame="dataset"))
     if (gt / "points.ply").is_file():
         add_ground_truth_points(graph, gt / "points.ply")
 
 
 def add_ground_truth_points(graph: SceneGraph, path: Path) -> None:
-    graph.add(PointCloud(id="points/ground_truth", path=str(path), count=ply.element_counts(path).get("vertex", 0),
+    graph.add(PointCloud(id=POINTS_GROUND_TRUTH, path=str(path), count=ply.element_counts(path).get("vertex", 0),
                          kind="ground_truth", frame="dataset"))
 
 

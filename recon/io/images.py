@@ -156,5 +156,6 @@ def undistort(image: np.ndarray, K: np.ndarray, distortion: np.ndarray, order: i
     coords = np.stack([vd, ud])
     if image.ndim == 2:
         return ndimage.map_coordinates(image, coords, order=order, mode="constant").reshape(h, w)
-    channels = [ndimage.map_coordinates(image[:, :, c], coords, order=order, mode="constant") for c in range(image.shape[2])]
+    channels = [ndimage.map_coordinates(image[:, :, c], coords, order=order, mode="constant")
+                for c in range(image.shape[2])]
     return np.stack(channels, axis=1).reshape(h, w, image.shape[2]).astype(image.dtype)

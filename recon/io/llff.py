@@ -102,14 +102,16 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
         height, width, focal = matrix[:, 4]
         w, h = image_io.header_size(image)
         if min(height, width, focal) <= 0:
-            raise InputError(f"{where}: height, width and focal must be positive (found {height:g}, {width:g}, {focal:g})")
+            raise InputError(f"{where}: height, width and focal must be positive "
+                             f"(found {height:g}, {width:g}, {focal:g})")
         scale = w / width
         if abs(h / height - scale) > 0.01 * scale:
             raise InputError(f"{where}: the image is {w}x{h} but the stored size {width:g}x{height:g} "
                              "has another aspect ratio")
         K = check_intrinsics(intrinsics_matrix(focal * scale, focal * scale, w / 2, h / 2), where, w, h)
         near, far = (float(b) for b in row[15:17])
-        cam = graph.add(Camera(id=f"camera/{i:04d}", K=K, world_to_camera=check_pose(opencv_world_to_camera(matrix[:, :4]), where),
+        cam = graph.add(Camera(id=f"camera/{i:04d}", K=K,
+                               world_to_camera=check_pose(opencv_world_to_camera(matrix[:, :4]), where),
                                width=w, height=h, near=near if near > 0 else None, far=far if far > near else None))
         graph.add(new_view(i, image.stem, image, cam.id, masks[i]))
     graph.meta["llff"] = {"images": image_dir.name, "factor": factor * remaining}
@@ -123,7 +125,8 @@ def _masks(path: Path, factor: int, images: list[Path]) -> list[Path | None]:
     by_stem = {p.stem: p for p in image_io.list_images(folder)}
     missing = [im.name for im in images if im.stem not in by_stem]
     if missing:
-        raise InputError(f"{folder}: no mask for {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise InputError(f"{folder}: no mask for {missing[0]}{more}")
     return [by_stem[im.stem] for im in images]
 
 

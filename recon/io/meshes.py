@@ -10,6 +10,7 @@ from recon.errors import InputError
 from recon.io import ply
 from recon.scene.camera import transform_points
 from recon.scene.graph import SceneGraph
+from recon.scene.names import MESH_FINAL
 
 
 def export(graph: SceneGraph, out: Path, frame: str = "dataset") -> Path:
@@ -18,7 +19,7 @@ def export(graph: SceneGraph, out: Path, frame: str = "dataset") -> Path:
 
     from recon.scene.store import atomic_write
 
-    node = graph.nodes.get("mesh/final")
+    node = graph.nodes.get(MESH_FINAL)
     if node is None or not node.path:
         raise InputError(f"{graph.root}: the scene has no mesh (the mesh stage has not run)")
     vertex, faces = ply.read_ply(graph.resolve(node.path))

@@ -138,7 +138,8 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
         pos = calibration / f"pos_{index + 1:03d}.txt"
         if not pos.is_file():
             raise InputError(f"{pos}: view {index} of {split_path.name} has no calibration")
-        cam = graph.add(camera_from_projection(read_projection_txt(pos), str(pos), size[0], size[1], f"camera/{index:04d}"))
+        cam = graph.add(camera_from_projection(read_projection_txt(pos), str(pos), size[0], size[1],
+                                               f"camera/{index:04d}"))
         graph.source["files"].append(str(pos))
         image = path / image_name(index, light, dtu)
         view = graph.add(new_view(index, image.stem, image if image.is_file() else None, cam.id))

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view
+from recon.io import ImportOptions, Layout, new_view, ply
 from recon.io import images as image_io
-from recon.io import ply
 from recon.scene.camera import (
     check_distortion,
     check_intrinsics,
@@ -34,6 +33,7 @@ from recon.scene.camera import (
     world_to_camera_from_opengl,
 )
 from recon.scene.graph import Camera, PointCloud, SceneGraph
+from recon.scene.names import POINTS_SFM
 
 FILE_NAME = "transforms.json"
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
@@ -114,7 +114,7 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
         if not ply_path.is_file():
             raise InputError(f"{where}: ply_file_path {ply_name} does not exist")
         points, colors = ply.read_points(ply_path)
-        graph.add(PointCloud(id="points/sfm", path=str(ply_path), count=len(points), kind="sfm"))
+        graph.add(PointCloud(id=POINTS_SFM, path=str(ply_path), count=len(points), kind="sfm"))
         graph.source["files"].append(str(ply_path))
     return graph
 

@@ -117,8 +117,10 @@ def warp_consistency(rgb_p: Tensor, depth_p: Tensor, alpha_p: Tensor, vm_p: Tens
     z = cam[..., 2:3]
     uv = (cam @ K_t.T)[..., :2] / z.clamp_min(1e-6)
     grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], -1)[None]
-    warped = F.grid_sample(image_t.permute(2, 0, 1)[None], grid, align_corners=False, padding_mode="border")[0].permute(1, 2, 0)
-    seen_depth = F.grid_sample(depth_t.permute(2, 0, 1)[None], grid.detach(), align_corners=False, mode="nearest")[0].permute(1, 2, 0)
+    warped = F.grid_sample(image_t.permute(2, 0, 1)[None], grid, align_corners=False,
+                           padding_mode="border")[0].permute(1, 2, 0)
+    seen_depth = F.grid_sample(depth_t.permute(2, 0, 1)[None], grid.detach(), align_corners=False,
+                               mode="nearest")[0].permute(1, 2, 0)
     inside = (grid.abs() < 1).all(-1)[0] & (z[..., 0] > 0)
     valid = inside & (alpha_p[..., 0].detach() > 0.5) & ((z - seen_depth).abs()[..., 0].detach() < tolerance)
     return ((rgb_p - warped).abs().mean(-1) * valid).sum() / valid.sum().clamp_min(1)

@@ -34,6 +34,7 @@ from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import Frames, load_frames
 from recon.scene.graph import SceneGraph
+from recon.scene.names import POINTS_INIT, RENDERS_DIR, metrics_id
 from recon.scene.store import atomic_write
 
 
@@ -84,7 +85,8 @@ class Trainer:
         self.refine_poses = refine_poses
         self.pose = PoseCorrection(len(frames), radius, device)
         self.pose_optimizer = torch.optim.Adam(
-            [{"params": [self.pose.twist], "lr": oc.pose_lr}] + ([{"params": [self.pose.log_focal], "lr": oc.pose_lr}] if oc.focal_refine else []))
+            [{"params": [self.pose.twist], "lr": oc.pose_lr}]
+            + ([{"params": [self.pose.log_focal], "lr": oc.pose_lr}] if oc.focal_refine else []))
         self.strategy, self.state = self._strategy()
         self.use_masks = oc.use_masks and frames.masks is not None
         bg = oc.background if oc.background != "auto" else ("random" if self.use_masks else "black")
@@ -174,14 +176,17 @@ class Trainer:
             axes = 2 if oc.kind == "2dgs" else 3
             loss = loss + oc.anisotropy * reg.anisotropy(self.splats["scales"][:, :axes], oc.max_anisotropy)
         if oc.depth_weight > 0 and f.depths is not None:
-            loss = loss + oc.depth_weight * reg.depth_agreement(out.depth[0, ..., 0], f.depths[index], f.depth_confidence[index])
+            loss = loss + oc.depth_weight * reg.depth_agreement(out.depth[0, ..., 0], f.depths[index],
+                                                                f.depth_confidence[index])
         if regularize and oc.depth_smooth > 0 and oc.kind == "3dgs":
-            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.images[index : index + 1], out.alpha[:1], self.radius)
+            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.images[index : index + 1],
+                                                                 out.alpha[:1], self.radius)
         if regularize and oc.kind == "2dgs":
             if oc.distortion > 0:
                 loss = loss + oc.distortion * out.distortion[:1].mean()
             if oc.normal_consistency > 0:
-                loss = loss + oc.normal_consistency * reg.normal_consistency(out.normals[:1], out.depth_normals[:1], out.alpha[:1])
+                loss = loss + oc.normal_consistency * reg.normal_consistency(out.normals[:1],
+                                                                             out.depth_normals[:1], out.alpha[:1])
         if pseudo:
             loss = loss + oc.pseudo_views * reg.warp_consistency(
                 out.rgb[1], out.depth[1], out.alpha[1], vm[1], K[1], target, out.depth[0].detach(), vm[0], K[0],
@@ -251,7 +256,8 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------------
     def train(self, start: int = 0, stop: int | None = None) -> None:
-        """Steps ``start`` to ``stop`` (default: all ``steps``); a run may be split into calls, e.g. to renew targets."""
+        """Steps ``start`` to ``stop`` (default: all ``steps``); a run may be split into calls, e.g. to renew
+        targets."""
         oc = self.oc
         stop = self.steps if stop is None else stop
         order: list[int] = []
@@ -277,7 +283,8 @@ class Trainer:
                     if self.targets is not None:
                         self.target_losses.append(float(self.target_sum) / self.log_every)
                         self.target_sum.zero_()
-                if (oc.hull_prune or oc.min_views > 0) and step > 0 and step % oc.prune_every == 0 and step <= min(oc.refine_stop, self.steps):
+                if ((oc.hull_prune or oc.min_views > 0) and step > 0 and step % oc.prune_every == 0
+                        and step <= min(oc.refine_stop, self.steps)):
                     self.prune()
                 if checkpoint:
                     if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
@@ -304,12 +311,14 @@ class Trainer:
         atomic_write(self.checkpoint, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
     def _fail(self, step: int, last_good: int, what: str) -> None:
-        kept = (f"The last good checkpoint (step {last_good}) is kept at {self.checkpoint}" if self.checkpoint is not None
+        kept = (f"The last good checkpoint (step {last_good}) is kept at {self.checkpoint}"
+                if self.checkpoint is not None
                 else "No checkpoint is kept")
         raise StageError(f"{self.title}: step {step} produced {what}; stopped. {kept}")
 
     def render_fn(self, width: int, height: int):
-        """``(viewmats [1, 4, 4], Ks [1, 3, 3]) -> [H, W, 3]``: the frozen splats on black, differentiable in the camera."""
+        """``(viewmats [1, 4, 4], Ks [1, 3, 3]) -> [H, W, 3]``: the frozen splats on black, differentiable in the
+        camera."""
         frozen = {k: v.detach() for k, v in self.splats.items()}
 
         def fn(viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
@@ -331,7 +340,7 @@ def render_on_black(splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, wid
 
 
 def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_steps: int = 0,
-                        render_dir: str = "assets/renders") -> dict:
+                        render_dir: str = RENDERS_DIR) -> dict:
     """Render every posed test view; write the renders to ``render_dir``; metrics against the images that exist.
 
     With ``align_steps``, each view's camera is first fitted to its photo with the splats frozen
@@ -359,7 +368,7 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
             image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
         pixels = image.cpu().numpy()
         out = graph.resolve(f"{render_dir}/{view.name}.png")
-        atomic_write(out, lambda tmp: image_io.write_image(tmp, pixels))
+        atomic_write(out, lambda tmp, p=pixels: image_io.write_image(tmp, p))
         if frames.images is not None:
             per_view[view.name] = image_metrics(image, frames.images[i], mask)
     summary = mean_metrics(list(per_view.values())) if per_view else {}
@@ -374,13 +383,14 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
 
 
 def downsample_factor(width: int, oc: OptimizeConfig, on_gpu: bool) -> int:
-    """Training images are the views' at full size on CUDA, at most ``oc.cpu_max_width`` wide on the reference rasterizer."""
+    """Training images are the views' at full size on CUDA, at most ``oc.cpu_max_width`` wide on the reference
+    rasterizer."""
     return 1 if on_gpu else max(1, math.ceil(width / oc.cpu_max_width))
 
 
 def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, seed: int) -> dict[str, Tensor]:
     """Splats at the init stage's points; on the CPU a random subset of at most ``oc.cpu_points`` of them."""
-    init = graph.nodes.get("points/init")
+    init = graph.nodes.get(POINTS_INIT)
     if init is None:
         raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
     points, colors = ply.read_points(graph.resolve(init.path))
@@ -391,7 +401,7 @@ def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, 
 
 
 def poses_estimated(graph: SceneGraph) -> bool:
-    node = graph.nodes.get("metrics/poses")
+    node = graph.nodes.get(metrics_id("poses"))
     return node is not None and node.values.get("source") == "estimated"
 
 

@@ -33,7 +33,8 @@ class PretrainedRepair:
         if not 0 < strength <= 1:
             raise InputError(f"prior.checkpoint_strength {strength}: must be in (0, 1]")
         # img2img runs int(steps * strength) steps: at least one
-        self.strength, self.steps, self.guidance, self.prompt = strength, max(steps, math.ceil(1 / strength)), guidance, prompt
+        self.strength, self.guidance, self.prompt = strength, guidance, prompt
+        self.steps = max(steps, math.ceil(1 / strength))
         self.pipe = load_pipeline(self.folder, device)
         self.params = inspect.signature(self.pipe.__call__).parameters
         self.name = f"checkpoint:{self.folder}"
@@ -64,8 +65,9 @@ class PretrainedRepair:
                 try:
                     result = np.asarray(self.pipe(**kwargs).images[0], dtype=np.float32)
                 except Exception as exc:  # a pipeline that loads but cannot run this way
+                    reason = str(exc).splitlines()[0] if str(exc) else ""
                     raise InputError(f"prior.checkpoint {self.folder}: the {self.pipeline_class} pipeline failed on a "
-                                     f"{w}x{h} render ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                                     f"{w}x{h} render ({type(exc).__name__}: {reason})") from None
                 tensor = torch.from_numpy(result).permute(2, 0, 1)[None]
                 if tensor.shape[-2:] != (h, w):
                     tensor = torch.nn.functional.interpolate(tensor, size=(h, w), mode="bilinear", antialias=True,

@@ -96,13 +96,15 @@ class SceneRepair:
         until = s.steps if until is None else min(until, s.steps)
         if until <= self.done:
             return self.losses
-        crops = _CropSampler(inputs, targets, min(s.crop, inputs.shape[1], inputs.shape[2]) // self.multiple * self.multiple,
+        crops = _CropSampler(inputs, targets,
+                             min(s.crop, inputs.shape[1], inputs.shape[2]) // self.multiple * self.multiple,
                              self.gen, self.device)
         if self.optimizer is None:
             self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=s.lr, weight_decay=1e-4)
             warmup = max(1, s.steps // 20)
             self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
+                self.optimizer,
+                lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps)))
         opt = self.optimizer
         self.unet.train()
         running, count = torch.zeros((), device=self.device), 0

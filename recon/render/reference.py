@@ -82,7 +82,8 @@ def project_3dgs(means, quats, scales, opacities, viewmats, Ks, width, height, n
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], -1)
     with torch.no_grad():
         extend = torch.clamp(torch.sqrt(2.0 * torch.log(torch.clamp_min(opac * 255.0, 1.0))), max=3.33)
-        radii = torch.stack([torch.ceil(extend * torch.sqrt(a.clamp_min(0))), torch.ceil(extend * torch.sqrt(c.clamp_min(0)))], -1)
+        radii = torch.stack([torch.ceil(extend * torch.sqrt(a.clamp_min(0))),
+                             torch.ceil(extend * torch.sqrt(c.clamp_min(0)))], -1)
         valid = (z >= near) & (z <= far) & (det > 0) & (opac >= ALPHA_MIN)
         valid &= (radii > 0).any(-1) & _on_image(means2d, radii, width, height)
         radii = torch.where(valid[..., None], radii, torch.zeros_like(radii)).to(torch.int32)
@@ -182,10 +183,12 @@ def rasterize(
         means2d, conics, depths, opac, radii, valid = project_3dgs(
             means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, antialiased)
     elif kind == "2dgs":
-        means2d, M, depths, normals, radii, valid = project_2dgs(means, quats, scales, viewmats, Ks, width, height, near, far)
+        means2d, M, depths, normals, radii, valid = project_2dgs(means, quats, scales, viewmats, Ks, width, height,
+                                                                 near, far)
         opac = opacities[None].expand(C, N)
         with torch.no_grad():  # the 2D filter can reach beyond the 3.33-sigma box of a small splat
-            reach = torch.ceil(torch.sqrt(torch.clamp_min(torch.log(torch.clamp_min(opac * 255.0, 1.0)) / (FILTER_2DGS / 2), 0.0)))
+            log_opacity = torch.log(torch.clamp_min(opac * 255.0, 1.0))
+            reach = torch.ceil(torch.sqrt(torch.clamp_min(log_opacity / (FILTER_2DGS / 2), 0.0)))
             footprint = torch.maximum(radii.to(means.dtype), reach[..., None])
             valid = valid & (opac >= ALPHA_MIN)
     else:
@@ -220,7 +223,8 @@ def rasterize(
             delta = means2d[c, sel][None] - pix[:, None]  # [P, n, 2]
             if kind == "3dgs":
                 con = conics[c, sel]
-                sigma = 0.5 * (con[:, 0] * delta[..., 0] ** 2 + con[:, 2] * delta[..., 1] ** 2) + con[:, 1] * delta[..., 0] * delta[..., 1]
+                sigma = (0.5 * (con[:, 0] * delta[..., 0] ** 2 + con[:, 2] * delta[..., 1] ** 2)
+                         + con[:, 1] * delta[..., 0] * delta[..., 1])
                 ok = sigma >= 0
             else:
                 m = M[c, sel]

@@ -53,5 +53,6 @@ def render_camera(splats: dict[str, torch.Tensor], kind: str, camera: Camera, sc
     width, height = int(round(camera.width * scale)), int(round(camera.height * scale))
     out = render(splats, torch.tensor(camera.world_to_camera, dtype=torch.float32, device=device)[None],
                  torch.tensor(K, dtype=torch.float32, device=device)[None], width, height, kind=kind,
-                 sh_degree=sh_degree_of(splats), backgrounds=torch.tensor([background], dtype=torch.float32, device=device))
+                 sh_degree=sh_degree_of(splats),
+                 backgrounds=torch.tensor([background], dtype=torch.float32, device=device))
     return out.rgb[0].clamp(0, 1).cpu().numpy()

@@ -25,8 +25,10 @@ FLAT_LOG_SCALE = float(np.log(1e-7))
 
 
 def init_splats(points: np.ndarray, colors: np.ndarray, sh_degree: int, kind: str = "3dgs",
-                init_scale: float = 1.0, init_opacity: float = 0.1, device: str | torch.device = "cpu") -> dict[str, Tensor]:
-    """Isotropic splats at ``points`` [N, 3] with colours [N, 3], sized by the distance to their 3 nearest neighbours."""
+                init_scale: float = 1.0, init_opacity: float = 0.1,
+                device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """Isotropic splats at ``points`` [N, 3] with colours [N, 3], sized by the distance to their 3 nearest
+    neighbours."""
     pts = np.asarray(points, dtype=np.float64)
     k = min(4, len(pts))
     dist, _ = cKDTree(pts).query(pts, k=k)

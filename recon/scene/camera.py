@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+from numpy.typing import ArrayLike
 
 from recon.errors import InputError
 
@@ -113,7 +114,7 @@ def axes_normal_equations(centers: np.ndarray, directions: np.ndarray) -> tuple[
     return A, b
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+def look_at(eye: np.ndarray, target: np.ndarray, up: ArrayLike = (0.0, 0.0, 1.0)) -> np.ndarray:
     """World-to-camera [4, 4] for a camera at ``eye`` looking at ``target``.
 
     ``up`` is the world direction that should appear upward in the image

@@ -37,12 +37,12 @@ class Frames:
     def __len__(self) -> int:
         return len(self.names)
 
-    def subset(self, indices: list[int]) -> "Frames":
+    def subset(self, indices: list[int]) -> Frames:
         pick = lambda t: None if t is None else t[indices]  # noqa: E731
         return Frames([self.names[i] for i in indices], pick(self.images), pick(self.masks), self.viewmats[indices],
                       self.Ks[indices], self.width, self.height, pick(self.depths), pick(self.depth_confidence))
 
-    def to(self, device: torch.device) -> "Frames":
+    def to(self, device: torch.device) -> Frames:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Frames(self.names, move(self.images), move(self.masks), self.viewmats.to(device), self.Ks.to(device),
                       self.width, self.height, move(self.depths), move(self.depth_confidence))

@@ -17,13 +17,15 @@ those into ``assets/`` when the graph is first saved.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
 from recon.errors import InputError
+from recon.scene.names import GAUSSIANS_FINAL, GAUSSIANS_PRIOR
 
 SCHEMA_VERSION = 1
 
@@ -156,7 +158,7 @@ class Metrics:
     provenance: Provenance = field(default_factory=lambda: Provenance("evaluate"))
 
 
-Node = Union[Camera, View, PointCloud, Gaussians, Mesh, DepthMaps, Metrics]
+Node = Camera | View | PointCloud | Gaussians | Mesh | DepthMaps | Metrics
 NODE_TYPES: dict[str, type] = {t.__name__: t for t in (Camera, View, PointCloud, Gaussians, Mesh, DepthMaps, Metrics)}
 
 
@@ -212,7 +214,7 @@ class SceneGraph:
 
     def splats(self) -> Gaussians | None:
         """The scene's newest splats: the prior stage's when it ran, else the optimize stage's, else None."""
-        for node_id in ("gaussians/prior", "gaussians/final"):
+        for node_id in (GAUSSIANS_PRIOR, GAUSSIANS_FINAL):
             node = self.nodes.get(node_id)
             if isinstance(node, Gaussians):
                 return node
@@ -264,7 +266,7 @@ class SceneGraph:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], root: Path | None = None, where: str = "scene.json") -> "SceneGraph":
+    def from_json(cls, data: dict[str, Any], root: Path | None = None, where: str = "scene.json") -> SceneGraph:
         version = data.get("schema_version")
         if not isinstance(version, int):
             raise InputError(f"{where}: not a recon scene (no schema_version)")

@@ -12,9 +12,10 @@ import errno
 import json
 import os
 import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from recon.errors import InputError, OutputError, output_error
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
+from recon.scene.names import ASSETS_DIR
 
 SCENE_FILE = "scene.json"
 LOCK_FILE = ".lock"
@@ -147,19 +149,19 @@ class SceneStore:
         for node in list(graph.nodes.values()):
             if isinstance(node, View):
                 if node.pending_image is not None:
-                    rel = f"assets/images/{node.name}.png"
+                    rel = f"{ASSETS_DIR}/images/{node.name}.png"
                     pixels = node.pending_image()
-                    atomic_write(self.asset(rel), lambda tmp: image_io.write_image(tmp, pixels))
+                    atomic_write(self.asset(rel), lambda tmp, p=pixels: image_io.write_image(tmp, p))
                     node.image, node.pending_image = rel, None
                 if node.pending_mask is not None:
-                    rel = f"assets/masks/{node.name}.png"
+                    rel = f"{ASSETS_DIR}/masks/{node.name}.png"
                     mask = node.pending_mask()
-                    atomic_write(self.asset(rel), lambda tmp: image_io.write_mask(tmp, mask))
+                    atomic_write(self.asset(rel), lambda tmp, m=mask: image_io.write_mask(tmp, m))
                     node.mask, node.pending_mask = rel, None
             elif isinstance(node, PointCloud) and node.path is None and node.points is not None:
-                rel = _free_name(graph, f"assets/{node.id.replace('/', '_')}", ".ply")
+                rel = _free_name(graph, f"{ASSETS_DIR}/{node.id.replace('/', '_')}", ".ply")
                 pts, cols = node.points, node.colors
-                atomic_write(self.asset(rel), lambda tmp: ply.write_points(tmp, pts, cols))
+                atomic_write(self.asset(rel), lambda tmp, p=pts, c=cols: ply.write_points(tmp, p, c))
                 node.path = rel
             elif isinstance(node, Mesh) and node.path is None:
                 raise ValueError(f"mesh node {node.id} has no file")

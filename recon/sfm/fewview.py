@@ -62,7 +62,8 @@ class FewViewOptions:
     """Thresholds of the few-view reconstruction (pixels are the photos' own)."""
 
     min_inliers: int = 15
-    """Fewest verified matches that start a pair, agreeing 2D-3D matches that place a photo, or matches that orient one."""
+    """Fewest verified matches that start a pair, agreeing 2D-3D matches that place a photo, or matches that orient
+    one."""
     min_angle: float = 1.0
     """Degrees: a point is triangulated only when its rays meet at this angle or more."""
     init_min_angle: float = 2.0
@@ -113,8 +114,8 @@ class FewViewReconstruction:
         best: Model | None = None
         starts = self._starts()
         if not starts:
-            self.reasons = {i: "no pair of photos taken far enough apart to triangulate from (did the camera only turn?)"
-                            for i in range(self.count)}
+            reason = "no pair of photos taken far enough apart to triangulate from (did the camera only turn?)"
+            self.reasons = {i: reason for i in range(self.count)}
             return None
         for i, j, rotation, translation in starts[: self.options.starts]:
             state = self._start(i, j, rotation, translation)
@@ -182,7 +183,8 @@ class FewViewReconstruction:
                 for pose in candidates:
                     agree, total = self._agreement(state, v, pose)
                     if agree < self.options.min_inliers or agree < 0.5 * total:
-                        why[v] = f"its candidate poses explain at most {agree} of its {total} matches with placed photos"
+                        why[v] = (f"its candidate poses explain at most {agree} of its {total} matches "
+                                  "with placed photos")
                         continue
                     if best is None or agree > best[0]:
                         best = (agree, v, pose)
@@ -259,7 +261,8 @@ class FewViewReconstruction:
         return pose, ""
 
     def _rays(self, state: _State, v: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per placed photo verified with ``v``: (v's rotation [3, 3], that photo's centre [3], unit direction to v's centre [3])."""
+        """Per placed photo verified with ``v``: (v's rotation [3, 3], that photo's centre [3], unit direction to v's
+        centre [3])."""
         rays = []
         for n in sorted(state.poses):
             pair = self.corr.pairs.get((min(n, v), max(n, v)))
@@ -275,7 +278,8 @@ class FewViewReconstruction:
             rays.append((R_v, camera_center(state.poses[n]), -R_v.T @ t_nv))
         return rays
 
-    def _scaled(self, state: _State, v: int, ray: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray | None, str]:
+    def _scaled(self, state: _State, v: int,
+                ray: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray | None, str]:
         """The pose along one neighbour's direction, at the distance that the points ``v`` sees agree on."""
         R_v, c, d = ray
         visible = self._visible(state, v)
@@ -286,7 +290,8 @@ class FewViewReconstruction:
         a = (state.points[visible] - c) @ R_v.T  # the points in v's axes, relative to the neighbour's centre
         e = R_v @ d
         # (a - s e)_x = x (a - s e)_z, and the same for y: one scale s per point, least squares over both axes.
-        num = (a[:, 0] - x[:, 0] * a[:, 2]) * (e[0] - x[:, 0] * e[2]) + (a[:, 1] - x[:, 1] * a[:, 2]) * (e[1] - x[:, 1] * e[2])
+        num = ((a[:, 0] - x[:, 0] * a[:, 2]) * (e[0] - x[:, 0] * e[2])
+               + (a[:, 1] - x[:, 1] * a[:, 2]) * (e[1] - x[:, 1] * e[2]))
         den = (e[0] - x[:, 0] * e[2]) ** 2 + (e[1] - x[:, 1] * e[2]) ** 2
         scales = num / np.maximum(den, 1e-12)
         s = float(np.median(scales))
@@ -296,7 +301,8 @@ class FewViewReconstruction:
         return _pose(R_v, c + s * d), ""
 
     def _agreement(self, state: _State, v: int, pose: np.ndarray) -> tuple[int, int]:
-        """(matches explained, matches) of photo ``v`` with placed photos: Sampson error under ``pose`` within max_error."""
+        """(matches explained, matches) of photo ``v`` with placed photos: Sampson error under ``pose`` within
+        max_error."""
         agree = total = 0
         K_v = self._K(v, state.focal)
         for n, pose_n in state.poses.items():
@@ -358,7 +364,8 @@ class FewViewReconstruction:
                 error = np.linalg.norm(Xc[:, :2] / z[:, None] - x, axis=1) * focal[self.corr.photo_cameras[i]]
             good &= error < self.options.max_error
             rays.append(X - camera_center(pose))
-        cos = np.sum(rays[0] * rays[1], axis=1) / (np.linalg.norm(rays[0], axis=1) * np.linalg.norm(rays[1], axis=1) + 1e-12)
+        norms = np.linalg.norm(rays[0], axis=1) * np.linalg.norm(rays[1], axis=1)
+        cos = np.sum(rays[0] * rays[1], axis=1) / (norms + 1e-12)
         angles = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
         good &= angles >= self.options.min_angle
         return good, angles
@@ -534,7 +541,8 @@ def build_tracks(corr: Correspondences) -> np.ndarray:
 
 
 def triangulate_pairs(x1: np.ndarray, x2: np.ndarray, P1: np.ndarray, P2: np.ndarray) -> np.ndarray:
-    """[N, 3] points from normalised coordinates [N, 2] in two cameras with world_to_camera ``P1``, ``P2`` [4, 4] (DLT)."""
+    """[N, 3] points from normalised coordinates [N, 2] in two cameras with world_to_camera ``P1``, ``P2`` [4, 4]
+    (DLT)."""
     rows = np.stack([x1[:, :1] * P1[2:3, :4] - P1[0:1, :4], x1[:, 1:2] * P1[2:3, :4] - P1[1:2, :4],
                      x2[:, :1] * P2[2:3, :4] - P2[0:1, :4], x2[:, 1:2] * P2[2:3, :4] - P2[1:2, :4]], axis=1)
     _, _, vt = np.linalg.svd(rows)
@@ -567,7 +575,8 @@ def triangulate_tracks(tracks: np.ndarray, seen: np.ndarray, keypoints: list[np.
 
 
 def fundamental(K1: np.ndarray, pose1: np.ndarray, K2: np.ndarray, pose2: np.ndarray) -> np.ndarray:
-    """[3, 3] fundamental matrix with ``x2^T F x1 = 0`` for pixels of cameras 1 and 2 (``K`` [3, 3], world_to_camera [4, 4])."""
+    """[3, 3] fundamental matrix with ``x2^T F x1 = 0`` for pixels of cameras 1 and 2 (``K`` [3, 3],
+    world_to_camera [4, 4])."""
     relative = pose2 @ np.linalg.inv(pose1)
     t = relative[:3, 3]
     cross = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
@@ -586,7 +595,8 @@ def sampson_error(F: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
 
 
 def _intersect(rays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray | None:
-    """The pose where two or more neighbours' directions meet (least squares), or None if they are parallel or meet behind."""
+    """The pose where two or more neighbours' directions meet (least squares), or None if they are parallel or meet
+    behind."""
     A = np.zeros((3, 3))
     b = np.zeros(3)
     for _, c, d in rays:

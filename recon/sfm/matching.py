@@ -215,7 +215,8 @@ def _colmap_camera(prior: CameraPrior):
 
 
 def _dilated_mask(path: Path, width: int, height: int) -> np.ndarray:
-    """uint8 [H, W] of the photo's size: 255 where features may lie (the mask grown by MASK_DILATION of the long side)."""
+    """uint8 [H, W] of the photo's size: 255 where features may lie (the mask grown by MASK_DILATION of the long
+    side)."""
     mask = image_io.read_mask(path)
     if mask.shape != (height, width):
         mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))

@@ -44,7 +44,7 @@ class Model:
     def registered(self) -> int:
         return len(self.cameras)
 
-    def better_than(self, other: "Model | None") -> bool:
+    def better_than(self, other: Model | None) -> bool:
         """More photos registered, or as many with a smaller reprojection error."""
         if other is None:
             return True

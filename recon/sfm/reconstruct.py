@@ -39,7 +39,8 @@ class Result:
 
 def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: FeatureOptions, mapper: str,
                 work: Path) -> Result:
-    """Cameras of ``photos`` (see :class:`recon.sfm.matching.Photo`) by ``mapper``, working in the empty folder ``work``."""
+    """Cameras of ``photos`` (see :class:`recon.sfm.matching.Photo`) by ``mapper``, working in the empty folder
+    ``work``."""
     if mapper not in MAPPERS:
         raise ValueError(f"unknown mapper {mapper!r}")
     corr = match(photos, cameras, features, work / "match")

@@ -37,6 +37,7 @@ from recon.io import ply
 from recon.scene.camera import project as project_to_pixels
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.names import DEPTH_MVS, POINTS_INIT, POINTS_MVS, POINTS_SFM, metrics_id
 from recon.scene.store import atomic_write
 
 NAME = "init"
@@ -68,14 +69,15 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 points, colors = found.points, found.colors
                 if cfg.init.mvs_random > 0:
                     extra = random_in_frusta(views, center, radius, int(cfg.init.mvs_random * len(points)), rng)
-                    points, colors = np.concatenate([points, extra]), np.concatenate([colors, sample_colors(views, extra)])
-                made_from = ["points/mvs"]
+                    colors = np.concatenate([colors, sample_colors(views, extra)])
+                    points = np.concatenate([points, extra])
+                made_from = [POINTS_MVS]
             else:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
         elif source == "sfm":
-            points, colors = ply.read_points(graph.resolve(graph.nodes["points/sfm"].path))
-            made_from = ["points/sfm"]
+            points, colors = ply.read_points(graph.resolve(graph.nodes[POINTS_SFM].path))
+            made_from = [POINTS_SFM]
         elif source == "hull":
             points = carve_hull(views, center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
             if points is None or len(points) == 0:
@@ -88,9 +90,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     assert points is not None  # random always finds points
     if colors is None:
         colors = sample_colors(views, points)
-    graph.replace(PointCloud(id="points/init", path=None, count=len(points), kind="init", points=points, colors=colors,
+    graph.replace(PointCloud(id=POINTS_INIT, path=None, count=len(points), kind="init", points=points, colors=colors,
                              provenance=Provenance(NAME, made_from=made_from)))
-    graph.replace(Metrics(id="metrics/init", values={"source": source, "points": int(len(points)), **values},
+    graph.replace(Metrics(id=metrics_id(NAME), values={"source": source, "points": int(len(points)), **values},
                           provenance=Provenance(NAME)))
     return graph
 
@@ -100,7 +102,7 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
     sizes = {(graph.camera_of(v).width, graph.camera_of(v).height) for v in train}
     applies = {
         "mvs": len(train) >= 2 and len(sizes) == 1,
-        "sfm": "points/sfm" in graph.nodes and bool(graph.nodes["points/sfm"].path),
+        "sfm": POINTS_SFM in graph.nodes and bool(graph.nodes[POINTS_SFM].path),
         "hull": bool(train) and all(graph.training_mask(v) for v in train),
         "random": True,
     }
@@ -131,7 +133,8 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     factor = max(1, math.ceil(max(cam0.width, cam0.height) / max_side))
     frames = load_frames(graph, train, factor, training=True).to(device)
     near, far = depth_range(graph, train, center, radius)
-    settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window, sources=ic.mvs_sources,
+    settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
+                                  sources=ic.mvs_sources,
                                   min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
     with torch.no_grad():
         maps = mvs.estimate_depth(frames.images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
@@ -148,10 +151,10 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     confidence = maps.confidence.cpu().numpy().astype(np.float32)
     rel = "assets/mvs/depth.npz"
     atomic_write(graph.resolve(rel), lambda tmp: np.savez_compressed(tmp, depth=depth, confidence=confidence))
-    graph.replace(DepthMaps(id="depth/mvs", path=rel, views=[v.id for v in train], width=frames.width,
+    graph.replace(DepthMaps(id=DEPTH_MVS, path=rel, views=[v.id for v in train], width=frames.width,
                             height=frames.height, provenance=Provenance(NAME, made_from=[v.id for v in train])))
-    graph.replace(PointCloud(id="points/mvs", path=None, count=len(points), kind="mvs", points=points, colors=colors,
-                             provenance=Provenance(NAME, made_from=["depth/mvs"])))
+    graph.replace(PointCloud(id=POINTS_MVS, path=None, count=len(points), kind="mvs", points=points, colors=colors,
+                             provenance=Provenance(NAME, made_from=[DEPTH_MVS])))
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
                "kept_share": [round(float(k), 4) for k in kept], "near": [float(n) for n in near],
@@ -159,10 +162,11 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     return StereoResult(points, colors, metrics)
 
 
-def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray, radius: float) -> tuple[list[float], list[float]]:
+def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
+                radius: float) -> tuple[list[float], list[float]]:
     """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
     percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind it."""
-    sfm = graph.nodes.get("points/sfm")
+    sfm = graph.nodes.get(POINTS_SFM)
     sfm_points = ply.read_points(graph.resolve(sfm.path))[0] if sfm is not None and sfm.path else None
     near, far = [], []
     for view in train:
@@ -229,7 +233,8 @@ def carve_hull(views: list[_ViewData], center: np.ndarray, radius: float, resolu
 
 def random_in_frusta(views: list[_ViewData], center: np.ndarray, radius: float, count: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """Points [count, 3] uniform in the bounding sphere where every training camera sees (or, failing that, in the sphere)."""
+    """Points [count, 3] uniform in the bounding sphere where every training camera sees (or, failing that, in the
+    sphere)."""
     kept: list[np.ndarray] = []
     total = 0
     for _ in range(50):

@@ -38,6 +38,7 @@ from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.camera import camera_center, look_at, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
+from recon.scene.names import MESH_FILE, MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH, metrics_id
 from recon.scene.store import atomic_write
 
 NAME = "mesh"
@@ -77,26 +78,28 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     keep = meshing.keep_large_components(vertices, faces, mc.keep_components)
     masked = [v for v in train if graph.training_mask(v)]
     if mc.hull and masked and len(masked) == len(train):
-        hull = [(graph.camera_of(v).K, graph.camera_of(v).world_to_camera, image_io.read_mask(graph.resolve(v.mask))) for v in train]
+        hull = [(graph.camera_of(v).K, graph.camera_of(v).world_to_camera,
+                 image_io.read_mask(graph.resolve(v.mask))) for v in train]
         keep &= meshing.inside_hull(vertices[faces].mean(axis=1), hull)
     vertices, faces, colors = meshing.compact(vertices, faces, colors, keep)
     if mc.decimate and len(faces) > mc.decimate:
         vertices, faces, colors = meshing.decimate(vertices, faces, colors, mc.decimate)
-    path = graph.resolve("assets/mesh.ply")
+    path = graph.resolve(MESH_FILE)
     atomic_write(path, lambda tmp: ply.write_mesh(tmp, vertices, faces, colors))
-    graph.replace(Mesh(id="mesh/final", path="assets/mesh.ply", vertices=len(vertices), faces=len(faces),
+    graph.replace(Mesh(id=MESH_FINAL, path=MESH_FILE, vertices=len(vertices), faces=len(faces),
                        kind="reconstruction", provenance=Provenance(NAME, made_from=[node.id])))
     values = {"vertices": len(vertices), "faces": len(faces), "resolution": resolution, "voxel": volume.voxel,
               "depth_maps": len(cameras), "depth": "median" if use_median else "expected", "fuse_seconds": fuse_seconds}
     if mc.evaluate:
         values.update(evaluate(graph, vertices, faces, mc.dtu_root, device))
-    graph.replace(Metrics(id="metrics/mesh", values=values, provenance=Provenance(NAME, made_from=["mesh/final"])))
+    graph.replace(Metrics(id=metrics_id(NAME), values=values, provenance=Provenance(NAME, made_from=[MESH_FINAL])))
     return graph
 
 
 def depth_cameras(graph: SceneGraph, train: list[View], center: np.ndarray, extra: int,
                   max_width: int | None) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
-    """(K, world_to_camera, width, height) of the training cameras and ``extra`` cameras on a sphere around ``center``."""
+    """(K, world_to_camera, width, height) of the training cameras and ``extra`` cameras on a sphere around
+    ``center``."""
     cams = [graph.camera_of(v) for v in train]
     ref = cams[0]
     factor = max(1, math.ceil(ref.width / max_width)) if max_width else 1
@@ -141,12 +144,12 @@ def evaluate(graph: SceneGraph, vertices: np.ndarray, faces: np.ndarray, dtu_roo
     if root and scan is not None:
         gt = geometry.DTUGroundTruth.find(Path(root), int(scan))
         return {"geometry": geometry.evaluate_dtu(v_dataset, faces, gt, device=device).as_dict(), "protocol": "dtu"}
-    node = graph.nodes.get("mesh/ground_truth")
+    node = graph.nodes.get(MESH_GROUND_TRUTH)
     if node is not None:  # synthetic scenes: both surfaces sampled alike
         gt_vertices, gt_faces = ply.read_mesh(graph.resolve(node.path))
         result = geometry.evaluate_mesh(v_dataset, faces, geometry.sample_surface(gt_vertices, gt_faces), device=device)
         return {"geometry": result.as_dict(), "protocol": "ground-truth mesh (no observation mask)"}
-    node = graph.nodes.get("points/ground_truth")
+    node = graph.nodes.get(POINTS_GROUND_TRUTH)
     if node is None:
         return {}
     gt_points, _ = ply.read_points(graph.resolve(node.path))

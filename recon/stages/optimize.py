@@ -40,17 +40,32 @@ from recon.eval.images import SSIM_WINDOW
 from recon.eval.poses import compare as compare_poses
 from recon.io import images as image_io
 from recon.live import LIVE_DIR, SnapshotWriter
-from recon.optim.trainer import (Trainer, downsample_factor, evaluate_test_views, initial_splats, poses_estimated,
-                                 test_align_steps)
+from recon.optim.trainer import (
+    Trainer,
+    downsample_factor,
+    evaluate_test_views,
+    initial_splats,
+    poses_estimated,
+    test_align_steps,
+)
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
+from recon.scene.names import (
+    DEPTH_MVS,
+    GAUSSIANS_FINAL,
+    OPTIMIZE_LOSS_FILE,
+    POINTS_INIT,
+    RENDERS_DIR,
+    SPLATS_FILE,
+    metrics_id,
+)
 from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
 CONFIG = "optimize"
 ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a GPU run's
-OUTPUTS = ("assets/renders", "assets/optimize", LIVE_DIR)
+OUTPUTS = (RENDERS_DIR, "assets/optimize", LIVE_DIR)
 
 
 def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
@@ -58,7 +73,8 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     most are resampled to it, see :func:`load_frames`); mcmc has CUDA."""
     on_gpu = device.type == "cuda"
     if cfg.optimize.strategy == "mcmc" and not on_gpu:
-        raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); use strategy=default on the CPU")
+        raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); "
+                         "use strategy=default on the CPU")
     where = graph.source.get("path", graph.name)
     for width, height in {_size(graph, v) for v in graph.views("train")}:
         factor = downsample_factor(width, cfg.optimize, on_gpu)
@@ -96,8 +112,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     frames = load_frames(graph, train_views, factor, training=True)
-    if oc.depth_weight > 0 and isinstance(graph.nodes.get("depth/mvs"), DepthMaps):
-        frames.depths, frames.depth_confidence = stereo_depth(graph, graph.nodes["depth/mvs"], train_views,
+    if oc.depth_weight > 0 and isinstance(graph.nodes.get(DEPTH_MVS), DepthMaps):
+        frames.depths, frames.depth_confidence = stereo_depth(graph, graph.nodes[DEPTH_MVS], train_views,
                                                               frames.width, frames.height)
     frames = frames.to(device)
     center, radius = scene_bounds(graph, train_views)
@@ -118,13 +134,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     train_seconds = time.perf_counter() - start
 
     splats = trainer.splats
-    save_path = graph.resolve("assets/splats.ply")
+    save_path = graph.resolve(SPLATS_FILE)
     atomic_write(save_path, lambda tmp: save_ply(tmp, splats, oc.kind))
-    write_json(graph.resolve("assets/optimize/loss.json"),
+    write_json(graph.resolve(OPTIMIZE_LOSS_FILE),
                {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
     trainer.checkpoint.unlink(missing_ok=True)
-    made_from = ["points/init"] + [v.id for v in train_views]
-    graph.replace(Gaussians(id="gaussians/final", path="assets/splats.ply", count=int(len(splats["means"])),
+    made_from = [POINTS_INIT] + [v.id for v in train_views]
+    graph.replace(Gaussians(id=GAUSSIANS_FINAL, path=SPLATS_FILE, count=int(len(splats["means"])),
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
 
     metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, estimated, on_gpu))
@@ -135,11 +151,13 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
     )
-    graph.replace(Metrics(id="metrics/optimize", values=metrics, provenance=Provenance(NAME, made_from=["gaussians/final"])))
+    graph.replace(Metrics(id=metrics_id(NAME), values=metrics,
+                          provenance=Provenance(NAME, made_from=[GAUSSIANS_FINAL])))
     return graph
 
 
-def stereo_depth(graph: SceneGraph, node: DepthMaps, views: list[View], width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stereo_depth(graph: SceneGraph, node: DepthMaps, views: list[View], width: int,
+                 height: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The init stage's stereo depth and confidence [V, H, W] of ``views`` at the training size (nearest
     neighbour); zeros for a view the maps do not cover."""
     with np.load(graph.resolve(node.path)) as data:

@@ -47,6 +47,7 @@ from recon.io import FULL_SIZE
 from recon.io import images as image_io
 from recon.scene.camera import transform_world_to_camera
 from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.names import POINTS_SFM, metrics_id
 from recon.sfm.matching import FeatureOptions, Photo, camera_priors
 from recon.sfm.reconstruct import reconstruct
 
@@ -81,7 +82,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     _restore_given(graph)
     train = graph.views("train")
     if not _estimates(train, pc):
-        graph.replace(Metrics(id="metrics/poses", values={"source": "given"}, provenance=Provenance(NAME)))
+        graph.replace(Metrics(id=metrics_id(NAME), values={"source": "given"}, provenance=Provenance(NAME)))
         return graph
     _check_estimable(graph, train, pc)
     start = time.perf_counter()
@@ -129,11 +130,11 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         else:
             v.role = "unused"
     graph.to_dataset = graph.to_dataset @ alignment if alignment is not None else np.eye(4)
-    if "points/sfm" in graph.nodes:  # the import's points, in the given frame: kept for a later run with given poses
-        _rename(graph, "points/sfm", GIVEN_SFM)
-    graph.replace(PointCloud(id="points/sfm", path=None, count=len(sfm.points), kind="sfm", points=sfm.points,
+    if POINTS_SFM in graph.nodes:  # the import's points, in the given frame: kept for a later run with given poses
+        _rename(graph, POINTS_SFM, GIVEN_SFM)
+    graph.replace(PointCloud(id=POINTS_SFM, path=None, count=len(sfm.points), kind="sfm", points=sfm.points,
                              colors=sfm.colors, provenance=Provenance(NAME, made_from=made_from)))
-    graph.replace(Metrics(id="metrics/poses", values=values, provenance=Provenance(NAME, made_from=made_from)))
+    graph.replace(Metrics(id=metrics_id(NAME), values=values, provenance=Provenance(NAME, made_from=made_from)))
     return graph
 
 
@@ -145,16 +146,17 @@ def _restore_given(graph: SceneGraph) -> None:
     """
     given = graph.meta.get(GIVEN)
     if given is None:
-        graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()}, "to_dataset": graph.to_dataset.tolist()}
+        graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()},
+                             "to_dataset": graph.to_dataset.tolist()}
         return
-    chosen = graph.nodes["metrics/views"].values
+    chosen = graph.nodes[metrics_id("views")].values
     roles = {**{name: "test" for name in chosen["test"]}, **{name: "train" for name in chosen["train"]}}
     for v in graph.views():
         v.camera = given["cameras"].get(v.id)
         v.role = roles.get(v.name, "unused")
     graph.to_dataset = np.asarray(given["to_dataset"], dtype=np.float64)
     if GIVEN_SFM in graph.nodes:
-        _rename(graph, GIVEN_SFM, "points/sfm")
+        _rename(graph, GIVEN_SFM, POINTS_SFM)
 
 
 def _rename(graph: SceneGraph, old: str, new: str) -> None:
@@ -219,7 +221,8 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
         "features_per_view": {v.name: n for v, n in zip(views, result.features)},
         "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k), "focal_prior_px": c.focal,
                      "focal_prior_from_exif": c.from_exif,
-                     "views": [v.name for v, of in zip(views, photo_cameras) if of == k]} for k, c in enumerate(cameras)],
+                     "views": [v.name for v, of in zip(views, photo_cameras) if of == k]}
+                    for k, c in enumerate(cameras)],
     }
     if result.refused:
         details["refused"] = result.refused

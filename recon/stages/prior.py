@@ -50,12 +50,28 @@ import torch
 from recon.config import OptimizeConfig, PriorConfig, RunConfig, digest
 from recon.errors import InputError
 from recon.io import images as image_io
-from recon.optim.trainer import (Targets, Trainer, downsample_factor, evaluate_test_views, initial_splats,
-                                 poses_estimated, render_on_black, test_align_steps)
+from recon.optim.trainer import (
+    Targets,
+    Trainer,
+    downsample_factor,
+    evaluate_test_views,
+    initial_splats,
+    poses_estimated,
+    render_on_black,
+    test_align_steps,
+)
 from recon.priors import RepairModel
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import Gaussians, Metrics, Provenance, SceneGraph
+from recon.scene.names import (
+    GAUSSIANS_FINAL,
+    GAUSSIANS_PRIOR,
+    PRIOR_LOSS_FILE,
+    PRIOR_RENDERS_DIR,
+    PRIOR_SPLATS_FILE,
+    metrics_id,
+)
 from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
@@ -64,7 +80,7 @@ ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a 
 PAIRS = "assets/prior/pairs.npz"
 HELD_SPLATS = "assets/prior/held-out.ply"  # the leave-one-out splats that the check distils into
 # The pairs and the check's splats stay: they are a cache with a key of its own.
-OUTPUTS = ("assets/prior/loss.json", "assets/prior/renders", "assets/prior/pseudo")
+OUTPUTS = (PRIOR_LOSS_FILE, PRIOR_RENDERS_DIR, "assets/prior/pseudo")
 # Fields of PriorConfig that change the training pairs (the cache's key).
 PAIR_FIELDS = ("loo_views", "loo_steps", "loo_snapshots", "perturb_samples", "perturb_scale")
 
@@ -89,7 +105,8 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     if pc.validate and pc.loo_steps <= 0:
         raise InputError("prior.validate needs leave-one-out runs: set prior.loo_steps above 0 or prior.validate false")
     if pc.distill_rounds < 1 or pc.distill_steps < pc.distill_rounds:
-        raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least prior.distill_rounds ({pc.distill_rounds}) >= 1")
+        raise InputError(f"prior.distill_steps ({pc.distill_steps}) must be at least prior.distill_rounds "
+                         f"({pc.distill_rounds}) >= 1")
 
 
 @dataclass
@@ -135,7 +152,7 @@ class Distilled:
 
 
 def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
-    final = graph.nodes.get("gaussians/final")
+    final = graph.nodes.get(GAUSSIANS_FINAL)
     if not isinstance(final, Gaussians):
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
     train_views = graph.views("train")
@@ -159,14 +176,14 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             *_, held_splats = leave_one_out(graph, ctx, _targets(frames), [held], held)
         result = check(ctx, held, held_splats, model)
         seconds["validate"] = time.perf_counter() - start
-    before = graph.nodes.get("metrics/optimize")
+    before = graph.nodes.get(metrics_id("optimize"))
     before_values = {k: v for k, v in (before.values if before is not None else {}).items()
                      if k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
     summary = dict(prior=model.name, before=before_values, validation=result,
                    pairs=pairs.info if pairs is not None else {},
                    model={"pipeline": model.pipeline_class, "parameters": model.parameters})
     if result is not None and not result["passed"]:  # the scene keeps the optimize stage's splats
-        write_json(graph.resolve("assets/prior/loss.json"), {"repair": {"every": model.log_every, "loss": model.losses}})
+        write_json(graph.resolve(PRIOR_LOSS_FILE), {"repair": {"every": model.log_every, "loss": model.losses}})
         _record(graph, summary, model, seconds, applied=False,
                 gain={k: 0.0 for k, v in before_values.items() if v is not None})
         return graph
@@ -196,9 +213,10 @@ def repair_model(graph: SceneGraph, ctx: PriorContext, splats: dict, factor: int
     pairs = training_pairs(graph, ctx, splats, factor, held)
     seconds["pairs"] = time.perf_counter() - start
     start = time.perf_counter()
+    model_steps = pc.train_steps if ctx.on_gpu else min(pc.train_steps, pc.cpu_model_steps)
     settings = RepairSettings(channels=list(pc.channels), layers_per_block=pc.layers_per_block, crop=pc.crop,
-                              batch=pc.batch, steps=pc.train_steps if ctx.on_gpu else min(pc.train_steps, pc.cpu_model_steps),
-                              lr=pc.lr, timesteps=pc.timesteps, sample_steps=pc.sample_steps, strength=pc.strength)
+                              batch=pc.batch, steps=model_steps, lr=pc.lr, timesteps=pc.timesteps,
+                              sample_steps=pc.sample_steps, strength=pc.strength)
     scene_model = SceneRepair(settings, ctx.device, ctx.cfg.seed)
     if held is not None:  # the model that is checked must not have seen the held-out view
         others = pairs.views != held
@@ -212,29 +230,29 @@ def apply(graph: SceneGraph, ctx: PriorContext, splats: dict, model: RepairModel
     """Distil the repaired pseudo views into the scene's splats; write ``gaussians/prior``, its files, and the
     held-out views' metrics with their gain."""
     oc = ctx.cfg.optimize
-    final = graph.nodes["gaussians/final"]
+    final = graph.nodes[GAUSSIANS_FINAL]
     start = time.perf_counter()
     distilled = distill(ctx, splats, model)
     _write_pseudo(graph, distilled.renders, distilled.repaired)
     seconds["distill"] = time.perf_counter() - start
     trainer = distilled.trainer
     prior_splats = trainer.splats
-    atomic_write(graph.resolve("assets/prior/splats.ply"), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
-    write_json(graph.resolve("assets/prior/loss.json"), {
+    atomic_write(graph.resolve(PRIOR_SPLATS_FILE), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
+    write_json(graph.resolve(PRIOR_LOSS_FILE), {
         "repair": {"every": model.log_every, "loss": model.losses},
         "distill": {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric,
                     "pseudo": trainer.target_losses}})
     train_views = graph.views("train")
-    graph.replace(Gaussians(id="gaussians/prior", path="assets/prior/splats.ply", count=int(len(prior_splats["means"])),
+    graph.replace(Gaussians(id=GAUSSIANS_PRIOR, path=PRIOR_SPLATS_FILE, count=int(len(prior_splats["means"])),
                             kind=oc.kind, sh_degree=final.sh_degree,
-                            provenance=Provenance(NAME, made_from=["gaussians/final"] + [v.id for v in train_views])))
+                            provenance=Provenance(NAME, made_from=[GAUSSIANS_FINAL] + [v.id for v in train_views])))
     start = time.perf_counter()
     align = test_align_steps(oc, poses_estimated(graph), ctx.on_gpu)
-    metrics = evaluate_test_views(graph, trainer, factor, align_steps=align, render_dir="assets/prior/renders")
+    metrics = evaluate_test_views(graph, trainer, factor, align_steps=align, render_dir=PRIOR_RENDERS_DIR)
     seconds["evaluate"] = time.perf_counter() - start
     metrics.update(summary, gaussians=int(len(prior_splats["means"])), pseudo_views=distilled.pseudo,
-                   backend=trainer.backend,
-                   gain={k: metrics[k] - v for k, v in before_values.items() if isinstance(metrics.get(k), float) and v is not None})
+                   backend=trainer.backend, gain={k: metrics[k] - v for k, v in before_values.items()
+                                                  if isinstance(metrics.get(k), float) and v is not None})
     _record(graph, metrics, model, seconds, applied=True)
 
 
@@ -245,8 +263,8 @@ def _record(graph: SceneGraph, values: dict, model: RepairModel, seconds: dict, 
     values = dict(values, applied=applied, outcome=outcome, seconds=seconds, **extra)
     values["model"] = dict(values["model"], loss_first=model.losses[0] if model.losses else None,
                            loss_last=model.losses[-1] if model.losses else None)
-    made_from = ["gaussians/prior"] if applied else ["gaussians/final"]
-    graph.replace(Metrics(id="metrics/prior", values=values, provenance=Provenance(NAME, made_from=made_from)))
+    made_from = [GAUSSIANS_PRIOR] if applied else [GAUSSIANS_FINAL]
+    graph.replace(Metrics(id=metrics_id(NAME), values=values, provenance=Provenance(NAME, made_from=made_from)))
 
 
 # --- the check ------------------------------------------------------------------------------------
@@ -357,7 +375,8 @@ def leave_one_out(graph: SceneGraph, ctx: PriorContext, targets: torch.Tensor, h
         for stop in stops:
             trainer.train(begin, stop)
             begin = stop
-            inputs.append(trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height).clamp(0, 1)[None])
+            render = trainer.render_view(frames.viewmats[i], frames.Ks[i], frames.width, frames.height)
+            inputs.append(render.clamp(0, 1)[None])
             outputs.append(targets[i : i + 1])
             views.append(i)
         if i == keep:
@@ -397,7 +416,8 @@ def distill(ctx: PriorContext, splats: dict, model: RepairModel, title: str = "p
                                      lr_means=oc.lr_means * pc.distill_lr_means)
     trainer = Trainer(distill_oc, frames, splats, center, ctx.radius, device, cfg.seed, title=title)
     viewmats, distance = path_cameras(frames.viewmats.double().cpu().numpy(), center, pc.pseudo_views, pc.elevation)
-    summary = {"count": len(viewmats), "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
+    summary = {"count": len(viewmats),
+               "distance_deg_mean": float(np.degrees(distance.mean())) if len(distance) else None,
                "distance_deg_max": float(np.degrees(distance.max())) if len(distance) else None}
     empty = torch.zeros(0, frames.height, frames.width, 3, device=device)
     if len(viewmats) == 0:
@@ -423,4 +443,5 @@ def _write_pseudo(graph: SceneGraph, renders: torch.Tensor, repaired: torch.Tens
     """The last round's pseudo views, render beside repair, as PNGs."""
     side = torch.cat([renders, repaired], 2).cpu().numpy()
     for k, pixels in enumerate(side):
-        atomic_write(graph.resolve(f"assets/prior/pseudo/{k:03d}.png"), lambda tmp, p=pixels: image_io.write_image(tmp, p))
+        atomic_write(graph.resolve(f"assets/prior/pseudo/{k:03d}.png"),
+                     lambda tmp, p=pixels: image_io.write_image(tmp, p))

@@ -25,6 +25,7 @@ from recon.errors import InputError
 from recon.resources import SPLITS_DIR
 from recon.scene.camera import camera_center
 from recon.scene.graph import Metrics, Provenance, SceneGraph, View
+from recon.scene.names import metrics_id
 
 NAME = "views"
 CONFIG = "views"
@@ -42,7 +43,8 @@ def load_split(name: str) -> dict:
 
 
 def hold_out_split(indices: list[int], hold_every: int, count: int | None) -> tuple[list[int], list[int]]:
-    """(train, test) ids of the views ``indices`` (in order): every ``hold_every``-th one tests, ``count`` of the rest train.
+    """(train, test) ids of the views ``indices`` (in order): every ``hold_every``-th one tests, ``count`` of the
+    rest train.
 
     The training views sit at ``round(linspace(0, len(rest) - 1, count))`` of the rest, the rounding of
     RegNeRF's and FSGS's loaders (half to even); all of the rest without ``count``.
@@ -65,7 +67,7 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
 def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     train, test = assign(graph, cfg)
     graph.replace(Metrics(
-        id="metrics/views",
+        id=metrics_id(NAME),
         values={"train": [v.name for v in train], "test": [v.name for v in test],
                 "train_indices": [v.index for v in train], "test_indices": [v.index for v in test]},
         provenance=Provenance(stage=NAME, made_from=[v.id for v in train]),
