@@ -7,6 +7,10 @@ total steps, recent loss) from a thread of its own, atomically, keeping only
 the newest snapshot: training never waits for the disk, and a viewer in
 another process reads the folder like any other scene asset. The folder is
 removed when the stage finishes, once the final splats are in the scene graph.
+
+:func:`splat_source` and :func:`load_scene_splats` answer which splats are a
+scene's newest: ``gaussians/prior`` when the prior stage ran, else
+``gaussians/final``, else, while a run is still optimising, its snapshot here.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-from recon.errors import ReconError
-from recon.render.splats import save_ply
-from recon.scene.store import atomic_write, write_json
+from recon.errors import InputError, ReconError
+from recon.files import atomic_write, write_json
+from recon.render.splats import load_ply, save_ply
+from recon.scene.graph import SceneGraph
 
 LIVE_DIR = "assets/live"
 SPLATS = "splats.ply"
@@ -92,3 +97,27 @@ def read_status(root: Path) -> dict | None:
         return json.loads((folder / STATUS).read_text())
     except (OSError, json.JSONDecodeError):
         return None  # being replaced; the next read gets it
+
+
+def splat_source(graph: SceneGraph) -> tuple[Path, str, dict | None] | None:
+    """(PLY path, kind, live status) of the newest splats, else of a running optimisation's snapshot, else None.
+
+    The live status is None for the final splats (and for a snapshot whose status is being replaced).
+    """
+    final = graph.splats()
+    if final is not None:
+        return graph.resolve(final.path), final.kind, None
+    live = graph.resolve(f"{LIVE_DIR}/{SPLATS}")
+    if not live.is_file():
+        return None
+    status = read_status(graph.root) if graph.root is not None else None
+    return live, (status or {}).get("kind", "3dgs"), status
+
+
+def load_scene_splats(graph: SceneGraph, device: torch.device) -> tuple[dict[str, torch.Tensor], str]:
+    """(splat parameters, kind) of the scene's final splats, else of a running optimisation's snapshot."""
+    source = splat_source(graph)
+    if source is None:
+        raise InputError(f"{graph.root}: the scene has no splats yet (the optimize stage has not run)")
+    path, kind, _ = source
+    return load_ply(path, device), kind

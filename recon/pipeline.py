@@ -35,10 +35,11 @@ import yaml
 from recon import stages as stage_registry
 from recon.config import RunConfig, digest, to_dict
 from recon.devices import resolve_device
+from recon.files import atomic_write, write_json
 from recon.io import ImportOptions, import_scene
 from recon.scene.graph import Metrics, SceneGraph, StageRecord
 from recon.scene.names import ASSETS_DIR
-from recon.scene.store import SceneStore, atomic_write, write_json
+from recon.scene.store import SceneStore
 
 
 @dataclass

@@ -480,7 +480,7 @@ def test_long_file_names_survive_downscale(tmp_path, capsys):
 
 
 def test_temporary_names_fit_in_a_file_name():
-    from recon.scene.store import NAME_MAX, _temporary_name
+    from recon.files import NAME_MAX, _temporary_name
 
     for name in ["a.png", "é" * 125 + ".png", "x" * 255, "y." + "z" * 252]:
         tmp = _temporary_name(Path(name))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from recon.errors import InputError
+from recon.files import atomic_write
 from recon.scene.graph import (
     SCHEMA_VERSION,
     Camera,
@@ -21,7 +22,7 @@ from recon.scene.graph import (
     StageRecord,
     View,
 )
-from recon.scene.store import SceneStore, atomic_write
+from recon.scene.store import SceneStore
 
 
 def full_graph() -> SceneGraph:

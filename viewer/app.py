@@ -319,8 +319,9 @@ def render_view(graph: SceneGraph, cam: CameraLayer, device: str = "auto") -> tu
     """The splats seen from ``cam`` as uint8 RGB [H, W, 3] (smaller on the CPU), and the backend used."""
     from recon.devices import resolve_device
     from recon.io.images import to_uint8
+    from recon.live import load_scene_splats
     from recon.render import resolve_backend
-    from recon.render.scene import load_scene_splats, render_camera
+    from recon.render.scene import render_camera
 
     dev = resolve_device(device)
     splats, kind = load_scene_splats(graph, dev)

@@ -18,8 +18,8 @@ import numpy as np
 from recon.errors import InputError
 from recon.io import images as image_io
 from recon.io import ply
+from recon.live import splat_source
 from recon.render.reference import quat_to_rotmat
-from recon.render.scene import splat_source
 from recon.render.sh import Y0
 from recon.scene.camera import camera_center, invert_rigid, transform_points
 from recon.scene.graph import DepthMaps, Gaussians, Mesh, PointCloud, SceneGraph, View

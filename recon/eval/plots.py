@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.scene.store import atomic_write
+from recon.files import atomic_write
 
 GRID_ROWS = 6
 

@@ -32,8 +32,8 @@ from recon import progress
 from recon.config import digest, load_config
 from recon.errors import InputError, ReconError
 from recon.eval.suites import SceneTask, Suite
+from recon.files import atomic_write, write_json
 from recon.scene.names import GAUSSIANS_PRIOR, PRIOR_RENDERS_DIR, RENDERS_DIR
-from recon.scene.store import atomic_write, write_json
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked", "psnr_black", "ssim_black",
                  "lpips_black", "ssim_box", "lpips_box")
@@ -154,7 +154,8 @@ def _spare_submission(graph, name: str, device_name: str) -> dict[str, bytes]:
     """SpaRe's submission: every test view rendered at the photos' own size (1600x1200), named as its inputs with
     lighting 3."""
     from recon.devices import resolve_device
-    from recon.render.scene import load_scene_splats, render_camera
+    from recon.live import load_scene_splats
+    from recon.render.scene import render_camera
 
     splats, kind = load_scene_splats(graph, resolve_device(device_name))
     files = {}

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from recon.files import atomic_write, write_json
 from recon.resources import ANCHORS_DIR
-from recon.scene.store import atomic_write, write_json
 
 # (key, header, digits); a column is shown when some scene has a value for it.
 COLUMNS = [

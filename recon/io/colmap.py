@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
+from recon.files import atomic_write
 from recon.io import ImportOptions, Layout, new_view
 from recon.io.colmap_check import check_model
 from recon.scene.camera import (
@@ -129,8 +130,6 @@ def read(path: Path, options: ImportOptions) -> SceneGraph:
 def write_text(graph: SceneGraph, out_dir: Path) -> Path:
     """Write ``cameras.txt``, ``images.txt`` and ``points3D.txt`` (PINHOLE cameras, dataset frame)."""
     from recon.io import ply
-    from recon.scene.store import atomic_write
-
     out_dir = Path(out_dir)
     views = [v for v in graph.views() if v.camera is not None and v.image is not None]
     if not views:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
+from recon.files import atomic_write
 from recon.io import ply
 from recon.scene.camera import transform_points
 from recon.scene.graph import SceneGraph
@@ -16,8 +17,6 @@ from recon.scene.names import MESH_FINAL
 def export(graph: SceneGraph, out: Path, frame: str = "dataset") -> Path:
     """Write the scene's reconstructed mesh to ``out`` (format from its suffix)."""
     import trimesh
-
-    from recon.scene.store import atomic_write
 
     node = graph.nodes.get(MESH_FINAL)
     if node is None or not node.path:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from recon.errors import InputError
+from recon.files import write_json
 from recon.io import ImportOptions, Layout, new_view, ply
 from recon.io import images as image_io
 from recon.scene.camera import (
@@ -235,8 +236,6 @@ def write(graph: SceneGraph, out_path: Path) -> Path:
     Image paths are relative to the file when possible. Intrinsics go to the
     top level when every camera shares them, else to each frame.
     """
-    from recon.scene.store import write_json
-
     out_path = Path(out_path)
     views = [v for v in graph.views() if v.camera is not None and v.image is not None]
     if not views:

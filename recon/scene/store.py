@@ -1,8 +1,8 @@
 """The scene folder on disk: ``scene.json`` plus ``assets/``, written atomically.
 
-Every file recon writes goes through :func:`atomic_write`: it is written to a
-temporary name in the same folder and renamed into place, so a killed run
-leaves either the old file or the new one, never half of one. A lock file
+Every file recon writes goes through :func:`recon.files.atomic_write`: it is
+written to a temporary name in the same folder and renamed into place, so a
+killed run leaves either the old file or the new one, never half of one. A lock file
 stops two runs from writing one folder at a time.
 """
 
@@ -12,14 +12,12 @@ import errno
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from recon.errors import InputError, OutputError, output_error
+from recon.errors import InputError, output_error
+from recon.files import atomic_write, discard, make_folder, write_json
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
@@ -27,90 +25,6 @@ from recon.scene.names import ASSETS_DIR
 
 SCENE_FILE = "scene.json"
 LOCK_FILE = ".lock"
-NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` and rename ``tmp`` to ``path``.
-
-    The temporary file is hidden beside ``path`` and keeps its suffix (writers choose the format by it) and
-    as much of its name as fits in :data:`NAME_MAX` bytes. Failing to write (no permission, a read-only or
-    full file system, a folder in the way) is an :class:`OutputError` naming ``path``; the temporary file
-    is gone either way.
-    """
-    path = Path(path)
-    make_folder(path.parent)
-    tmp = path.with_name(_temporary_name(path))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise output_error(exc, path) from None
-    finally:
-        _discard(tmp)
-    return path
-
-
-def _temporary_name(path: Path) -> str:
-    prefix, suffix = f".tmp-{os.getpid()}-", path.suffix
-    room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
-    if room < 0:  # a suffix as long as a name: keep the name's start instead
-        room, suffix = NAME_MAX - len(prefix.encode()), ""
-    return prefix + path.stem.encode()[:room].decode(errors="ignore") + suffix
-
-
-def _discard(path: Path) -> None:
-    """Remove ``path`` if it is there (the file system may also refuse: it was never written, then)."""
-    try:
-        path.unlink()
-    except OSError:
-        pass
-
-
-def make_folder(folder: Path) -> None:
-    """Create ``folder`` and its parents; one line when that cannot be (a file in the way, no permission, a
-    read-only or full file system)."""
-    folder = Path(folder)
-    for existing in (p for p in [folder, *folder.parents] if p.exists()):
-        if not existing.is_dir():
-            raise OutputError(f"{folder}: cannot be made, {existing} is a file" if existing != folder
-                              else f"{folder}: is a file where a folder must be")
-        break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise output_error(exc, folder) from None
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    text = dumps(obj) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def dumps(obj: Any, indent: int = 0) -> str:
-    """JSON with two-space indentation, keeping lists of numbers (matrix rows) on one line."""
-    obj = _plain(obj)
-    pad, inner = "  " * indent, "  " * (indent + 1)
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {dumps(v, indent + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list):
-        if all(not isinstance(v, (dict, list)) for v in obj):
-            return json.dumps(obj)
-        return "[\n" + ",\n".join(inner + dumps(v, indent + 1) for v in obj) + "\n" + pad + "]"
-    return json.dumps(obj)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, np.ndarray)):
-        return list(value) if isinstance(value, tuple) else value.tolist()
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 class SceneStore:
@@ -226,7 +140,7 @@ def _create_lock(lock: Path, text: str) -> bool:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
     finally:
-        _discard(own)
+        discard(own)
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:

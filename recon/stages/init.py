@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from recon.config import InitConfig, RunConfig
 from recon.errors import InputError
+from recon.files import atomic_write
 from recon.geometry import mvs
 from recon.io import images as image_io
 from recon.io import ply
@@ -38,7 +39,6 @@ from recon.scene.camera import project as project_to_pixels
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
 from recon.scene.names import DEPTH_MVS, POINTS_INIT, POINTS_MVS, POINTS_SFM, metrics_id
-from recon.scene.store import atomic_write
 
 NAME = "init"
 CONFIG = "init"

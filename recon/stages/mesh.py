@@ -29,6 +29,7 @@ from recon import progress
 from recon.config import RunConfig
 from recon.errors import InputError
 from recon.eval import geometry
+from recon.files import atomic_write
 from recon.geometry import meshing
 from recon.geometry.tsdf import TSDFVolume
 from recon.io import images as image_io
@@ -39,7 +40,6 @@ from recon.scene.camera import camera_center, look_at, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
 from recon.scene.names import MESH_FILE, MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH, metrics_id
-from recon.scene.store import atomic_write
 
 NAME = "mesh"
 CONFIG = "mesh"

@@ -38,16 +38,11 @@ from recon.config import RunConfig
 from recon.errors import InputError
 from recon.eval.images import SSIM_WINDOW
 from recon.eval.poses import compare as compare_poses
+from recon.files import atomic_write, write_json
 from recon.io import images as image_io
 from recon.live import LIVE_DIR, SnapshotWriter
-from recon.optim.trainer import (
-    Trainer,
-    downsample_factor,
-    evaluate_test_views,
-    initial_splats,
-    poses_estimated,
-    test_align_steps,
-)
+from recon.optim.scene import downsample_factor, evaluate_test_views, initial_splats, poses_estimated, test_align_steps
+from recon.optim.trainer import Trainer
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
@@ -60,7 +55,6 @@ from recon.scene.names import (
     SPLATS_FILE,
     metrics_id,
 )
-from recon.scene.store import atomic_write, write_json
 
 NAME = "optimize"
 CONFIG = "optimize"

@@ -49,17 +49,10 @@ import torch
 
 from recon.config import OptimizeConfig, PriorConfig, RunConfig, digest
 from recon.errors import InputError
+from recon.files import atomic_write, write_json
 from recon.io import images as image_io
-from recon.optim.trainer import (
-    Targets,
-    Trainer,
-    downsample_factor,
-    evaluate_test_views,
-    initial_splats,
-    poses_estimated,
-    render_on_black,
-    test_align_steps,
-)
+from recon.optim.scene import downsample_factor, evaluate_test_views, initial_splats, poses_estimated, test_align_steps
+from recon.optim.trainer import Targets, Trainer, render_on_black
 from recon.priors import RepairModel
 from recon.render.splats import load_ply, save_ply
 from recon.scene.frames import Frames, load_frames, scene_bounds
@@ -72,7 +65,6 @@ from recon.scene.names import (
     PRIOR_SPLATS_FILE,
     metrics_id,
 )
-from recon.scene.store import atomic_write, write_json
 
 NAME = "prior"
 CONFIG = "prior"

@@ -1,0 +1,105 @@
+"""Where the training loop meets the scene graph: the splats a run starts from, the size it trains at, and the
+held-out views scored (and their renders written) for any :class:`~recon.optim.trainer.Trainer`; used by the
+optimize and prior stages."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon.config import OptimizeConfig
+from recon.errors import InputError
+from recon.eval.images import image_metrics, lpips_status, mean_metrics
+from recon.eval.poses import rotation_angle
+from recon.files import atomic_write
+from recon.io import images as image_io
+from recon.io import ply
+from recon.optim.pose_refine import align_to_image
+from recon.optim.trainer import Trainer
+from recon.render.splats import init_splats
+from recon.scene.camera import camera_center
+from recon.scene.frames import load_frames
+from recon.scene.graph import SceneGraph
+from recon.scene.names import POINTS_INIT, RENDERS_DIR, metrics_id
+
+
+def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_steps: int = 0,
+                        render_dir: str = RENDERS_DIR) -> dict:
+    """Render every posed test view; write the renders to ``render_dir``; metrics against the images that exist.
+
+    With ``align_steps``, each view's camera is first fitted to its photo with the splats frozen
+    (pose_refine.align_to_image); the metrics of the unaligned cameras are kept under ``unaligned``.
+    """
+    test = [v for v in graph.views("test") if v.camera is not None]
+    per_view: dict[str, dict] = {}
+    unaligned: dict[str, dict] = {}
+    moved: list[tuple[float, float]] = []
+    if not test:
+        return {"test_views": 0}
+    frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
+    for i, view in enumerate(test):
+        viewmat, K = frames.viewmats[i], frames.Ks[i]
+        mask = frames.masks[i] if frames.masks is not None else None
+        image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+        if align_steps > 0 and frames.images is not None:
+            unaligned[view.name] = image_metrics(image, frames.images[i], mask)
+            target = frames.images[i] if mask is None else frames.images[i] * mask[..., None]
+            with torch.enable_grad():
+                aligned = align_to_image(trainer.render_fn(frames.width, frames.height), viewmat, K, target,
+                                         trainer.radius, align_steps, trainer.oc.test_pose_lr)
+            moved.append(_pose_change(viewmat, aligned, trainer.radius))
+            viewmat = aligned
+            image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+        pixels = image.cpu().numpy()
+        out = graph.resolve(f"{render_dir}/{view.name}.png")
+        atomic_write(out, lambda tmp, p=pixels: image_io.write_image(tmp, p))
+        if frames.images is not None:
+            per_view[view.name] = image_metrics(image, frames.images[i], mask)
+    summary = mean_metrics(list(per_view.values())) if per_view else {}
+    status = lpips_status()
+    out = {**summary, "test_views": len(test), "lpips_status": status or "available", "per_view": per_view}
+    if unaligned:
+        rot, trans = np.array(moved).T
+        out.update(unaligned={**mean_metrics(list(unaligned.values())), "per_view": unaligned},
+                   test_pose_align={"steps": align_steps, "rotation_change_deg": float(rot.mean()),
+                                    "translation_change": float(trans.mean())})
+    return out
+
+
+def downsample_factor(width: int, oc: OptimizeConfig, on_gpu: bool) -> int:
+    """Training images are the views' at full size on CUDA, at most ``oc.cpu_max_width`` wide on the reference
+    rasterizer."""
+    return 1 if on_gpu else max(1, math.ceil(width / oc.cpu_max_width))
+
+
+def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, seed: int) -> dict[str, Tensor]:
+    """Splats at the init stage's points; on the CPU a random subset of at most ``oc.cpu_points`` of them."""
+    init = graph.nodes.get(POINTS_INIT)
+    if init is None:
+        raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
+    points, colors = ply.read_points(graph.resolve(init.path))
+    if device.type != "cuda" and len(points) > oc.cpu_points:
+        keep = np.random.default_rng(seed).choice(len(points), oc.cpu_points, replace=False)
+        points, colors = points[keep], colors[keep]
+    return init_splats(points, colors, oc.sh_degree, oc.kind, oc.init_scale, oc.init_opacity, device)
+
+
+def poses_estimated(graph: SceneGraph) -> bool:
+    node = graph.nodes.get(metrics_id("poses"))
+    return node is not None and node.values.get("source") == "estimated"
+
+
+def test_align_steps(oc: OptimizeConfig, estimated: bool, on_gpu: bool) -> int:
+    """Alignment steps of each held-out camera before scoring (0: scored as given)."""
+    if not (oc.test_pose_align == "on" or (oc.test_pose_align == "auto" and estimated)):
+        return 0
+    return oc.test_pose_steps if on_gpu else min(oc.test_pose_steps, oc.cpu_align_steps)
+
+
+def _pose_change(before: torch.Tensor, after: torch.Tensor, radius: float) -> tuple[float, float]:
+    """(rotation angle in degrees, camera-centre shift in scene radii) between two world-to-camera matrices."""
+    b, a = before.double().cpu().numpy(), after.double().cpu().numpy()
+    return rotation_angle(a[:3, :3] @ b[:3, :3].T), float(np.linalg.norm(camera_center(a) - camera_center(b)) / radius)
