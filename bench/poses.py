@@ -3,7 +3,7 @@
 Every capture under ``--data`` runs through the pipeline up to the poses stage
 with ``poses.mode=estimate`` (partial registrations allowed, so that the rate is
 measured) and is scored against its reference cameras: registered views,
-rotation and translation errors after a similarity alignment (recon/eval/poses.py),
+rotation and translation errors after a similarity alignment (recon/metrics/poses.py),
 relative-pose AUC at 5/10/20 degrees, the focal length's error, and the stage's
 seconds (features, matching and reconstruction). With ``--refine`` the pipeline
 goes on through the optimize stage with and without pose refinement (a GPU run).

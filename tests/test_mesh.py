@@ -10,10 +10,10 @@ import torch
 from scipy.io import savemat
 
 from recon.config import load_config
-from recon.eval import geometry
 from recon.geometry import meshing
 from recon.geometry.tsdf import TSDFVolume
 from recon.io import ply
+from recon.metrics import geometry
 from recon.pipeline import run_scene
 from recon.scene.camera import camera_center, intrinsics_matrix, look_at
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from recon.eval.images import composite, image_metrics, mean_metrics, psnr, ssim
+from recon.metrics.images import composite, image_metrics, mean_metrics, psnr, ssim
 
 
 def test_ssim_matches_scikit_image_with_a_gaussian_window():

@@ -17,9 +17,9 @@ from scipy import ndimage
 from recon.cli import main
 from recon.config import load_config
 from recon.errors import InputError
-from recon.eval import poses as pose_eval
 from recon.io import images as image_io
 from recon.io.exif import read_camera
+from recon.metrics import poses as pose_eval
 from recon.optim.pose_refine import PoseCorrection, align_to_image
 from recon.pipeline import run_scene
 from recon.render import render

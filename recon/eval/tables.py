@@ -98,7 +98,7 @@ def markdown(title: str, results: list[dict], anchors: dict | None, views: int |
 
 
 # A published masked number is compared with recon's number under the same convention
-# (recon/eval/images.py defines both): the anchor's keys are named for the mask-mean one.
+# (recon/metrics/images.py defines both): the anchor's keys are named for the mask-mean one.
 CONVENTION_KEYS = {"mask_mean": {}, "black_background": {"psnr_masked": "psnr_black", "ssim_masked": "ssim_black",
                                                          "lpips_masked": "lpips_black"}}
 

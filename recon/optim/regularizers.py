@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.eval.images import ssim_map
+from recon.metrics.images import ssim_map
 from recon.render import depth_to_points, rigid_inverse
 
 

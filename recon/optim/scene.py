@@ -12,11 +12,11 @@ from torch import Tensor
 
 from recon.config import OptimizeConfig
 from recon.errors import InputError
-from recon.eval.images import image_metrics, lpips_status, mean_metrics
-from recon.eval.poses import rotation_angle
 from recon.files import atomic_write
 from recon.io import images as image_io
 from recon.io import ply
+from recon.metrics.images import image_metrics, lpips_status, mean_metrics
+from recon.metrics.poses import rotation_angle
 from recon.optim.pose_refine import align_to_image
 from recon.optim.trainer import Trainer
 from recon.render.splats import init_splats

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recon.eval.poses import rotation_angle
 from recon.io import images as image_io
+from recon.metrics.poses import rotation_angle
 from recon.scene.camera import camera_center
 from recon.sfm.matching import Correspondences
 from recon.sfm.model import Model

@@ -12,7 +12,7 @@ from the fused renders. The result is ``assets/mesh.ply`` in recon's world
 frame (``recon export`` writes PLY, OBJ or GLB in the dataset's frame).
 
 When the scene has ground truth, ``metrics/mesh`` holds accuracy,
-completeness, Chamfer and F-scores (recon/eval/geometry.py): against the
+completeness, Chamfer and F-scores (recon/metrics/geometry.py): against the
 ground-truth points of a synthetic scene, or with DTU's protocol for a DTU scan.
 """
 
@@ -28,12 +28,12 @@ import torch
 from recon import progress
 from recon.config import RunConfig
 from recon.errors import InputError
-from recon.eval import geometry
 from recon.files import atomic_write
 from recon.geometry import meshing
 from recon.geometry.tsdf import TSDFVolume
 from recon.io import images as image_io
 from recon.io import ply
+from recon.metrics import geometry
 from recon.render import render
 from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.camera import camera_center, look_at, transform_points

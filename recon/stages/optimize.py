@@ -36,11 +36,11 @@ import torch.nn.functional as F
 
 from recon.config import RunConfig
 from recon.errors import InputError
-from recon.eval.images import SSIM_WINDOW
-from recon.eval.poses import compare as compare_poses
 from recon.files import atomic_write, write_json
 from recon.io import images as image_io
 from recon.live import LIVE_DIR, SnapshotWriter
+from recon.metrics.images import SSIM_WINDOW
+from recon.metrics.poses import compare as compare_poses
 from recon.optim.scene import downsample_factor, evaluate_test_views, initial_splats, poses_estimated, test_align_steps
 from recon.optim.trainer import Trainer
 from recon.render.splats import save_ply

@@ -21,7 +21,7 @@ registered (the others are then left out). The estimated intrinsics are
 scaled from the photos' size to the size the views are trained at.
 
 When the views had given cameras, the estimated ones are aligned to them
-(a similarity, recon/eval/poses.py) and ``metrics/poses`` holds the errors;
+(a similarity, recon/metrics/poses.py) and ``metrics/poses`` holds the errors;
 ``to_dataset`` then includes that alignment, so the mesh stage's metrics and
 the exports land in the dataset's frame, and held-out views keep their given
 cameras, carried into the estimated frame. Without given cameras, held-out
@@ -42,9 +42,9 @@ import torch
 from recon import progress
 from recon.config import PosesConfig, RunConfig
 from recon.errors import InputError
-from recon.eval import poses as pose_eval
 from recon.io import FULL_SIZE
 from recon.io import images as image_io
+from recon.metrics import poses as pose_eval
 from recon.scene.camera import transform_world_to_camera
 from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGraph, View
 from recon.scene.names import POINTS_SFM, metrics_id

@@ -274,7 +274,7 @@ def check_view(frames: Frames, center: np.ndarray) -> int | None:
 def check(ctx: PriorContext, held: int, splats: dict, model: RepairModel) -> dict:
     """Distil into the leave-one-out splats of training view ``held`` with the views it was trained on, as the
     stage would into the scene's, and score the held-out view before and after (masked PSNR when masks exist)."""
-    from recon.eval.images import psnr
+    from recon.metrics.images import psnr
 
     frames = ctx.frames
     rest = [j for j in range(len(frames)) if j != held]
