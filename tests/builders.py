@@ -67,8 +67,6 @@ def _quaternion(R: np.ndarray) -> np.ndarray:
 
 def build_colmap(synthetic: Path, root: Path, binary: bool = False, points: int = 50) -> Path:
     """COLMAP text model in sparse/0 (PINHOLE), optionally converted to binary by pycolmap."""
-    import pycolmap
-
     model = root / "sparse" / "0"
     model.mkdir(parents=True)
     shutil.copytree(synthetic / "image", root / "images")
@@ -85,11 +83,18 @@ def build_colmap(synthetic: Path, root: Path, binary: bool = False, points: int 
     (model / "points3D.txt").write_text("".join(f"{k + 1} {p[0]} {p[1]} {p[2]} 200 100 50 0.5\n"
                                                 for k, p in enumerate(pts)))
     if binary:
-        rec = pycolmap.Reconstruction(str(model))
-        for f in model.iterdir():
-            f.unlink()
-        rec.write_binary(str(model))
+        to_binary(model)
     return root
+
+
+def to_binary(model: Path) -> None:
+    """Replace the COLMAP text model in ``model`` by the binary one pycolmap writes (with its rigs and frames)."""
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(model))
+    for f in model.iterdir():
+        f.unlink()
+    rec.write_binary(str(model))
 
 
 def build_rectified(synthetic: Path, root: Path, scan: int = 24, calibration: str = "cal18") -> Path:

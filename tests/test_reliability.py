@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import to_binary
 from clitools import expect_error, run
 from PIL import Image
 
@@ -302,12 +303,7 @@ def tiny_colmap(root: Path, binary: bool = False, count: int = 4, width: int = 2
     (model / "points3D.txt").write_text("".join(f"{k + 1} 0.{k} 0.1 0.2 200 100 50 0.5 1 {k} 2 {k}\n"
                                                 for k in range(3)))
     if binary:
-        import pycolmap
-
-        rec = pycolmap.Reconstruction(str(model))
-        for f in model.iterdir():
-            f.unlink()
-        rec.write_binary(str(model))
+        to_binary(model)
     return root
 
 
