@@ -134,10 +134,13 @@ class OptimizeConfig:
     """Gaussian splatting optimisation (gsplat on CUDA, the reference rasterizer elsewhere)."""
 
     kind: Literal["3dgs", "2dgs"] = "3dgs"
+    """3D Gaussians (3DGS), or flat 2D discs with ray-splat intersection (2DGS, for surfaces)."""
     steps: int = 3000
+    """Optimisation steps on CUDA (the schedule below is set for this many; see :meth:`scaled_to`)."""
     strategy: Literal["default", "mcmc"] = "default"
     """gsplat densification strategy: DefaultStrategy (3DGS paper) or MCMCStrategy (needs CUDA)."""
     sh_degree: int = 3
+    """Highest spherical-harmonics degree of the splats' colour (0: one colour, view-independent)."""
     sh_degree_interval: int = 1000
     """Steps between raising the active spherical-harmonics degree by one."""
     use_masks: bool = True
@@ -145,34 +148,52 @@ class OptimizeConfig:
     background: Literal["auto", "random", "black", "white"] = "auto"
     """auto: random behind masked targets when masks exist, else black."""
     ssim_weight: float = 0.2
+    """Share of (1 - SSIM) in the photometric loss; the rest is L1."""
     lr_means: float = 1.6e-4
     """Times the scene radius; decays exponentially to 1% over the run."""
     lr_scales: float = 5e-3
+    """Adam learning rate of the log-scales."""
     lr_quats: float = 1e-3
+    """Adam learning rate of the rotations (quaternions)."""
     lr_opacities: float = 5e-2
+    """Adam learning rate of the opacity logits."""
     lr_sh0: float = 2.5e-3
+    """Adam learning rate of the base colour (degree-0 coefficients)."""
     lr_shN: float = 2.5e-3 / 20
+    """Adam learning rate of the higher spherical-harmonics coefficients."""
     init_opacity: float = 0.1
+    """Opacity of every initial splat."""
     init_scale: float = 1.0
     """Times the mean distance to the three nearest initial points."""
     refine_start: int = 500
+    """Step from which gsplat's strategy densifies (clones, splits) and prunes."""
     refine_stop: int = 15_000
+    """Step after which the strategy stops densifying (beyond ``steps``: never)."""
     refine_every: int = 100
+    """Steps between densification rounds."""
     grow_grad2d: float = 2e-4
+    """Mean screen-space position gradient above which a splat is cloned or split (DefaultStrategy)."""
     prune_opacity: float = 0.005
+    """Opacity below which a splat is pruned."""
     absgrad: bool = False
+    """Densify by the absolute screen-space gradient (AbsGS); raise grow_grad2d with it (gsplat suggests 0.0008)."""
     mcmc_cap: int = 200_000
+    """Most splats MCMCStrategy grows to."""
     antialiased: bool = False
+    """gsplat's antialiased rasterization (Mip-Splatting's 2D filter with opacity compensation)."""
     # Sparse-view regularisers; each is off at 0 / false.
     mask_weight: float = 0.0
     """Alpha supervised by the object mask (when the training views have masks)."""
     opacity_reg: float = 0.0
+    """Weight of the mean opacity (fewer, more decisive splats)."""
     scale_reg: float = 0.0
+    """Weight of the mean splat scale, in scene radii (against large splats)."""
     hull_prune: bool = False
     """Prune Gaussians that project outside a training view's mask (free space by the visual hull)."""
     min_views: int = 0
     """Prune Gaussians seen (at least half a pixel of blending weight) by fewer training views; 0 is off."""
     prune_every: int = 500
+    """Steps between the hull and min-views prunings (while densification runs)."""
     depth_smooth: float = 0.0
     """Edge-aware total variation of the rendered depth."""
     distortion: float = 0.0
@@ -219,8 +240,11 @@ class OptimizeConfig:
     test_pose_steps: int = 200
     """Adam steps of each held-out view's alignment (at most cpu_align_steps on the CPU)."""
     test_pose_lr: float = 2e-3
+    """Learning rate of each held-out view's alignment (radians; scene radii for translation)."""
     cpu_align_steps: int = 20
+    """At most this many alignment steps per held-out view on the CPU."""
     checkpoint_every: int = 500
+    """Steps between checkpoints of the last good state (kept in assets/optimize/checkpoint.pt until the stage ends)."""
     cpu_steps: int = 300
     """Steps when running on the CPU reference rasterizer (a smoke test, not a reconstruction)."""
     cpu_max_width: int = 100
@@ -257,6 +281,7 @@ class PriorConfig:
     the others pass nearest, distil into its leave-one-out splats with a repair model that has not seen it, and keep
     the optimize stage's splats unless its masked PSNR gains at least ``validate_margin`` dB."""
     validate_margin: float = 0.0
+    """Least gain, in dB of the held-out view's (masked) PSNR, for the check to let the prior apply."""
     # Training pairs (degraded render, real image).
     loo_views: int = 3
     """Leave-one-out runs: at most this many training views are held out in turn (spread over the views)."""
@@ -273,11 +298,15 @@ class PriorConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     """UNet2DModel block widths (multiples of 8); one down-sampling between consecutive blocks."""
     layers_per_block: int = 1
+    """ResNet layers in each UNet block."""
     crop: int = 128
     """Training crops, in pixels (centred on the object)."""
     batch: int = 48
+    """Crops per training step of the repair model."""
     train_steps: int = 600
+    """Training steps of the repair model (on CUDA; at most cpu_model_steps on the CPU)."""
     lr: float = 5e-4
+    """AdamW learning rate of the repair model (warm-up, then cosine decay)."""
     timesteps: int = 1000
     """Diffusion timesteps of the training schedule (cosine)."""
     sample_steps: int = 10
@@ -290,6 +319,7 @@ class PriorConfig:
     elevation: float = 10.0
     """Pseudo cameras are raised and lowered in turn by up to this many degrees."""
     distill_steps: int = 800
+    """Optimisation steps of the distillation (training views plus repaired pseudo views)."""
     distill_rounds: int = 2
     """The pseudo views are rendered and repaired again at the start of each round."""
     distill_weight: float = 0.2
@@ -303,9 +333,13 @@ class PriorConfig:
     """Learning rate of the splat positions while distilling, times optimize.lr_means (decayed 100x)."""
     # A pretrained pipeline (with checkpoint).
     checkpoint_strength: float = 0.3
+    """How far the pretrained pipeline may move a render, in (0, 1] (its img2img strength)."""
     checkpoint_steps: int = 20
+    """Denoising steps of the pretrained pipeline (it runs about steps x strength of them)."""
     guidance: float = 1.0
+    """Classifier-free guidance scale of the pretrained pipeline, where it takes one."""
     prompt: str = ""
+    """Text prompt of the pretrained pipeline, where it takes one."""
     cpu_model_steps: int = 100
     """At most this many repair-model steps on the CPU (a smoke test, like optimize.cpu_steps)."""
 
@@ -357,8 +391,12 @@ class RunConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     seed: int = 0
+    """Seeds every random choice (initial subsets, training order, noise); part of every stage's reuse key."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when present, else the CPU (whose optimize path is a smoke test). Resolved once per run; the
+    stages that compute on it have its type in their reuse key."""
     preset: str = "default"
+    """The preset the run was loaded from (recorded in config.yaml; not part of any reuse key)."""
     live_every: int = 0
     """Write a splat snapshot to assets/live/ every N optimisation steps for the viewer (0: never).
     Outside every stage's section, so it never invalidates a finished stage."""
