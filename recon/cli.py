@@ -217,6 +217,32 @@ Command = (
 )
 
 
+# The `recon run` flags that set config keys: flag attribute -> (config key, the value it sets; None: the flag's own).
+# A flag left at None (or False) leaves the preset's value; they override --set.
+RUN_FLAGS: dict[str, tuple[str, object]] = {
+    "views": ("views.count", None),
+    "split": ("views.split", None),
+    "downscale": ("data.downscale", None),
+    "poses": ("poses.mode", None),
+    "allow_partial": ("poses.allow_partial", True),
+    "strict": ("data.strict", True),
+    "spare_split": ("data.spare_split", None),
+    "device": ("device", None),
+}
+
+
+def flag_settings(args: Run) -> dict[str, object]:
+    """The config keys the flags of ``recon run`` set (:data:`RUN_FLAGS`), and live_every with --view."""
+    out: dict[str, object] = {}
+    for attr, (key, value) in RUN_FLAGS.items():
+        given = getattr(args, attr)
+        if given is not None and given is not False:
+            out[key] = given if value is None else value
+    if args.view:
+        out["live_every"] = args.view_every
+    return out
+
+
 def run_command(args: Run) -> None:
     from rich.table import Table
 
@@ -225,23 +251,7 @@ def run_command(args: Run) -> None:
     from recon.report import summarise
 
     overrides = dict(parse_override(s) for s in args.set)
-    if args.views is not None:
-        overrides["views.count"] = args.views
-    if args.split is not None:
-        overrides["views.split"] = args.split
-    if args.downscale is not None:
-        overrides["data.downscale"] = args.downscale
-    if args.poses is not None:
-        overrides["poses.mode"] = args.poses
-    if args.allow_partial:
-        overrides["poses.allow_partial"] = True
-    if args.strict:
-        overrides["data.strict"] = True
-    if args.spare_split is not None:
-        overrides["data.spare_split"] = args.spare_split
-    overrides["device"] = args.device
-    if args.view:
-        overrides["live_every"] = args.view_every
+    overrides.update(flag_settings(args))
     cfg = load_config(args.config, overrides)
     viewers = []
 
