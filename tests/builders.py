@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from recon.io import import_scene
-from recon.scene.camera import compose_projection, opengl_from_world_to_camera, transform_world_to_camera
+from recon.scene.camera import (
+    compose_projection,
+    opengl_from_world_to_camera,
+    quaternion_from_rotation,
+    transform_world_to_camera,
+)
 from recon.scene.graph import SceneGraph
 
 
@@ -58,13 +63,6 @@ def build_transforms(synthetic: Path, root: Path, per_frame: bool = False, angle
     return root
 
 
-def _quaternion(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    x, y, z, w = Rotation.from_matrix(R).as_quat()
-    return np.array([w, x, y, z])
-
-
 def build_colmap(synthetic: Path, root: Path, binary: bool = False, points: int = 50) -> Path:
     """COLMAP text model in sparse/0 (PINHOLE), optionally converted to binary by pycolmap."""
     model = root / "sparse" / "0"
@@ -75,7 +73,7 @@ def build_colmap(synthetic: Path, root: Path, binary: bool = False, points: int 
     (model / "cameras.txt").write_text(f"1 PINHOLE {w} {h} {K[0, 0]} {K[1, 1]} {K[0, 2]} {K[1, 2]}\n")
     lines = []
     for i, (_, w2c, _, _) in enumerate(cams):
-        q, t = _quaternion(w2c[:3, :3]), w2c[:3, 3]
+        q, t = quaternion_from_rotation(w2c[:3, :3]), w2c[:3, 3]
         lines += [f"{i + 1} {q[0]} {q[1]} {q[2]} {q[3]} {t[0]} {t[1]} {t[2]} 1 {i:06d}.png", ""]
     (model / "images.txt").write_text("\n".join(lines) + "\n")
     rng = np.random.default_rng(0)

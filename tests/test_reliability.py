@@ -19,7 +19,7 @@ from clitools import expect_error, run
 from PIL import Image
 
 from recon.io import images as image_io
-from recon.scene.camera import intrinsics_matrix, look_at, opengl_from_world_to_camera
+from recon.scene.camera import intrinsics_matrix, look_at, opengl_from_world_to_camera, quaternion_from_rotation
 from recon.scene.store import LOCK_FILE, SceneStore
 
 # Four flat blocks of distinct colours (8x8 each): every mode stores them without dithering or blur inside a block.
@@ -277,13 +277,6 @@ def test_a_pending_point_cloud_never_takes_another_nodes_file(tmp_path):
 # --- COLMAP models are checked before pycolmap reads them ------------------------------------------------------
 
 
-def _quaternion(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    x, y, z, w = Rotation.from_matrix(R).as_quat()
-    return np.array([w, x, y, z])
-
-
 def tiny_colmap(root: Path, binary: bool = False, count: int = 4, width: int = 24, height: int = 18) -> Path:
     """A COLMAP text model in sparse/0 (one PINHOLE camera, ``count`` ring images, 3 points seen by the first two
     images), converted to binary by pycolmap (with its rigs and frames) when ``binary``; photos in images/."""
@@ -296,7 +289,7 @@ def tiny_colmap(root: Path, binary: bool = False, count: int = 4, width: int = 2
     lines = []
     for i, (_, w2c) in enumerate(cameras):
         Image.fromarray(photo(i, width, height)).save(root / "images" / f"{i:03d}.png")
-        q, t = _quaternion(w2c[:3, :3]), w2c[:3, 3]
+        q, t = quaternion_from_rotation(w2c[:3, :3]), w2c[:3, 3]
         observed = " ".join(f"{5.0 + k} {6.0 + k} {k + 1}" for k in range(3)) if i < 2 else ""
         lines += [f"{i + 1} {' '.join(map(repr, q.tolist() + t.tolist()))} 1 {i:03d}.png", observed]
     (model / "images.txt").write_text("\n".join(lines) + "\n")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from recon.errors import InputError
 from recon.io import images as image_io
@@ -21,7 +22,8 @@ from recon.io import ply
 from recon.live import splat_source
 from recon.render.reference import quat_to_rotmat
 from recon.render.sh import Y0
-from recon.scene.camera import camera_center, invert_rigid, transform_points
+from recon.render.splats import load_ply
+from recon.scene.camera import camera_center, invert_rigid, quaternion_from_rotation, scene_up, transform_points
 from recon.scene.graph import DepthMaps, Gaussians, Mesh, PointCloud, SceneGraph, View
 from recon.scene.names import ASSETS_DIR, GAUSSIANS_PRIOR
 from recon.scene.store import LOCK_FILE, SceneStore, holder_alive
@@ -101,7 +103,7 @@ class CameraLayer:
         return invert_rigid(self.world_to_camera)
 
     def wxyz(self) -> np.ndarray:
-        return rotation_to_wxyz(self.camera_to_world[:3, :3])
+        return quaternion_from_rotation(self.camera_to_world[:3, :3])
 
     def thumbnail(self) -> np.ndarray | None:
         if not self.image:
@@ -111,27 +113,15 @@ class CameraLayer:
         return image_io.to_uint8(image_io.downsample(pixels, factor))
 
 
-def rotation_to_wxyz(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) of a rotation matrix [3, 3]."""
-    from scipy.spatial.transform import Rotation
-
-    x, y, z, w = Rotation.from_matrix(R).as_quat()
-    return np.array([w, x, y, z])
-
-
 def splats_from_ply(path: Path, label: str) -> SplatLayer:
-    """Covariances, colours (degree-0 SH) and opacities of the splats in a 3DGS PLY."""
-    import torch
-
-    v, _ = ply.read_ply(path)
-    quats = torch.from_numpy(np.stack([v[f"rot_{i}"] for i in range(4)], 1).astype(np.float32))
-    R = quat_to_rotmat(quats).numpy()
-    scales = np.exp(np.stack([v[f"scale_{i}"] for i in range(3)], 1).astype(np.float32))
-    M = R * scales[:, None, :]
-    rgb = np.stack([v[f"f_dc_{c}"] for c in range(3)], 1) * Y0 + 0.5
-    opacity = 1 / (1 + np.exp(-np.asarray(v["opacity"], dtype=np.float32)))
+    """Covariances, colours (degree-0 SH) and opacities of the splats in a 3DGS PLY (read by load_ply)."""
+    splats = {k: v.numpy() for k, v in load_ply(path).items()}
+    R = quat_to_rotmat(torch.from_numpy(splats["quats"])).numpy()
+    M = R * np.exp(splats["scales"])[:, None, :]
+    rgb = splats["sh0"][:, 0, :] * Y0 + 0.5
+    opacity = 1 / (1 + np.exp(-splats["opacities"]))
     return SplatLayer(
-        centers=np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32),
+        centers=splats["means"].astype(np.float32),
         covariances=(M @ M.transpose(0, 2, 1)).astype(np.float32),
         rgbs=np.clip(rgb, 0, 1).astype(np.float32),
         opacities=opacity[:, None].astype(np.float32),
@@ -203,8 +193,7 @@ def scene_frame(cameras: list[CameraLayer]) -> tuple[np.ndarray, np.ndarray, flo
     if not cameras:
         return np.zeros(3), np.array([0.0, 0.0, 1.0]), 1.0
     centres = np.stack([camera_center(c.world_to_camera) for c in cameras])
-    up = -np.stack([c.camera_to_world[:3, 1] for c in cameras]).mean(0)
-    up = up / max(np.linalg.norm(up), 1e-9)
+    up = scene_up([c.world_to_camera for c in cameras])
     centre = centres.mean(0)
     radius = float(np.linalg.norm(centres - centre, axis=1).max()) or 1.0
     return centre, up, radius

@@ -25,6 +25,7 @@ from recon.scene.camera import (
     check_intrinsics,
     check_pose,
     intrinsics_matrix,
+    quaternion_from_rotation,
     transform_points,
     transform_world_to_camera,
 )
@@ -142,7 +143,7 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
         K = cam.K.tolist()
         cam_lines.append(f"{i} PINHOLE {cam.width} {cam.height} {K[0][0]!r} {K[1][1]!r} {K[0][2]!r} {K[1][2]!r}")
         w2c = transform_world_to_camera(cam.world_to_camera, graph.to_dataset)
-        q = _quaternion(w2c[:3, :3]).tolist()
+        q = quaternion_from_rotation(w2c[:3, :3]).tolist()
         t = w2c[:3, 3].tolist()
         name = Path(view.image).name
         img_lines.append(f"{i} {q[0]!r} {q[1]!r} {q[2]!r} {q[3]!r} {t[0]!r} {t[1]!r} {t[2]!r} {i} {name}")
@@ -161,15 +162,6 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
         text = "\n".join(lines) + "\n"
         atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text))
     return out_dir
-
-
-def _quaternion(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) with w >= 0 of a rotation matrix."""
-    from scipy.spatial.transform import Rotation
-
-    x, y, z, w = Rotation.from_matrix(R).as_quat()
-    q = np.array([w, x, y, z])
-    return -q if q[0] < 0 else q
 
 
 LAYOUT = Layout(

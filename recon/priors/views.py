@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from recon.scene.camera import camera_center
+from recon.scene.camera import camera_center, scene_up
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def path_cameras(world_to_cameras: np.ndarray, center: np.ndarray, count: int,
         return np.zeros((0, 4, 4)), np.zeros(0)
     centers = np.stack([camera_center(T) for T in w2c])
     offsets = centers - center
-    up = -_unit(w2c[:, 1, :3].mean(0))  # image y points down; its mean, negated, is the scene's up
+    up = scene_up(w2c)
     e1 = _unit(np.cross(up, np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])))
     e2 = np.cross(up, e1)
     azimuth = np.arctan2(offsets @ e2, offsets @ e1)

@@ -55,6 +55,23 @@ def opengl_from_world_to_camera(world_to_camera: np.ndarray) -> np.ndarray:
     return invert_rigid(_as_4x4(world_to_camera)) @ OPENGL_TO_OPENCV
 
 
+def scene_up(world_to_cameras: ArrayLike) -> np.ndarray:
+    """The scene's up direction [3], unit: the mean image-up axis (OpenCV's -y) of the cameras [N, 4, 4], in the
+    world. Photos are taken upright, so their mean up is the scene's."""
+    w2c = np.asarray(world_to_cameras, dtype=np.float64)
+    up = -w2c[:, 1, :3].mean(0)
+    return up / max(float(np.linalg.norm(up)), 1e-12)
+
+
+def quaternion_from_rotation(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) with w >= 0 of a rotation matrix [3, 3] (COLMAP's and viser's order)."""
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()
+    q = np.array([w, x, y, z])
+    return -q if q[0] < 0 else q
+
+
 def invert_rigid(T: np.ndarray) -> np.ndarray:
     """Invert a 4x4 rigid transform exactly (R.T, -R.T t) rather than by LU."""
     R = T[:3, :3]

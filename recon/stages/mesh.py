@@ -36,7 +36,7 @@ from recon.io import ply
 from recon.metrics import geometry
 from recon.render import render
 from recon.render.splats import load_ply, sh_degree_of
-from recon.scene.camera import camera_center, look_at, transform_points
+from recon.scene.camera import camera_center, look_at, scene_up, transform_points
 from recon.scene.frames import scene_bounds
 from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
 from recon.scene.names import MESH_FILE, MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH, metrics_id
@@ -109,8 +109,7 @@ def depth_cameras(graph: SceneGraph, train: list[View], center: np.ndarray, extr
         K[:2] /= factor
         out.append((K, cam.world_to_camera, cam.width // factor, cam.height // factor))
     distance = float(np.mean([np.linalg.norm(camera_center(c.world_to_camera) - center) for c in cams]))
-    up = -np.mean([c.world_to_camera[1, :3] for c in cams], axis=0)  # image-up of the training cameras, in the world
-    up = up / max(np.linalg.norm(up), 1e-12)
+    up = scene_up([c.world_to_camera for c in cams])
     K = ref.K.copy()
     K[:2] /= factor
     # Extra cameras between the training cameras' lowest and highest elevation (about ``up``): the band
