@@ -493,12 +493,7 @@ def _apply_preset(cfg: RunConfig, preset: str, seen: tuple[str, ...]) -> None:
     path = preset_path(preset)
     if str(path) in seen:
         raise InputError(f"{path}: presets name each other as base in a loop")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a preset must be a mapping of sections")
+    data = _read_preset(path)
     base = data.pop("base", None)
     if base is not None:
         _apply_preset(cfg, str(base), seen + (str(path),))
@@ -508,7 +503,7 @@ def _apply_preset(cfg: RunConfig, preset: str, seen: tuple[str, ...]) -> None:
 def preset_settings(preset: str) -> dict[str, Any]:
     """The settings a preset file sets itself (not its base's), as dotted keys: to lay one preset over another,
     ``load_config("dtu", preset_settings("tiny"))``."""
-    data = yaml.safe_load(preset_path(preset).read_text()) or {}
+    data = _read_preset(preset_path(preset))
     data.pop("base", None)
 
     def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -518,6 +513,17 @@ def preset_settings(preset: str) -> dict[str, Any]:
         return out
 
     return flat(data)
+
+
+def _read_preset(path: Path) -> dict[str, Any]:
+    """The mapping a preset file holds (``base`` and its sections); one line if it is not one."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a preset must be a mapping of sections")
+    return data
 
 
 def preset_path(preset: str) -> Path:
