@@ -108,8 +108,8 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
                 on = getattr(module, "enabled", lambda _: True)(cfg)
                 # The settings of a stage that is off do not matter; what a stage computes on a device differs
                 # between the CPU and CUDA.
-                on_device = device.type if getattr(module, "ON_DEVICE", False) else None
-                config_digest = digest(section, cfg.seed, *([on_device] if on_device else [])) if on else "off"
+                on_device = (device.type,) if getattr(module, "ON_DEVICE", False) else ()
+                config_digest = digest(section, cfg.seed, *on_device) if on else "off"
                 key = hashlib.sha256(f"{key}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
                 record = graph.stages.get(module.NAME)
                 if record is not None and record.key == key:

@@ -21,9 +21,11 @@ colour of the pixel they came from.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,7 +58,11 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     train = graph.views("train")
     rng = np.random.default_rng(cfg.seed)
     center, radius = scene_bounds(graph, train)
-    views = [_ViewData(graph, v) for v in train]
+
+    @functools.cache
+    def views() -> list[_ViewData]:  # the photos at full size, read only by the sources and colours that need them
+        return [_ViewData(graph, v) for v in train]
+
     made_from = [v.id for v in train]
     values: dict = {}
     points = colors = None
@@ -68,8 +74,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             if len(found.points) >= cfg.init.mvs_min_points:
                 points, colors = found.points, found.colors
                 if cfg.init.mvs_random > 0:
-                    extra = random_in_frusta(views, center, radius, int(cfg.init.mvs_random * len(points)), rng)
-                    colors = np.concatenate([colors, sample_colors(views, extra)])
+                    extra = random_in_frusta(views(), center, radius, int(cfg.init.mvs_random * len(points)), rng)
+                    colors = np.concatenate([colors, sample_colors(views(), extra)])
                     points = np.concatenate([points, extra])
                 made_from = [POINTS_MVS]
             else:
@@ -79,17 +85,17 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             points, colors = ply.read_points(graph.resolve(graph.nodes[POINTS_SFM].path))
             made_from = [POINTS_SFM]
         elif source == "hull":
-            points = carve_hull(views, center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
+            points = carve_hull(views(), center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
             if points is None or len(points) == 0:
                 points, why = None, "the masks' visual hull is empty"
         else:
-            points = random_in_frusta(views, center, radius, cfg.init.points, rng)
+            points = random_in_frusta(views(), center, radius, cfg.init.points, rng)
         if points is not None:
             break
         warnings.warn(f"{graph.name}: init: {why}; trying the next source", stacklevel=2)
     assert points is not None  # random always finds points
     if colors is None:
-        colors = sample_colors(views, points)
+        colors = sample_colors(views(), points)
     graph.replace(PointCloud(id=POINTS_INIT, path=None, count=len(points), kind="init", points=points, colors=colors,
                              provenance=Provenance(NAME, made_from=made_from)))
     graph.replace(Metrics(id=metrics_id(NAME), values={"source": source, "points": int(len(points)), **values},
@@ -99,7 +105,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
 
 def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str]:
     """The sources to try in turn: from the requested one (the first that applies for ``auto``) onwards."""
-    sizes = {(graph.camera_of(v).width, graph.camera_of(v).height) for v in train}
+    sizes = {(cam.width, cam.height) for cam in map(graph.camera_of, train)}
     applies = {
         "mvs": len(train) >= 2 and len(sizes) == 1,
         "sfm": POINTS_SFM in graph.nodes and bool(graph.nodes[POINTS_SFM].path),
@@ -107,21 +113,22 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
         "random": True,
     }
     start = 0 if requested == "auto" else SOURCES.index(requested)
-    chain = [s for s in SOURCES[start:] if applies[s] or s == requested]
+    chain = [s for s in SOURCES[start:] if applies[s]]  # never empty: random always applies
     if requested != "auto" and not applies[requested]:
         reasons = {"mvs": "it needs two training views of one size", "sfm": "the scene has no SfM points",
                    "hull": "not every training view has a mask it may train with"}
         warnings.warn(f"{graph.name}: init.source={requested} does not apply ({reasons[requested]}); "
-                      f"using {chain[1] if len(chain) > 1 else 'random'}", stacklevel=3)
-        chain = chain[1:]
+                      f"using {chain[0]}", stacklevel=3)
     return chain
 
 
+@dataclass
 class StereoResult:
     """Fused stereo points [N, 3], their colours [N, 3], and what was measured."""
 
-    def __init__(self, points: np.ndarray, colors: np.ndarray, metrics: dict):
-        self.points, self.colors, self.metrics = points, colors, metrics
+    points: np.ndarray
+    colors: np.ndarray
+    metrics: dict
 
 
 def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndarray, radius: float,

@@ -97,10 +97,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     factor = downsample_factor(cam0.width, oc, on_gpu)
     if not on_gpu:  # the CPU's short run keeps the schedule's proportions: densification and regularisers run
         oc = oc.scaled_to(min(oc.steps, oc.cpu_steps))
-    steps = oc.steps
-    if not on_gpu:
         warnings.warn(f"optimize: no CUDA device; training on the reference rasterizer at "
-                      f"{cam0.width // factor}x{cam0.height // factor} for {steps} steps from at most "
+                      f"{cam0.width // factor}x{cam0.height // factor} for {oc.steps} steps from at most "
                       f"{oc.cpu_points} splats (a smoke test of the pipeline, not a reconstruction)", stacklevel=2)
     torch.manual_seed(cfg.seed)
     if on_gpu:
@@ -117,7 +115,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed,
                       checkpoint=graph.resolve("assets/optimize/checkpoint.pt"), refine_poses=refine)
     if cfg.live_every > 0:
-        trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, steps)
+        trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, oc.steps)
         trainer.live_every = cfg.live_every
     start = time.perf_counter()
     try:
@@ -141,7 +139,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     if refine:
         metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
     metrics.update(
-        gaussians=int(len(splats["means"])), steps=steps, backend=trainer.backend,
+        gaussians=int(len(splats["means"])), steps=oc.steps, backend=trainer.backend,
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
     )

@@ -50,7 +50,8 @@ def hold_out_split(indices: list[int], hold_every: int, count: int | None) -> tu
     RegNeRF's and FSGS's loaders (half to even); all of the rest without ``count``.
     """
     test = indices[::hold_every]
-    rest = [i for i in indices if i not in set(test)]
+    held = set(test)
+    rest = [i for i in indices if i not in held]
     if count is None:
         return rest, test
     if count > len(rest):
