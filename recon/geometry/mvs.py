@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.render import pixel_rays, rigid_inverse
+from recon.render import depth_to_points, pixel_rays, rigid_inverse
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,6 @@ class DepthMaps:
 
     depth: Tensor
     confidence: Tensor
-    score: Tensor  # [V, H, W] the winning NCC score of every pixel, before any check
 
 
 def grey(images: Tensor) -> Tensor:
@@ -211,12 +210,12 @@ def plane_count(origin: Tensor, direction: Tensor, near: Tensor, far: Tensor, vi
 def consistency(depth: Tensor, viewmats: Tensor, Ks: Tensor, settings: StereoSettings = StereoSettings()) -> Tensor:
     """Per pixel, how many other views agree with its depth: [V, H, W] counts (see the module's docstring)."""
     V, H, W = depth.shape
-    origins, dirs = pixel_rays(viewmats, Ks, W, H)
+    world = depth_to_points(depth[..., None], viewmats, Ks)  # [V, H, W, 3]
     pix = torch.stack(torch.meshgrid(torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5,
                                      torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5, indexing="xy"), -1)
     counts = torch.zeros(V, H, W, device=depth.device, dtype=torch.long)
     for r in range(V):
-        points = origins[r] + depth[r][..., None] * dirs[r]  # [H, W, 3]
+        points = world[r]
         for j in range(V):
             if j == r:
                 continue
@@ -253,16 +252,10 @@ def estimate_depth(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, f
     confidence = (((score - settings.min_score) / (1 - settings.min_score)).clamp(0, 1)
                   * (counts.float() / others).clamp(max=1))
     return DepthMaps(depth=torch.where(keep, depth, torch.zeros_like(depth)),
-                     confidence=torch.where(keep, confidence, torch.zeros_like(confidence)), score=score)
+                     confidence=torch.where(keep, confidence, torch.zeros_like(confidence)))
 
 
 def fuse(maps: DepthMaps, images: Tensor, viewmats: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(points [N, 3], colours [N, 3], confidence [N]) of every kept pixel of every view."""
-    V, H, W = maps.depth.shape
-    points = []
-    origins, dirs = pixel_rays(viewmats, Ks, W, H)
-    for r in range(V):
-        keep = maps.depth[r] > 0
-        points.append((origins[r] + maps.depth[r][..., None] * dirs[r])[keep])
-    keep_all = maps.depth > 0
-    return torch.cat(points), images[keep_all], maps.confidence[keep_all]
+    keep = maps.depth > 0
+    return depth_to_points(maps.depth[..., None], viewmats, Ks)[keep], images[keep], maps.confidence[keep]
