@@ -87,6 +87,7 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
     from recon import progress
     from recon.config import load_config
     from recon.pipeline import run_scene
+    from recon.scene.names import metrics_id
 
     torch.set_num_threads(1)
     progress.set_enabled(False)
@@ -96,14 +97,14 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
         start = time.perf_counter()
         result = run_scene(Path(scene), cfg, Path(out_root), name=name, until="optimize")
         graph = result.graph
-        m = graph.nodes["metrics/optimize"].values
+        m = graph.nodes[metrics_id("optimize")].values
         row.update({k: m.get(k) for k in METRICS})
         row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
                    resolution=m.get("resolution"), seconds=time.perf_counter() - start,
                    stages={k: rec.seconds for k, rec in graph.stages.items()},
-                   init=graph.nodes["metrics/init"].values.get("source"),
-                   train_views=graph.nodes["metrics/views"].values["train_indices"],
-                   test_views=len(graph.nodes["metrics/views"].values["test_indices"]))
+                   init=graph.nodes[metrics_id("init")].values.get("source"),
+                   train_views=graph.nodes[metrics_id("views")].values["train_indices"],
+                   test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]))
         if images:
             row["image"] = write_strip(graph, Path(images) / f"{name}.png")
     except Exception as exc:  # a failed run is a result too
@@ -113,15 +114,13 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
 
 def write_strip(graph, path: Path) -> str | None:
     """Photo | render | 4x absolute error of the first held-out view with a render; the file name."""
+    from recon.eval.runner import photo_and_render
     from recon.io import images as image_io
 
     for view in graph.views("test"):
-        render_path = graph.resolve(f"assets/renders/{view.name}.png")
-        if view.image and render_path.is_file():
-            render = image_io.read_image(render_path)
-            photo = image_io.read_image(graph.resolve(view.image))
-            photo = image_io.downsample(photo, max(1, photo.shape[1] // render.shape[1]))
-            photo = photo[: render.shape[0], : render.shape[1]]
+        pair = photo_and_render(graph, view)
+        if pair is not None:
+            photo, render = pair
             error = np.clip(4 * np.abs(render - photo), 0, 1)
             strip = np.concatenate([photo, render, error], 1)
             path.parent.mkdir(parents=True, exist_ok=True)

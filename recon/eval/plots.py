@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.eval.tables import CONVENTION_KEYS
 from recon.files import atomic_write
 
 GRID_ROWS = 6
@@ -49,7 +50,7 @@ def metric_per_scene(path: Path, results: list[dict], published: list[dict]) -> 
     for i, row in enumerate(published):
         value = row["values"].get(key)
         if value is not None:
-            other = key == "psnr_masked" and row.get("convention") == "black_background"
+            other = key in CONVENTION_KEYS.get(row.get("convention"), {})  # measured another way than recon's
             ax.axhline(value, ls="--", lw=0.8, color=plt.cm.tab10(i % 10),
                        label=f"{row['name']} {value:.2f}" + (" (background black, whole image)" if other else ""))
     ax.set_ylabel({"psnr_masked": "PSNR-M (dB)", "psnr": "PSNR (dB)"}[key])

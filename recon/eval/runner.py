@@ -137,17 +137,28 @@ def _grid_files(graph, name: str) -> dict[str, bytes]:
     files = {}
     render_dir = PRIOR_RENDERS_DIR if GAUSSIANS_PRIOR in graph.nodes else RENDERS_DIR
     for view in [v for v in graph.views("test") if v.image][:GRID_VIEWS]:
-        render_path = graph.resolve(f"{render_dir}/{view.name}.png")
-        if not render_path.is_file():
+        pair = photo_and_render(graph, view, render_dir)
+        if pair is None:
             continue
-        render = image_io.read_image(render_path)
-        truth = image_io.read_image(graph.resolve(view.image))
-        truth = image_io.downsample(truth, max(1, truth.shape[1] // render.shape[1]))
-        truth = truth[: render.shape[0], : render.shape[1]]
+        truth, render = pair
         factor = max(1, -(-render.shape[1] // GRID_WIDTH))
         files[f"scenes/{name}/grid/{view.name}_truth.png"] = _png(image_io.downsample(truth, factor))
         files[f"scenes/{name}/grid/{view.name}_render.png"] = _png(image_io.downsample(render, factor))
     return files
+
+
+def photo_and_render(graph, view, render_dir: str = RENDERS_DIR) -> tuple[np.ndarray, np.ndarray] | None:
+    """(photo, render) [H, W, 3] of held-out ``view``, the photo down-sampled to the render's size; None without
+    a render or a photo."""
+    from recon.io import images as image_io
+
+    render_path = graph.resolve(f"{render_dir}/{view.name}.png")
+    if not view.image or not render_path.is_file():
+        return None
+    render = image_io.read_image(render_path)
+    photo = image_io.read_image(graph.resolve(view.image))
+    photo = image_io.downsample(photo, max(1, photo.shape[1] // render.shape[1]))
+    return photo[: render.shape[0], : render.shape[1]], render
 
 
 def _spare_submission(graph, name: str, device_name: str) -> dict[str, bytes]:
