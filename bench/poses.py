@@ -45,7 +45,10 @@ import numpy as np
 
 from recon import progress
 from recon.config import load_config
+from recon.io import images as image_io
+from recon.io.llff import opencv_world_to_camera
 from recon.pipeline import run_scene
+from recon.scene.camera import intrinsics_matrix
 
 sys.path.insert(0, str(Path(__file__).parent))
 from optimize import environment, parse_variant, record  # noqa: E402
@@ -172,7 +175,7 @@ def read_idr(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndarr
 def read_llff(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]:
     """Photos (the first ``images_N/``), masks (``masks_N/`` if any) and (K, world_to_camera) per photo."""
     image_dir = sorted(p for p in capture.glob("images_*") if p.is_dir())[0]
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    images = image_io.list_images(image_dir)
     mask_dir = capture / image_dir.name.replace("images", "masks")
     masks = sorted(mask_dir.iterdir()) if mask_dir.is_dir() else []
     rows = np.load(capture / "poses_bounds.npy")[:, :15].reshape(-1, 3, 5)
@@ -184,10 +187,7 @@ def read_llff(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndar
         with Image.open(image) as im:
             width, height = im.size
         f = focal * width / full_width
-        K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
-        c2w = np.eye(4)
-        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = m[:, 1], m[:, 0], -m[:, 2], m[:, 3]
-        cameras.append((K, np.linalg.inv(c2w)))
+        cameras.append((intrinsics_matrix(f, f, width / 2, height / 2), opencv_world_to_camera(m[:, :4])))
     return images, masks, cameras
 
 

@@ -93,10 +93,10 @@ def compare(estimated: list[np.ndarray], known: list[np.ndarray]) -> tuple[dict,
     s, R, t = align(estimated, known)
     extent = float(np.linalg.norm(ck - ck.mean(axis=0), axis=1).max()) or 1.0
     rot, trans = [], []
-    for me, mk, c in zip(estimated, known, ce):
+    for me, mk, c, c_known in zip(estimated, known, ce, ck):
         # Orientation of the aligned camera: its camera-to-world rotation composed with R.
         rot.append(rotation_angle((R @ me[:3, :3].T) @ mk[:3, :3]))
-        trans.append(float(np.linalg.norm(s * R @ c + t - camera_center(mk))))
+        trans.append(float(np.linalg.norm(s * R @ c + t - c_known)))
     values = {
         "cameras": len(estimated),
         "rotation_error_deg": {"mean": float(np.mean(rot)), "median": float(np.median(rot)), "max": float(np.max(rot))},

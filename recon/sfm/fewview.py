@@ -52,7 +52,7 @@ import numpy as np
 
 from recon.io import images as image_io
 from recon.metrics.poses import rotation_angle
-from recon.scene.camera import camera_center
+from recon.scene.camera import axes_normal_equations, camera_center, intrinsics_matrix
 from recon.sfm.matching import Correspondences
 from recon.sfm.model import Model
 
@@ -344,7 +344,7 @@ class FewViewReconstruction:
     def _K(self, i: int, focal: list[float]) -> np.ndarray:
         prior = self.corr.cameras[self.corr.photo_cameras[i]]
         f = focal[self.corr.photo_cameras[i]]
-        return np.array([[f, 0.0, prior.width / 2], [0.0, f, prior.height / 2], [0.0, 0.0, 1.0]])
+        return intrinsics_matrix(f, f, prior.width / 2, prior.height / 2)
 
     def _normalised(self, i: int, keypoints: np.ndarray, focal: list[float]) -> np.ndarray:
         """[N, 2] normalised image coordinates of photo ``i``'s keypoints (by index)."""
@@ -597,12 +597,7 @@ def sampson_error(F: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
 def _intersect(rays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray | None:
     """The pose where two or more neighbours' directions meet (least squares), or None if they are parallel or meet
     behind."""
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for _, c, d in rays:
-        M = np.eye(3) - np.outer(d, d)
-        A += M
-        b += M @ c
+    A, b = axes_normal_equations([c for _, c, _ in rays], [d for _, _, d in rays])
     if np.linalg.cond(A) > 1e6:
         return None
     center = np.linalg.solve(A, b)

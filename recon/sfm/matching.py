@@ -120,7 +120,7 @@ def camera_priors(paths: list[Path]) -> tuple[list[CameraPrior], list[int]]:
     keys: dict[tuple, int] = {}
     photo_cameras = []
     for path in paths:
-        width, height = image_io.probe_image(path)
+        width, height = image_io.header_size(path)  # the pixels were checked when the scene was imported
         exif = exif_io.read_camera(path, width, height)
         key = (width, height, exif.model, None if exif.focal_px is None else round(exif.focal_px, 1))
         if key not in keys:
@@ -165,10 +165,11 @@ def match(photos: list[Photo], cameras: list[CameraPrior], options: FeatureOptio
     extraction.sift.estimate_affine_shape = options.affine
     extraction.sift.domain_size_pooling = options.affine
     for index, camera_id in enumerate(camera_ids):
-        group = [n for n, p in zip(names, photos) if p.camera == index]
+        members = [(n, p) for n, p in zip(names, photos) if p.camera == index]
+        group = [n for n, _ in members]
         reader = pycolmap.ImageReaderOptions()
         reader.existing_camera_id = camera_id
-        if any(photos[names.index(n)].mask is not None for n in group):
+        if any(p.mask is not None for _, p in members):
             reader.mask_path = str(mask_dir)
         pycolmap.extract_features(database, image_dir, image_names=group, camera_mode=pycolmap.CameraMode.SINGLE,
                                   reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)

@@ -41,8 +41,11 @@ def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: Featu
                 work: Path) -> Result:
     """Cameras of ``photos`` (see :class:`recon.sfm.matching.Photo`) by ``mapper``, working in the empty folder
     ``work``."""
+    import pycolmap
+
     if mapper not in MAPPERS:
         raise ValueError(f"unknown mapper {mapper!r}")
+    pycolmap.logging.minloglevel = 3  # COLMAP says nothing; failures become the caller's one-line messages
     corr = match(photos, cameras, features, work / "match")
     own_reasons: dict[int, str] = {}
     if mapper == "fewview":

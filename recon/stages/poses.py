@@ -86,7 +86,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         return graph
     _check_estimable(graph, train, pc)
     start = time.perf_counter()
-    sizes = {v.id: image_io.probe_image(graph.resolve(v.image)) for v in train}
+    sizes = {v.id: image_io.header_size(graph.resolve(v.image)) for v in train}  # pixels checked at import
     sfm = estimate(graph, train, pc)
     seconds = time.perf_counter() - start
     if "refused" in sfm.details:
@@ -182,9 +182,6 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
 
     Nothing of COLMAP's leaks out but the result; its errors become one line.
     """
-    import pycolmap
-
-    pycolmap.logging.minloglevel = 3  # COLMAP says nothing; failures become our own one-line messages
     full_size = graph.meta.get(FULL_SIZE, {})
     factor = int(graph.meta.get("downscale", 1))
     paths, masks, scales = [], [], []
