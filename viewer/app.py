@@ -27,7 +27,7 @@ import numpy as np
 
 from recon.errors import InputError, ReconError
 from recon.live import LIVE_DIR, STATUS
-from recon.scene.graph import SceneGraph
+from recon.scene.graph import Camera, SceneGraph
 from recon.scene.store import SCENE_FILE
 from viewer.scene import (
     ROLE_COLOURS,
@@ -326,7 +326,7 @@ def render_view(graph: SceneGraph, cam: CameraLayer, device: str = "auto") -> tu
     dev = resolve_device(device)
     splats, kind = load_scene_splats(graph, dev)
     scale = 1.0 if dev.type == "cuda" else 1.0 / max(1, -(-cam.width // CPU_RENDER_WIDTH))
-    image = render_camera(splats, kind, graph.nodes[cam.node], scale)
+    image = render_camera(splats, kind, graph.node(cam.node, Camera), scale)
     return to_uint8(image), resolve_backend("auto", dev)
 
 

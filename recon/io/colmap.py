@@ -150,7 +150,7 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
         img_lines.append("")
     pt_lines = ["# 3D point list with one line of data per point:",
                 "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    sfm = graph.nodes.get(POINTS_SFM)
+    sfm = graph.get(POINTS_SFM, PointCloud)
     if sfm is not None and sfm.path:
         pts, cols = ply.read_points(graph.resolve(sfm.path))
         pts = transform_points(pts, graph.to_dataset)

@@ -22,7 +22,7 @@ from recon.optim.trainer import Trainer
 from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import load_frames
-from recon.scene.graph import SceneGraph
+from recon.scene.graph import Metrics, PointCloud, SceneGraph
 from recon.scene.names import POINTS_INIT, RENDERS_DIR, metrics_id
 
 
@@ -77,10 +77,10 @@ def downsample_factor(width: int, oc: OptimizeConfig, on_gpu: bool) -> int:
 
 def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, seed: int) -> dict[str, Tensor]:
     """Splats at the init stage's points; on the CPU a random subset of at most ``oc.cpu_points`` of them."""
-    init = graph.nodes.get(POINTS_INIT)
+    init = graph.get(POINTS_INIT, PointCloud)
     if init is None:
         raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
-    points, colors = ply.read_points(graph.resolve(init.path))
+    points, colors = ply.read_points(graph.file_of(init))
     if device.type != "cuda" and len(points) > oc.cpu_points:
         keep = np.random.default_rng(seed).choice(len(points), oc.cpu_points, replace=False)
         points, colors = points[keep], colors[keep]
@@ -88,7 +88,7 @@ def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, 
 
 
 def poses_estimated(graph: SceneGraph) -> bool:
-    node = graph.nodes.get(metrics_id("poses"))
+    node = graph.get(metrics_id("poses"), Metrics)
     return node is not None and node.values.get("source") == "estimated"
 
 

@@ -63,7 +63,7 @@ def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_imag
     images, masks = [], []
     if with_images and all(v.image for v in views):
         for v, size in zip(views, sizes):
-            image = _resized(image_io.read_image(graph.resolve(v.image)), size, (width, height))
+            image = _resized(image_io.read_image(graph.image_of(v)), size, (width, height))
             images.append(image_io.downsample(image, factor))
             mask = graph.training_mask(v) if training else v.mask
             if mask:

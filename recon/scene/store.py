@@ -20,7 +20,7 @@ from recon.errors import InputError, output_error
 from recon.files import atomic_write, discard, make_folder, write_json
 from recon.io import images as image_io
 from recon.io import ply
-from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
+from recon.scene.graph import PointCloud, SceneGraph, View
 from recon.scene.names import ASSETS_DIR
 
 SCENE_FILE = "scene.json"
@@ -77,8 +77,6 @@ class SceneStore:
                 pts, cols = node.points, node.colors
                 atomic_write(self.asset(rel), lambda tmp, p=pts, c=cols: ply.write_points(tmp, p, c))
                 node.path = rel
-            elif isinstance(node, Mesh) and node.path is None:
-                raise ValueError(f"mesh node {node.id} has no file")
 
     # --- locking ----------------------------------------------------------------
     @contextmanager

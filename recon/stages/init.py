@@ -82,7 +82,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
         elif source == "sfm":
-            points, colors = ply.read_points(graph.resolve(graph.nodes[POINTS_SFM].path))
+            points, colors = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))
             made_from = [POINTS_SFM]
         elif source == "hull":
             points = carve_hull(views(), center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
@@ -108,7 +108,7 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
     sizes = {(cam.width, cam.height) for cam in map(graph.camera_of, train)}
     applies = {
         "mvs": len(train) >= 2 and len(sizes) == 1,
-        "sfm": POINTS_SFM in graph.nodes and bool(graph.nodes[POINTS_SFM].path),
+        "sfm": POINTS_SFM in graph.nodes and bool(graph.node(POINTS_SFM, PointCloud).path),
         "hull": bool(train) and all(graph.training_mask(v) for v in train),
         "random": True,
     }
@@ -173,7 +173,7 @@ def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
                 radius: float) -> tuple[list[float], list[float]]:
     """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
     percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind it."""
-    sfm = graph.nodes.get(POINTS_SFM)
+    sfm = graph.get(POINTS_SFM, PointCloud)
     sfm_points = ply.read_points(graph.resolve(sfm.path))[0] if sfm is not None and sfm.path else None
     near, far = [], []
     for view in train:
@@ -199,7 +199,7 @@ class _ViewData:
     def __init__(self, graph: SceneGraph, view: View):
         cam = graph.camera_of(view)
         self.K, self.w2c, self.width, self.height = cam.K, cam.world_to_camera, cam.width, cam.height
-        self.image = image_io.read_image(graph.resolve(view.image))
+        self.image = image_io.read_image(graph.image_of(view))
         mask = graph.training_mask(view)
         self.mask = image_io.read_mask(graph.resolve(mask)) if mask else None
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ def _size(graph: SceneGraph, view: View) -> tuple[int, int]:
     if view.camera is not None:
         cam = graph.camera_of(view)
         return cam.width, cam.height
-    width, height = image_io.header_size(graph.resolve(view.image))
+    width, height = image_io.header_size(graph.image_of(view))
     factor = graph.meta.get("downscale", 1)
     return width // factor, height // factor
 
@@ -104,9 +105,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     frames = load_frames(graph, train_views, factor, training=True)
-    if oc.depth_weight > 0 and isinstance(graph.nodes.get(DEPTH_MVS), DepthMaps):
-        frames.depths, frames.depth_confidence = stereo_depth(graph, graph.nodes[DEPTH_MVS], train_views,
-                                                              frames.width, frames.height)
+    depth = graph.nodes.get(DEPTH_MVS)
+    if oc.depth_weight > 0 and isinstance(depth, DepthMaps):
+        frames.depths, frames.depth_confidence = stereo_depth(graph, depth, train_views, frames.width, frames.height)
     frames = frames.to(device)
     center, radius = scene_bounds(graph, train_views)
     splats = initial_splats(graph, oc, device, cfg.seed)
@@ -176,11 +177,12 @@ def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: Traine
         graph.replace(Camera(id=f"refined/{view.name}", K=K, world_to_camera=vm, width=cam.width, height=cam.height,
                              sensor=cam.sensor, provenance=Provenance(NAME, made_from=[view.camera])))
         refined.append(vm)
-    values = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal))}
+    values: dict[str, Any] = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal))}
     given = graph.meta.get("poses_given", {}).get("cameras", {})
     known = [graph.nodes.get(given.get(v.id) or "") for v in train_views]
-    if len(train_views) >= 3 and all(isinstance(k, Camera) for k in known):
+    known_w2c = [k.world_to_camera for k in known if isinstance(k, Camera)]
+    if len(train_views) >= 3 and len(known_w2c) == len(train_views):
         before = [graph.camera_of(v).world_to_camera for v in train_views]
-        values["against_given_before"], _ = compare_poses(before, [k.world_to_camera for k in known])
-        values["against_given_after"], _ = compare_poses(refined, [k.world_to_camera for k in known])
+        values["against_given_before"], _ = compare_poses(before, known_w2c)
+        values["against_given_after"], _ = compare_poses(refined, known_w2c)
     return values

@@ -168,7 +168,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             *_, held_splats = leave_one_out(graph, ctx, _targets(frames), [held], held)
         result = check(ctx, held, held_splats, model)
         seconds["validate"] = time.perf_counter() - start
-    before = graph.nodes.get(metrics_id("optimize"))
+    before = graph.get(metrics_id("optimize"), Metrics)
     before_values = {k: v for k, v in (before.values if before is not None else {}).items()
                      if k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
     summary = dict(prior=model.name, before=before_values, validation=result,
@@ -222,7 +222,7 @@ def apply(graph: SceneGraph, ctx: PriorContext, splats: dict, model: RepairModel
     """Distil the repaired pseudo views into the scene's splats; write ``gaussians/prior``, its files, and the
     held-out views' metrics with their gain."""
     oc = ctx.cfg.optimize
-    final = graph.nodes[GAUSSIANS_FINAL]
+    final = graph.node(GAUSSIANS_FINAL, Gaussians)
     start = time.perf_counter()
     distilled = distill(ctx, splats, model)
     _write_pseudo(graph, distilled.renders, distilled.repaired)
