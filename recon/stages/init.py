@@ -144,13 +144,14 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
                                   sources=ic.mvs_sources,
                                   min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
     with torch.no_grad():
-        maps = mvs.estimate_depth(frames.images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
+        images = frames.training_images()
+        maps = mvs.estimate_depth(images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
                                   torch.tensor(far, device=device).float(), settings)
         if frames.masks is not None:  # an object capture: the stereo of the background is not wanted
             maps.depth[~frames.masks] = 0
             maps.confidence[~frames.masks] = 0
-        points, colors, _ = mvs.fuse(maps, frames.images, frames.viewmats, frames.Ks)
-    points, colors = points.double().cpu().numpy(), colors.double().cpu().numpy()
+        fused = mvs.fuse(maps, images, frames.viewmats, frames.Ks)
+    points, colors = (t.double().cpu().numpy() for t in fused[:2])
     if len(points) > ic.mvs_points:
         pick = rng.choice(len(points), ic.mvs_points, replace=False)
         points, colors = points[pick], colors[pick]
@@ -214,7 +215,8 @@ class _ViewData:
 def carve_hull(views: list[_ViewData], center: np.ndarray, radius: float, resolution: int, count: int,
                rng: np.random.Generator) -> np.ndarray | None:
     """Points [count, 3] on the surface of the masks' visual hull, or None without masks."""
-    if any(v.mask is None for v in views):
+    masks = [v.mask for v in views if v.mask is not None]
+    if len(masks) < len(views):
         return None
     half = 1.2 * radius
     axis = np.linspace(-half, half, resolution)
@@ -222,10 +224,10 @@ def carve_hull(views: list[_ViewData], center: np.ndarray, radius: float, resolu
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3) + center
     occupied = np.ones(len(grid), dtype=bool)
     seen = np.zeros(len(grid), dtype=np.int64)
-    for v in views:
+    for v, mask in zip(views, masks):
         px, inside, _ = v.project(grid)
         in_mask = np.zeros(len(grid), dtype=bool)
-        in_mask[inside] = v.mask[px[inside, 1], px[inside, 0]]
+        in_mask[inside] = mask[px[inside, 1], px[inside, 0]]
         occupied &= ~inside | in_mask
         seen += inside
     occupied &= seen > 0

@@ -113,8 +113,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     splats = initial_splats(graph, oc, device, cfg.seed)
     estimated = poses_estimated(graph)
     refine = oc.pose_refine == "on" or (oc.pose_refine == "auto" and estimated)
-    trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed,
-                      checkpoint=graph.resolve("assets/optimize/checkpoint.pt"), refine_poses=refine)
+    checkpoint = graph.resolve("assets/optimize/checkpoint.pt")
+    trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed, checkpoint=checkpoint,
+                      refine_poses=refine)
     if cfg.live_every > 0:
         trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, oc.steps)
         trainer.live_every = cfg.live_every
@@ -126,12 +127,12 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             trainer.live.close()
     train_seconds = time.perf_counter() - start
 
-    splats = trainer.splats
+    splats = trainer.splats  # type: ignore[assignment]
     save_path = graph.resolve(SPLATS_FILE)
     atomic_write(save_path, lambda tmp: save_ply(tmp, splats, oc.kind))
     write_json(graph.resolve(OPTIMIZE_LOSS_FILE),
                {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
-    trainer.checkpoint.unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     made_from = [POINTS_INIT] + [v.id for v in train_views]
     graph.replace(Gaussians(id=GAUSSIANS_FINAL, path=SPLATS_FILE, count=int(len(splats["means"])),
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
@@ -167,8 +168,8 @@ def stereo_depth(graph: SceneGraph, node: DepthMaps, views: list[View], width: i
 
 def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: Trainer, factor: int) -> dict:
     """Refined training cameras as ``refined/<view>`` nodes; their errors against given cameras when there are some."""
-    viewmats, Ks = trainer.pose.apply(trainer.frames.viewmats, trainer.frames.Ks)
-    viewmats, Ks = viewmats.double().cpu().numpy(), Ks.double().cpu().numpy()
+    corrected = trainer.pose.correct_all(trainer.frames.viewmats, trainer.frames.Ks)
+    viewmats, Ks = (t.double().cpu().numpy() for t in corrected)
     refined = []
     for view, vm, K in zip(train_views, viewmats, Ks):
         cam = graph.camera_of(view)
