@@ -46,7 +46,7 @@ from recon.io import FULL_SIZE
 from recon.io import images as image_io
 from recon.metrics import poses as pose_eval
 from recon.scene.camera import transform_world_to_camera
-from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, Role, SceneGraph, View
 from recon.scene.names import POINTS_SFM, metrics_id
 from recon.sfm.matching import FeatureOptions, Photo, camera_priors
 from recon.sfm.reconstruct import reconstruct
@@ -150,7 +150,8 @@ def _restore_given(graph: SceneGraph) -> None:
                              "to_dataset": graph.to_dataset.tolist()}
         return
     chosen = graph.node(metrics_id("views"), Metrics).values
-    roles = {**{name: "test" for name in chosen["test"]}, **{name: "train" for name in chosen["train"]}}
+    roles: dict[str, Role] = {**{name: "test" for name in chosen["test"]},
+                              **{name: "train" for name in chosen["train"]}}
     for v in graph.views():
         v.camera = given["cameras"].get(v.id)
         v.role = roles.get(v.name, "unused")
