@@ -316,7 +316,7 @@ def start_viewer_app(folder: Path, host: str, port: int, device: str) -> ViewerA
     return app
 
 
-def eval_command(args: EvalCommon) -> int:
+def eval_command(args: EvalDTU | EvalSpaRe | EvalLLFF | EvalSynthetic | EvalFolder) -> int:
     from rich.table import Table
 
     from recon.config import parse_override

@@ -20,7 +20,7 @@ from recon.errors import OutputError, output_error
 NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` and rename ``tmp`` to ``path``.
 
     The temporary file is hidden beside ``path`` and keeps its suffix (writers choose the format by it) and

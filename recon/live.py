@@ -25,6 +25,7 @@ import torch
 
 from recon.errors import InputError, ReconError
 from recon.files import atomic_write, write_json
+from recon.render import SplatKind
 from recon.render.splats import load_ply, save_ply
 from recon.scene.graph import SceneGraph
 
@@ -78,7 +79,7 @@ class SnapshotWriter:
                     if item is None:
                         return
                 step, splats, info = item
-                atomic_write(self.folder / SPLATS, lambda tmp, splats=splats: save_ply(tmp, splats, self.kind))
+                atomic_write(self.folder / SPLATS, lambda tmp, splats=splats: save_ply(tmp, splats, self.kind))  # type: ignore[misc]
                 status = {"stage": self.stage, "kind": self.kind, "step": step, "steps": self.steps,
                           "gaussians": int(len(splats["means"])), "time": time.time(), **info}
                 write_json(self.folder / STATUS, status)
@@ -99,7 +100,7 @@ def read_status(root: Path) -> dict | None:
         return None  # being replaced; the next read gets it
 
 
-def splat_source(graph: SceneGraph) -> tuple[Path, str, dict | None] | None:
+def splat_source(graph: SceneGraph) -> tuple[Path, SplatKind, dict | None] | None:
     """(PLY path, kind, live status) of the newest splats, else of a running optimisation's snapshot, else None.
 
     The live status is None for the final splats (and for a snapshot whose status is being replaced).
@@ -114,7 +115,7 @@ def splat_source(graph: SceneGraph) -> tuple[Path, str, dict | None] | None:
     return live, (status or {}).get("kind", "3dgs"), status
 
 
-def load_scene_splats(graph: SceneGraph, device: torch.device) -> tuple[dict[str, torch.Tensor], str]:
+def load_scene_splats(graph: SceneGraph, device: torch.device) -> tuple[dict[str, torch.Tensor], SplatKind]:
     """(splat parameters, kind) of the scene's final splats, else of a running optimisation's snapshot."""
     source = splat_source(graph)
     if source is None:

@@ -154,7 +154,8 @@ def _drop_results(store: SceneStore, graph: SceneGraph, names: list[str]) -> Non
     if dropped or recorded:
         store.save(graph)
     named = {getattr(n, "path", None) for n in graph.nodes.values()}
-    files = [n.path for n in dropped if isinstance(getattr(n, "path", None), str) and not Path(n.path).is_absolute()]
+    paths = [getattr(n, "path", None) for n in dropped]
+    files = [p for p in paths if isinstance(p, str) and not Path(p).is_absolute()]
     declared = [f for name in recorded for f in getattr(stage_registry.module(name), "OUTPUTS", ())]
     for relative in [f for f in files if f not in named] + declared:
         path = store.root / relative

@@ -14,7 +14,15 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
 _enabled = True
@@ -36,7 +44,7 @@ def _progress() -> Progress:
 
 
 class Task:
-    def __init__(self, progress: Progress | None, task_id: int | None):
+    def __init__(self, progress: Progress | None, task_id: TaskID | None):
         self._progress = progress
         self._task_id = task_id
 

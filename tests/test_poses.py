@@ -303,7 +303,7 @@ def perturbation_recovered(backend: str, kind: str, device: str) -> tuple[float,
     with torch.no_grad():
         wrong.twist[0] = torch.tensor([0.05, 0.05, 0.05, 0.1, 0.1, 0.1])  # the first view is the fixed gauge
         wrong.twist[1] = torch.tensor([0.03, -0.02, 0.01, 0.05, 0.0, -0.04])
-        start, _ = wrong.apply(truth, K)
+        start, _ = wrong.correct_all(truth, K)
     assert torch.equal(start[0], truth[0])
 
     def render_fn(viewmats, Ks):

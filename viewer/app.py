@@ -27,7 +27,7 @@ import numpy as np
 
 from recon.errors import InputError, ReconError
 from recon.live import LIVE_DIR, STATUS
-from recon.scene.graph import SceneGraph
+from recon.scene.graph import Camera, SceneGraph
 from recon.scene.store import SCENE_FILE
 from viewer.scene import (
     ROLE_COLOURS,
@@ -114,7 +114,7 @@ class ViewerApp:
                                                 ("test", "Test cameras"))}
             self.min_opacity = gui.add_slider("Min splat opacity", min=0.0, max=1.0, step=0.01, initial_value=0.0)
         for name, box in self.toggles.items():
-            box.on_update(lambda _event, name=name: self._set_visible(name))
+            box.on_update(lambda _event, name=name: self._set_visible(name))  # type: ignore[misc]
         self.min_opacity.on_update(lambda _event: self._draw_splats())
         with gui.add_folder("Cameras"):
             self.camera_choice = gui.add_dropdown("View", options=["-"], initial_value="-")
@@ -125,7 +125,7 @@ class ViewerApp:
             self.photo_image = gui.add_image(np.zeros((2, 2, 3), np.uint8), label="photo", visible=False)
             self.camera_table = gui.add_html("")
         self.go_button.on_click(lambda event: self.go_to(self.camera_choice.value, event.client))
-        self.render_button.on_click(lambda _event: self.render_selected())
+        self.render_button.on_click(lambda _event: self.render_selected())  # type: ignore[type-var]
         with gui.add_folder("Metrics"):
             self.metrics = gui.add_markdown("")
 
@@ -185,15 +185,15 @@ class ViewerApp:
         size = 0.003 * distance
         for kind, (points, colours) in L.points.items():
             name = "ground_truth" if kind == "ground_truth" else "points"
-            handle = self.server.scene.add_point_cloud(f"/{name}/points_{kind}", points, colours, point_size=size,
-                                                       visible=self.toggles[name].value)
-            self.handles.setdefault(name, []).append(handle)
+            cloud = self.server.scene.add_point_cloud(f"/{name}/points_{kind}", points, colours, point_size=size,
+                                                      visible=self.toggles[name].value)
+            self.handles.setdefault(name, []).append(cloud)
         for cam in L.cameras:
             self._draw_camera(cam, 0.05 * distance)
         names = [c.name for c in L.cameras] or ["-"]
         self.camera_choice.options = names
         if self.camera_choice.value not in names:
-            self.camera_choice.value = names[0]
+            self.camera_choice.value = names[0]  # type: ignore[misc]
         self.camera_table.content = camera_table(L.cameras)
         self.metrics.content = metrics_markdown(self.graph) if self.graph is not None else ""
 
@@ -201,7 +201,9 @@ class ViewerApp:
         from recon.scene.frames import scene_bounds
 
         graph = self.graph
-        views = [v for v in graph.views() if v.camera is not None] if graph is not None else []
+        if graph is None:
+            return np.zeros(3)
+        views = [v for v in graph.views() if v.camera is not None]
         return scene_bounds(graph, views)[0] if len(views) > 1 else np.zeros(3)
 
     def _draw_camera(self, cam: CameraLayer, scale: float) -> None:
@@ -211,7 +213,7 @@ class ViewerApp:
             f"/cameras/{role}/{cam.name}", fov=cam.vertical_fov, aspect=cam.width / cam.height, scale=scale,
             color=ROLE_COLOURS[role], image=cam.thumbnail(), wxyz=cam.wxyz(), position=cam.camera_to_world[:3, 3],
             visible=self.toggles[layer].value, thickness=2.0, thickness_units="screen")
-        handle.on_click(lambda event, name=cam.name: self._pick(name, event.client))
+        handle.on_click(lambda event, name=cam.name: self._pick(name, event.client))  # type: ignore[misc]
         self.handles.setdefault(layer, []).append(handle)
 
     def _draw_splats(self) -> None:
@@ -249,7 +251,7 @@ class ViewerApp:
         return next((c for c in self.layers.cameras if c.name == name), None)
 
     def _pick(self, name: str, client) -> None:
-        self.camera_choice.value = name
+        self.camera_choice.value = name  # type: ignore[misc]
         self.go_to(name, client)
 
     def go_to(self, name: str, client=None) -> None:
@@ -326,11 +328,11 @@ def render_view(graph: SceneGraph, cam: CameraLayer, device: str = "auto") -> tu
     dev = resolve_device(device)
     splats, kind = load_scene_splats(graph, dev)
     scale = 1.0 if dev.type == "cuda" else 1.0 / max(1, -(-cam.width // CPU_RENDER_WIDTH))
-    image = render_camera(splats, kind, graph.nodes[cam.node], scale)
+    image = render_camera(splats, kind, graph.node(cam.node, Camera), scale)
     return to_uint8(image), resolve_backend("auto", dev)
 
 
-def _trimesh(vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray | None):
+def _trimesh(vertices: np.ndarray, faces: np.ndarray | None, colours: np.ndarray | None):
     import trimesh
 
     return trimesh.Trimesh(vertices=vertices, faces=faces, process=False,

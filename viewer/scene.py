@@ -134,8 +134,8 @@ class Layers:
     """Everything the viewer draws, in recon's world frame."""
 
     splats: SplatLayer | None = None
-    # name: (V, F, colours)
-    meshes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    # name: (V, F, colours); F is None for a PLY of vertices only
+    meshes: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = field(default_factory=dict)
     points: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name: (points, colours)
     cameras: list[CameraLayer] = field(default_factory=list)
     live: dict | None = None  # status of a run in progress
@@ -171,13 +171,13 @@ def layers(graph: SceneGraph) -> Layers:
         vertices = _to_world(graph, np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).astype(np.float64), node.frame)
         colours = np.stack([vertex[c] for c in ("red", "green", "blue")], 1) if "red" in vertex else None
         out.meshes[node.kind] = (vertices.astype(np.float32), faces, colours)
-    for node in graph.of_type(PointCloud):
-        if not node.path:
+    for cloud in graph.of_type(PointCloud):
+        if not cloud.path:
             continue
-        pts, cols = ply.read_points(graph.resolve(node.path))
-        pts = _to_world(graph, pts.astype(np.float64), node.frame).astype(np.float32)
+        pts, cols = ply.read_points(graph.resolve(cloud.path))
+        pts = _to_world(graph, pts.astype(np.float64), cloud.frame).astype(np.float32)
         cols = cols if cols is not None else np.full_like(pts, 0.7)
-        out.points[node.kind] = (pts, cols.astype(np.float32))
+        out.points[cloud.kind] = (pts, cols.astype(np.float32))
     for view in graph.views():
         if view.camera is None:
             continue

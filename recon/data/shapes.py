@@ -76,11 +76,11 @@ def tube(path: np.ndarray, radius: float | np.ndarray, sides: int = 16,
     ref = np.array([0.0, 0.0, 1.0]) if abs(tangents[0, 2]) < 0.9 else np.array([1.0, 0.0, 0.0])
     normal = np.cross(tangents[0], ref)
     normal /= np.linalg.norm(normal)
-    normals = [normal]
+    transported = [normal]
     for i in range(1, n):
-        m = normals[-1] - np.dot(normals[-1], tangents[i]) * tangents[i]
-        normals.append(m / np.linalg.norm(m))
-    normals = np.array(normals)
+        m = transported[-1] - np.dot(transported[-1], tangents[i]) * tangents[i]
+        transported.append(m / np.linalg.norm(m))
+    normals = np.array(transported)
     binormals = np.cross(tangents, normals)
     r = np.broadcast_to(np.asarray(radius, dtype=np.float64), (n,))
     theta = np.linspace(0, 2 * np.pi, sides, endpoint=False)

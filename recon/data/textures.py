@@ -84,9 +84,10 @@ def marble(p: np.ndarray) -> np.ndarray:
 def dots(p: np.ndarray) -> np.ndarray:
     cell = p * 9.0
     frac = cell - np.floor(cell) - 0.5
-    jitter = np.stack([_hash(*np.floor(cell).astype(np.int64).T, seed=s) for s in (21, 22, 23)], axis=1) - 0.5
+    ix, iy, iz = np.floor(cell).astype(np.int64).T
+    jitter = np.stack([_hash(ix, iy, iz, seed=s) for s in (21, 22, 23)], axis=1) - 0.5
     d = np.linalg.norm(frac - 0.4 * jitter, axis=1)
-    hue = _hash(*np.floor(cell).astype(np.int64).T, seed=24)
+    hue = _hash(ix, iy, iz, seed=24)
     spot = _mix((0.9, 0.1, 0.5), (0.1, 0.7, 0.9), hue)
     inside = (d < 0.3).astype(np.float64)
     return _mix((0.95, 0.95, 0.9), (0, 0, 0), inside) + spot * inside[:, None]

@@ -50,7 +50,8 @@ def metric_per_scene(path: Path, results: list[dict], published: list[dict]) -> 
     for i, row in enumerate(published):
         value = row["values"].get(key)
         if value is not None:
-            other = key in CONVENTION_KEYS.get(row.get("convention"), {})  # measured another way than recon's
+            convention = row.get("convention")
+            other = convention is not None and key in CONVENTION_KEYS.get(convention, {})  # not recon's convention
             ax.axhline(value, ls="--", lw=0.8, color=plt.cm.tab10(i % 10),
                        label=f"{row['name']} {value:.2f}" + (" (background black, whole image)" if other else ""))
     ax.set_ylabel({"psnr_masked": "PSNR-M (dB)", "psnr": "PSNR (dB)"}[key])

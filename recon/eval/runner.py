@@ -73,7 +73,7 @@ def finished(out: Path, name: str, key: str) -> dict | None:
 
 
 def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out: str, device: str,
-                   overrides: dict[str, Any], submission: str | None,
+                   overrides: dict[str, Any], submission: str | None, *,
                    report: Callable[[str, str], None] | None = None) -> tuple[dict, dict[str, bytes]]:
     """Run one scene end to end; (result, files relative to ``out``). Never raises for a scene's own failure.
 
@@ -85,6 +85,7 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
     base = {"scene": task.name, "suite": suite_name, "key": key, "host": platform.node()}
     if task.problem is not None:
         return {**base, "status": "failed", "error": task.problem}, {}
+    assert task.path is not None  # only a task with a problem has no folder
     try:
         cfg = load_config(preset, {**task.overrides, **overrides, "device": device})
         result = run_scene(task.path, cfg, Path(out) / "runs", name=task.name,
@@ -220,7 +221,7 @@ def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
 
 def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
     for rel, data in files.items():
-        atomic_write(out / rel, lambda tmp, data=data: tmp.write_bytes(data))
+        atomic_write(out / rel, lambda tmp, data=data: tmp.write_bytes(data))  # type: ignore[misc]
     write_json(result_path(out, result["scene"]), result)
     return result
 

@@ -49,7 +49,7 @@ def mean_row(results: list[dict]) -> dict[str, float | None]:
     ok = [row_values(r) for r in results if r.get("status") == "ok"]
     out: dict[str, float | None] = {}
     for key, _, _ in COLUMNS:
-        vals = [v[key] for v in ok if v.get(key) is not None]
+        vals = [value for v in ok if (value := v.get(key)) is not None]
         out[key] = float(np.mean(vals)) if vals else None
     return out
 
@@ -87,13 +87,13 @@ def markdown(title: str, results: list[dict], anchors: dict | None, views: int |
     lines.append(f"| **mean ({ok}/{len(results)})** | " + " | ".join(cells(mean, columns)) + " |")
     lines += ["", DEFINITIONS]
     published = anchor_rows(anchors, views)
-    if published:
+    if anchors and published:
         lines += ["", f"## Published, {views} views", ""] + published_table(published, mean)
         if anchors.get("note"):
             lines += ["", anchors["note"].strip()]
-    failed = [r for r in results if r.get("status") != "ok"]
-    if failed:
-        lines += ["", "## Failed", ""] + [f"- {r['error']}" for r in failed]
+    failures = [r for r in results if r.get("status") != "ok"]
+    if failures:
+        lines += ["", "## Failed", ""] + [f"- {r['error']}" for r in failures]
     return "\n".join(lines) + "\n"
 
 
@@ -116,8 +116,8 @@ def published_table(published: list[dict], mean: dict[str, float | None]) -> lis
             extra = [row.get("convention") or "unknown", " / ".join(c for c in cells(ours, keys) if c) if ours else ""]
         lines.append(f"| {row['name']} | " + " | ".join(cells(row["values"], keys) + extra)
                      + f" | {row['citation']}; {row['source']} |")
-    ours = cells(mean, keys) + (["mask_mean", ""] if conventions else [])
-    lines.append("| **recon (this run)** | " + " | ".join(ours)
+    recon_row = cells(mean, keys) + (["mask_mean", ""] if conventions else [])
+    lines.append("| **recon (this run)** | " + " | ".join(recon_row)
                  + " | this table |")
     return lines
 

@@ -21,7 +21,7 @@ import numpy as np
 from recon.errors import InputError
 from recon.io import images as image_io
 from recon.scene.camera import has_distortion
-from recon.scene.graph import SceneGraph, View
+from recon.scene.graph import Camera, SceneGraph, View
 
 FULL_SIZE = "full_size_images"  # meta key: view id -> its photo (and mask) before down-sampling
 
@@ -152,7 +152,7 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
                 raise InputError(f"--downscale {factor}: {view.image} is {width}x{height}, which down-sampled by "
                                  f"{factor} has no pixels left")
     for view in graph.views():
-        cam = graph.nodes.get(view.camera) if view.camera else None
+        cam = graph.get(view.camera, Camera) if view.camera else None
         dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None
         if factor == 1 and dist is None:
             continue

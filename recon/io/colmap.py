@@ -145,12 +145,12 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
         w2c = transform_world_to_camera(cam.world_to_camera, graph.to_dataset)
         q = quaternion_from_rotation(w2c[:3, :3]).tolist()
         t = w2c[:3, 3].tolist()
-        name = Path(view.image).name
+        name = graph.image_of(view).name
         img_lines.append(f"{i} {q[0]!r} {q[1]!r} {q[2]!r} {q[3]!r} {t[0]!r} {t[1]!r} {t[2]!r} {i} {name}")
         img_lines.append("")
     pt_lines = ["# 3D point list with one line of data per point:",
                 "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    sfm = graph.nodes.get(POINTS_SFM)
+    sfm = graph.get(POINTS_SFM, PointCloud)
     if sfm is not None and sfm.path:
         pts, cols = ply.read_points(graph.resolve(sfm.path))
         pts = transform_points(pts, graph.to_dataset)
@@ -160,7 +160,7 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
                      for k, (p, c) in enumerate(zip(pts.tolist(), rgb))]
     for name, lines in (("cameras.txt", cam_lines), ("images.txt", img_lines), ("points3D.txt", pt_lines)):
         text = "\n".join(lines) + "\n"
-        atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text))
+        atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text))  # type: ignore[misc]
     return out_dir
 
 

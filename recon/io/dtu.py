@@ -265,7 +265,7 @@ def read_rectified(path: Path, options: ImportOptions) -> SceneGraph:
                 raise InputError(f"{image}: image has no camera ({pos} is missing)")
             cam = camera_from_projection(read_projection_txt(pos), str(pos), w, h, f"camera/{i:04d}")
             graph.source["files"].append(str(pos))
-        else:
+        elif mvs is not None:
             cam_txt = mvs / f"{i:08d}_cam.txt"
             if not cam_txt.is_file():
                 raise InputError(f"{image}: image has no camera ({cam_txt} is missing)")

@@ -10,7 +10,7 @@ from recon.errors import InputError
 from recon.files import atomic_write
 from recon.io import ply
 from recon.scene.camera import transform_points
-from recon.scene.graph import SceneGraph
+from recon.scene.graph import Mesh, SceneGraph
 from recon.scene.names import MESH_FINAL
 
 
@@ -18,7 +18,7 @@ def export(graph: SceneGraph, out: Path, frame: str = "dataset") -> Path:
     """Write the scene's reconstructed mesh to ``out`` (format from its suffix)."""
     import trimesh
 
-    node = graph.nodes.get(MESH_FINAL)
+    node = graph.get(MESH_FINAL, Mesh)
     if node is None or not node.path:
         raise InputError(f"{graph.root}: the scene has no mesh (the mesh stage has not run)")
     vertex, faces = ply.read_ply(graph.resolve(node.path))

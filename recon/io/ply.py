@@ -213,7 +213,7 @@ def _points_and_colors(vertex: dict[str, np.ndarray], path: Path) -> tuple[np.nd
 def write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None) -> None:
     """Triangle mesh PLY with optional per-vertex colours in [0, 1]."""
     v = np.asarray(vertices, dtype=np.float32)
-    vertex = {"x": v[:, 0], "y": v[:, 1], "z": v[:, 2]}
+    vertex: dict[str, np.ndarray] = {"x": v[:, 0], "y": v[:, 1], "z": v[:, 2]}
     if colors is not None:
         rgb = np.clip(np.round(np.asarray(colors) * 255.0), 0, 255).astype(np.uint8)
         vertex.update(red=rgb[:, 0], green=rgb[:, 1], blue=rgb[:, 2])

@@ -255,7 +255,7 @@ def write(graph: SceneGraph, out_path: Path) -> Path:
     for view, cam in zip(views, cams):
         w2c = transform_world_to_camera(cam.world_to_camera, graph.to_dataset)
         frame: dict[str, Any] = {
-            "file_path": _relative(graph.resolve(view.image), out_path.parent),
+            "file_path": _relative(graph.image_of(view), out_path.parent),
             "transform_matrix": opengl_from_world_to_camera(w2c).tolist(),
         }
         if view.mask:

@@ -135,6 +135,6 @@ def mean_metrics(per_view: list[dict[str, float | None]]) -> dict[str, float | N
     keys = {k for m in per_view for k in m}
     out: dict[str, float | None] = {}
     for k in sorted(keys):
-        values = [m[k] for m in per_view if m.get(k) is not None]
+        values = [v for m in per_view if (v := m.get(k)) is not None]
         out[k] = float(sum(values) / len(values)) if values else None
     return out

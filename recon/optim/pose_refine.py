@@ -49,7 +49,7 @@ class PoseCorrection(torch.nn.Module):
         return corrected, Ks * factor
 
     @torch.no_grad()
-    def apply(self, viewmats: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor]:
+    def correct_all(self, viewmats: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor]:
         """Every view corrected."""
         return self.forward(slice(None), viewmats, Ks)
 
@@ -70,4 +70,4 @@ def align_to_image(render_fn, viewmat: Tensor, K: Tensor, target: Tensor, scale:
         loss.backward()
         optimizer.step()
         optimizer.param_groups[0]["lr"] = lr * 0.1 ** ((step + 1) / steps)
-    return correction.apply(viewmat[None], K[None])[0][0].detach()
+    return correction.correct_all(viewmat[None], K[None])[0][0].detach()

@@ -5,6 +5,7 @@ optimize and prior stages."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from recon.optim.trainer import Trainer
 from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import load_frames
-from recon.scene.graph import SceneGraph
+from recon.scene.graph import Metrics, PointCloud, SceneGraph
 from recon.scene.names import POINTS_INIT, RENDERS_DIR, metrics_id
 
 
@@ -54,13 +55,14 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
             viewmat = aligned
             image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
         pixels = image.cpu().numpy()
-        out = graph.resolve(f"{render_dir}/{view.name}.png")
-        atomic_write(out, lambda tmp, p=pixels: image_io.write_image(tmp, p))
+        render_path = graph.resolve(f"{render_dir}/{view.name}.png")
+        atomic_write(render_path, lambda tmp, p=pixels: image_io.write_image(tmp, p))  # type: ignore[misc]
         if frames.images is not None:
             per_view[view.name] = image_metrics(image, frames.images[i], mask)
     summary = mean_metrics(list(per_view.values())) if per_view else {}
     status = lpips_status()
-    out = {**summary, "test_views": len(test), "lpips_status": status or "available", "per_view": per_view}
+    out: dict[str, Any] = {**summary, "test_views": len(test), "lpips_status": status or "available",
+                           "per_view": per_view}
     if unaligned:
         rot, trans = np.array(moved).T
         out.update(unaligned={**mean_metrics(list(unaligned.values())), "per_view": unaligned},
@@ -77,10 +79,13 @@ def downsample_factor(width: int, oc: OptimizeConfig, on_gpu: bool) -> int:
 
 def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, seed: int) -> dict[str, Tensor]:
     """Splats at the init stage's points; on the CPU a random subset of at most ``oc.cpu_points`` of them."""
-    init = graph.nodes.get(POINTS_INIT)
+    init = graph.get(POINTS_INIT, PointCloud)
     if init is None:
         raise InputError(f"{graph.name}: no initial points (the init stage has not run)")
-    points, colors = ply.read_points(graph.resolve(init.path))
+    path = graph.file_of(init)
+    points, colors = ply.read_points(path)
+    if colors is None:
+        raise InputError(f"{path}: the initial points have no colours")
     if device.type != "cuda" and len(points) > oc.cpu_points:
         keep = np.random.default_rng(seed).choice(len(points), oc.cpu_points, replace=False)
         points, colors = points[keep], colors[keep]
@@ -88,7 +93,7 @@ def initial_splats(graph: SceneGraph, oc: OptimizeConfig, device: torch.device, 
 
 
 def poses_estimated(graph: SceneGraph) -> bool:
-    node = graph.nodes.get(metrics_id("poses"))
+    node = graph.get(metrics_id("poses"), Metrics)
     return node is not None and node.values.get("source") == "estimated"
 
 

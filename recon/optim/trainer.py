@@ -25,7 +25,7 @@ from recon.files import atomic_write
 from recon.live import SnapshotWriter
 from recon.optim import regularizers as reg
 from recon.optim.pose_refine import PoseCorrection
-from recon.render import render, resolve_backend
+from recon.render import Backend, render, resolve_backend
 from recon.scene.frames import Frames
 
 
@@ -79,8 +79,8 @@ class Trainer:
             [{"params": [self.pose.twist], "lr": oc.pose_lr}]
             + ([{"params": [self.pose.log_focal], "lr": oc.pose_lr}] if oc.focal_refine else []))
         self.strategy, self.state = self._strategy()
-        self.use_masks = oc.use_masks and frames.masks is not None
-        bg = oc.background if oc.background != "auto" else ("random" if self.use_masks else "black")
+        self.masks = frames.masks if oc.use_masks else None  # [V, H, W]: None when masks do not shape the model
+        bg = oc.background if oc.background != "auto" else ("random" if self.masks is not None else "black")
         self.background = bg
         self.live: SnapshotWriter | None = None
         self.live_every = 0
@@ -141,15 +141,15 @@ class Trainer:
             vm, K = torch.cat([vm, bv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
         bgs = self._background().expand(len(vm), 3)  # one background for the photo and every extra camera
         extra = None
-        if self.targets is not None:  # one target camera per step, rendered in the same batch on black
-            t = self.targets
+        t = self.targets
+        if t is not None:  # one target camera per step, rendered in the same batch on black
             extra = int(torch.randint(len(t.weights), (1,), generator=self.generator))
             vm, K = torch.cat([vm, t.viewmats[extra : extra + 1]]), torch.cat([K, t.Ks[extra : extra + 1]])
             bgs = torch.cat([bgs, torch.zeros(1, 3, device=self.device)])
         out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)
-        target = f.images[index]
-        mask = f.masks[index] if self.use_masks else None
+        target = f.training_images()[index]
+        mask = self.masks[index] if self.masks is not None else None
         if mask is not None:
             m = mask[..., None].float()
             target = target * m + bgs[0] * (1 - m)
@@ -166,11 +166,11 @@ class Trainer:
         if oc.anisotropy > 0:
             axes = 2 if oc.kind == "2dgs" else 3
             loss = loss + oc.anisotropy * reg.anisotropy(self.splats["scales"][:, :axes], oc.max_anisotropy)
-        if oc.depth_weight > 0 and f.depths is not None:
+        if oc.depth_weight > 0 and f.depths is not None and f.depth_confidence is not None:
             loss = loss + oc.depth_weight * reg.depth_agreement(out.depth[0, ..., 0], f.depths[index],
                                                                 f.depth_confidence[index])
         if regularize and oc.depth_smooth > 0 and oc.kind == "3dgs":
-            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.images[index : index + 1],
+            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.training_images()[index : index + 1],
                                                                  out.alpha[:1], self.radius)
         if regularize and oc.kind == "2dgs":
             if oc.distortion > 0:
@@ -187,9 +187,8 @@ class Trainer:
             loss = loss + oc.binocular * reg.warp_consistency(
                 target, out.depth[0], out.alpha[0], vm[0], K[0], out.rgb[b], out.depth[b].detach(), vm[b], K[b],
                 tolerance=0.03 * self.radius)
-        if extra is not None:
-            term = self.targets.weights[extra] * reg.photometric(out.rgb[-1:], self.targets.images[extra : extra + 1],
-                                                                 self.targets.ssim_weight)
+        if t is not None and extra is not None:
+            term = t.weights[extra] * reg.photometric(out.rgb[-1:], t.images[extra : extra + 1], t.ssim_weight)
             self.target_sum += term.detach()
             loss = loss + term
         # Recorded on the device and checked every log_every steps, to avoid a host sync per step.
@@ -242,7 +241,7 @@ class Trainer:
                 out = render(detached, f.viewmats[i : i + 1], f.Ks[i : i + 1], f.width, f.height, kind=self.oc.kind,
                              backend=self.backend, colors=probe + 1.0)
                 out.rgb.sum().backward()
-            counts += (probe.grad[:, 0] > 0.5).float()
+            counts += (probe.grad[:, 0] > 0.5).float()  # type: ignore[index]
         return counts
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -283,7 +282,7 @@ class Trainer:
                     self._save_checkpoint(step + 1)
                     last_good = step + 1
                 if self.live is not None and (step + 1) % self.live_every == 0:
-                    self.live.offer(step + 1, self.splats, {"loss": self.losses[-1] if self.losses else None})
+                    self.live.offer(step + 1, self.splats, {"loss": self.losses[-1] if self.losses else None})  # type: ignore[arg-type]
                 bar.advance()
         if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
             self._fail(stop - 1, last_good, "non-finite parameters")
@@ -319,11 +318,11 @@ class Trainer:
 
     @torch.no_grad()
     def render_view(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
-        return render_on_black(self.splats, viewmat[None], K[None], width, height, self.oc, self.backend)[0]
+        return render_on_black(self.splats, viewmat[None], K[None], width, height, self.oc, self.backend)[0]  # type: ignore[arg-type]
 
 
 def render_on_black(splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int,
-                    oc: OptimizeConfig, backend: str = "auto") -> Tensor:
+                    oc: OptimizeConfig, backend: Backend = "auto") -> Tensor:
     """Colour [C, H, W, 3] of the splats on black, rendered as the optimize settings ``oc`` train them."""
     return render(splats, viewmats, Ks, width, height, kind=oc.kind, sh_degree=oc.sh_degree,
                   backgrounds=torch.zeros(len(viewmats), 3, device=viewmats.device), backend=backend,

@@ -17,7 +17,10 @@ class RepairModel(Protocol):
     name: str  # recorded in metrics/prior
     pipeline_class: str  # the network and sampler, for the record
     losses: list[float]  # its training loss, every log_every steps (empty when not trained here)
-    log_every: int | None
+
+    @property
+    def log_every(self) -> int | None:
+        """Steps between two entries of ``losses`` (None when not trained here)."""
 
     @property
     def parameters(self) -> int | None:

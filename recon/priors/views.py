@@ -59,7 +59,8 @@ def path_cameras(world_to_cameras: np.ndarray, center: np.ndarray, count: int,
     for k in np.argsort(-(count * arcs / arcs.sum() - per))[: count - per.sum()]:
         per[k] += 1  # largest remainders first, so the counts add up to ``count``
 
-    out, distance = [], []
+    out: list[np.ndarray] = []
+    distance: list[float] = []
     elevation = np.arcsin(np.clip(offsets @ up / np.linalg.norm(offsets, axis=1), -1, 1))
     for (i, j), m, gap in zip(segments, per, gaps):
         for t in (np.arange(m) + 1) / (m + 1):

@@ -26,6 +26,7 @@ from torch import Tensor
 from recon.render import reference, sh
 
 Backend = Literal["auto", "gsplat", "reference"]
+SplatKind = Literal["3dgs", "2dgs"]
 
 
 @dataclass
@@ -52,7 +53,7 @@ def rigid_inverse(T: Tensor) -> Tensor:
     return out
 
 
-def resolve_backend(backend: Backend, device: torch.device) -> str:
+def resolve_backend(backend: Backend, device: torch.device) -> Backend:
     if backend == "auto":
         return "gsplat" if device.type == "cuda" else "reference"
     if backend == "gsplat" and device.type != "cuda":
@@ -66,7 +67,7 @@ def colour_coefficients(splats: dict[str, Tensor]) -> Tensor:
 
 def render(
     splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int, *,
-    kind: Literal["3dgs", "2dgs"] = "3dgs", sh_degree: int = 0, backgrounds: Tensor | None = None,
+    kind: SplatKind = "3dgs", sh_degree: int = 0, backgrounds: Tensor | None = None,
     backend: Backend = "auto", near: float = 0.01, far: float = 1e10, eps2d: float = 0.3,
     antialiased: bool = False, absgrad: bool = False, distloss: bool = False, colors: Tensor | None = None,
     opacity_scale: Tensor | None = None,

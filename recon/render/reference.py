@@ -22,6 +22,8 @@ footprint overlaps it. All tensors share the device and dtype of ``means``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -250,11 +252,11 @@ def rasterize(
             out_alpha[c, y0:y1, x0:x1] = acc.reshape(shape + (1,))
             out_depth[c, y0:y1, x0:x1] = blended[:, D : D + 1].reshape(shape + (1,))
             out_median[c, y0:y1, x0:x1] = median.reshape(shape + (1,))
-            if kind == "2dgs":
+            if out_normal is not None and out_distort is not None:  # 2DGS
                 out_normal[c, y0:y1, x0:x1] = blended[:, D + 1 :].reshape(shape + (3,))
                 out_distort[c, y0:y1, x0:x1] = distort.reshape(shape + (1,))
 
-    out = {
+    out: dict[str, Any] = {
         "colors": out_rgb,
         "alphas": out_alpha,
         "depths": out_depth / out_alpha.clamp_min(1e-10),

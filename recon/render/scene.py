@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recon.render import render
+from recon.render import SplatKind, render
 from recon.render.splats import sh_degree_of
 from recon.scene.graph import Camera
 
 
 @torch.no_grad()
-def render_camera(splats: dict[str, torch.Tensor], kind: str, camera: Camera, scale: float = 1.0,
+def render_camera(splats: dict[str, torch.Tensor], kind: SplatKind, camera: Camera, scale: float = 1.0,
                   background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
     """RGB float32 [H, W, 3] in [0, 1] seen by ``camera`` with its image size (and K) multiplied by ``scale``."""
     device = splats["means"].device

@@ -37,6 +37,12 @@ class Frames:
     def __len__(self) -> int:
         return len(self.names)
 
+    def training_images(self) -> Tensor:
+        """``images``, which frames to train on must have."""
+        if self.images is None:
+            raise InputError(f"views {', '.join(self.names)}: training needs their images")
+        return self.images
+
     def subset(self, indices: list[int]) -> Frames:
         pick = lambda t: None if t is None else t[indices]  # noqa: E731
         return Frames([self.names[i] for i in indices], pick(self.images), pick(self.masks), self.viewmats[indices],
@@ -63,11 +69,11 @@ def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_imag
     images, masks = [], []
     if with_images and all(v.image for v in views):
         for v, size in zip(views, sizes):
-            image = _resized(image_io.read_image(graph.resolve(v.image)), size, (width, height))
+            image = _resized(image_io.read_image(graph.image_of(v)), size, (width, height))
             images.append(image_io.downsample(image, factor))
-            mask = graph.training_mask(v) if training else v.mask
-            if mask:
-                mask = _resized(image_io.read_mask(graph.resolve(mask)).astype(np.float32), size, (width, height))
+            mask_path = graph.training_mask(v) if training else v.mask
+            if mask_path:
+                mask = _resized(image_io.read_mask(graph.resolve(mask_path)).astype(np.float32), size, (width, height))
                 masks.append(image_io.downsample(mask, factor) > 0.5)
     Ks = np.stack([np.diag([width / w, height / h, 1.0]) @ c.K for c, (w, h) in zip(cams, sizes)])
     Ks[:, :2] /= factor

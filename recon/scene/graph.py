@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -127,7 +127,7 @@ class Mesh:
     """A triangle mesh stored as PLY; ``kind`` is ``reconstruction`` or ``ground_truth``."""
 
     id: str
-    path: str | None
+    path: str
     vertices: int
     faces: int
     kind: str = "reconstruction"
@@ -160,6 +160,7 @@ class Metrics:
 
 Node = Camera | View | PointCloud | Gaussians | Mesh | DepthMaps | Metrics
 NODE_TYPES: dict[str, type] = {t.__name__: t for t in (Camera, View, PointCloud, Gaussians, Mesh, DepthMaps, Metrics)}
+NodeT = TypeVar("NodeT", bound=Node)
 
 
 @dataclass
@@ -192,17 +193,29 @@ class SceneGraph:
     root: Path | None = None
 
     # --- nodes -------------------------------------------------------------
-    def add(self, node: Node) -> Node:
+    def add(self, node: NodeT) -> NodeT:
         if node.id in self.nodes:
             raise ValueError(f"duplicate node id {node.id!r}")
         self.nodes[node.id] = node
         return node
 
-    def replace(self, node: Node) -> Node:
+    def replace(self, node: NodeT) -> NodeT:
         self.nodes[node.id] = node
         return node
 
-    def of_type(self, cls: type) -> list:
+    def node(self, node_id: str, cls: type[NodeT]) -> NodeT:
+        """The node ``node_id``, which must be a ``cls``: KeyError when there is none, InputError when it is
+        another kind (an inconsistent scene)."""
+        node = self.nodes[node_id]
+        if not isinstance(node, cls):
+            raise InputError(f"{self.name}: node {node_id!r} is a {type(node).__name__}, not a {cls.__name__}")
+        return node
+
+    def get(self, node_id: str, cls: type[NodeT]) -> NodeT | None:
+        """The node ``node_id`` as in :meth:`node`, or None when there is none."""
+        return self.node(node_id, cls) if node_id in self.nodes else None
+
+    def of_type(self, cls: type[NodeT]) -> list[NodeT]:
         return [n for n in self.nodes.values() if isinstance(n, cls)]
 
     def cameras(self) -> list[Camera]:
@@ -231,7 +244,13 @@ class SceneGraph:
     def camera_of(self, view: View) -> Camera:
         if view.camera is None:
             raise InputError(f"view {view.name} has no camera pose")
-        return self.nodes[view.camera]  # type: ignore[return-value]
+        return self.node(view.camera, Camera)
+
+    def image_of(self, view: View) -> Path:
+        """Absolute path of ``view``'s image."""
+        if view.image is None:
+            raise InputError(f"view {view.name} has no image")
+        return self.resolve(view.image)
 
     def edges(self) -> list[tuple[str, str]]:
         """(source, product) pairs: what each node was made from."""
@@ -251,6 +270,12 @@ class SceneGraph:
         if p.is_absolute() or self.root is None:
             return p
         return self.root / p
+
+    def file_of(self, points: PointCloud) -> Path:
+        """Absolute path of the PLY file of ``points``, which the store writes when it first saves them."""
+        if points.path is None:
+            raise InputError(f"{self.name}: {points.id} is not saved yet")
+        return self.resolve(points.path)
 
     # --- serialisation -------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

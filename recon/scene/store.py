@@ -20,7 +20,7 @@ from recon.errors import InputError, output_error
 from recon.files import atomic_write, discard, make_folder, write_json
 from recon.io import images as image_io
 from recon.io import ply
-from recon.scene.graph import Mesh, PointCloud, SceneGraph, View
+from recon.scene.graph import PointCloud, SceneGraph, View
 from recon.scene.names import ASSETS_DIR
 
 SCENE_FILE = "scene.json"
@@ -65,20 +65,18 @@ class SceneStore:
                 if node.pending_image is not None:
                     rel = f"{ASSETS_DIR}/images/{node.name}.png"
                     pixels = node.pending_image()
-                    atomic_write(self.asset(rel), lambda tmp, p=pixels: image_io.write_image(tmp, p))
+                    atomic_write(self.asset(rel), lambda tmp, p=pixels: image_io.write_image(tmp, p))  # type: ignore[misc]
                     node.image, node.pending_image = rel, None
                 if node.pending_mask is not None:
                     rel = f"{ASSETS_DIR}/masks/{node.name}.png"
                     mask = node.pending_mask()
-                    atomic_write(self.asset(rel), lambda tmp, m=mask: image_io.write_mask(tmp, m))
+                    atomic_write(self.asset(rel), lambda tmp, m=mask: image_io.write_mask(tmp, m))  # type: ignore[misc]
                     node.mask, node.pending_mask = rel, None
             elif isinstance(node, PointCloud) and node.path is None and node.points is not None:
                 rel = _free_name(graph, f"{ASSETS_DIR}/{node.id.replace('/', '_')}", ".ply")
                 pts, cols = node.points, node.colors
-                atomic_write(self.asset(rel), lambda tmp, p=pts, c=cols: ply.write_points(tmp, p, c))
+                atomic_write(self.asset(rel), lambda tmp, p=pts, c=cols: ply.write_points(tmp, p, c))  # type: ignore[misc]
                 node.path = rel
-            elif isinstance(node, Mesh) and node.path is None:
-                raise ValueError(f"mesh node {node.id} has no file")
 
     # --- locking ----------------------------------------------------------------
     @contextmanager

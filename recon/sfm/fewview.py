@@ -93,9 +93,9 @@ class _State:
 
     focal: list[float]  # per camera
     rejected: np.ndarray
+    points: np.ndarray  # [T, 3]
+    valid: np.ndarray  # [T] bool: the track has a point
     poses: dict[int, np.ndarray] = field(default_factory=dict)  # photo -> world_to_camera [4, 4]
-    points: np.ndarray | None = None  # [T, 3]
-    valid: np.ndarray | None = None  # [T] bool: the track has a point
 
 
 class FewViewReconstruction:
@@ -124,8 +124,8 @@ class FewViewReconstruction:
             model = self._model(state)
             if model.better_than(best):
                 best, self.reasons = model, reasons
-            if best.registered == self.count:
-                break
+                if model.registered == self.count:
+                    break
         return best
 
     # --- the two-view start -----------------------------------------------------------------------
@@ -155,7 +155,8 @@ class FewViewReconstruction:
         return [(i, j, R, t) for _, i, j, R, t in scored]
 
     def _start(self, i: int, j: int, R: np.ndarray, t: np.ndarray) -> _State:
-        state = _State(focal=[c.focal for c in self.corr.cameras], rejected=np.zeros(self.tracks.shape, dtype=bool))
+        state = _State(focal=[c.focal for c in self.corr.cameras], rejected=np.zeros(self.tracks.shape, dtype=bool),
+                       points=np.zeros((len(self.tracks), 3)), valid=np.zeros(len(self.tracks), dtype=bool))
         state.poses[i] = np.eye(4)
         pose = np.eye(4)
         pose[:3, :3], pose[:3, 3] = R, t
@@ -206,8 +207,6 @@ class FewViewReconstruction:
 
     def _good_observations(self, state: _State, photos: list[int]) -> int:
         """Observations in ``photos`` of tracks that have a point (outliers excluded)."""
-        if state.valid is None:
-            return 0
         return int(self._usable(state, photos)[state.valid].sum())
 
     def _candidates(self, state: _State, v: int) -> tuple[list[np.ndarray], str]:
@@ -235,8 +234,6 @@ class FewViewReconstruction:
 
     def _visible(self, state: _State, v: int) -> np.ndarray:
         """[T] bool: tracks with a point that photo ``v`` has a keypoint of."""
-        if state.valid is None:
-            return np.zeros(len(self.tracks), dtype=bool)
         return state.valid & (self.tracks[:, v] >= 0)
 
     def _absolute_pose(self, state: _State, v: int) -> tuple[np.ndarray | None, str]:
@@ -254,7 +251,7 @@ class FewViewReconstruction:
         result = pycolmap.estimate_and_refine_absolute_pose(points2d, state.points[visible],
                                                             self._camera(v, state.focal), estimation, refinement)
         inliers = 0 if result is None else int(result["num_inliers"])
-        if inliers < self.options.min_inliers or inliers < 0.25 * count:
+        if result is None or inliers < self.options.min_inliers or inliers < 0.25 * count:
             return None, f"{inliers} of the {count} triangulated points it sees agree on a pose"
         pose = np.eye(4)
         pose[:3, :4] = result["cam_from_world"].matrix()
@@ -271,9 +268,10 @@ class FewViewReconstruction:
             if (n, v) not in self._relative:  # estimated once, with the focal lengths of that time
                 matches = pair.matches if n < v else pair.matches[:, ::-1]
                 self._relative[(n, v)] = self._relative_pose(n, v, matches, state.focal)
-            if self._relative[(n, v)] is None:
+            relative = self._relative[(n, v)]
+            if relative is None:
                 continue
-            R_nv, t_nv, _ = self._relative[(n, v)]
+            R_nv, t_nv, _ = relative
             R_v = R_nv @ state.poses[n][:3, :3]
             rays.append((R_v, camera_center(state.poses[n]), -R_v.T @ t_nv))
         return rays
@@ -597,7 +595,7 @@ def sampson_error(F: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
 def _intersect(rays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray | None:
     """The pose where two or more neighbours' directions meet (least squares), or None if they are parallel or meet
     behind."""
-    A, b = axes_normal_equations([c for _, c, _ in rays], [d for _, _, d in rays])
+    A, b = axes_normal_equations(np.array([c for _, c, _ in rays]), np.array([d for _, _, d in rays]))
     if np.linalg.cond(A) > 1e6:
         return None
     center = np.linalg.solve(A, b)

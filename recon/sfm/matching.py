@@ -220,7 +220,7 @@ def _dilated_mask(path: Path, width: int, height: int) -> np.ndarray:
     side)."""
     mask = image_io.read_mask(path)
     if mask.shape != (height, width):
-        mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+        mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
     grow = MASK_DILATION * max(width, height)
     near = ndimage.distance_transform_edt(~mask) <= grow
     return np.where(near, 255, 0).astype(np.uint8)

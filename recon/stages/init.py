@@ -82,7 +82,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
         elif source == "sfm":
-            points, colors = ply.read_points(graph.resolve(graph.nodes[POINTS_SFM].path))
+            points, colors = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))
             made_from = [POINTS_SFM]
         elif source == "hull":
             points = carve_hull(views(), center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
@@ -108,7 +108,7 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
     sizes = {(cam.width, cam.height) for cam in map(graph.camera_of, train)}
     applies = {
         "mvs": len(train) >= 2 and len(sizes) == 1,
-        "sfm": POINTS_SFM in graph.nodes and bool(graph.nodes[POINTS_SFM].path),
+        "sfm": POINTS_SFM in graph.nodes and bool(graph.node(POINTS_SFM, PointCloud).path),
         "hull": bool(train) and all(graph.training_mask(v) for v in train),
         "random": True,
     }
@@ -144,13 +144,14 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
                                   sources=ic.mvs_sources,
                                   min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
     with torch.no_grad():
-        maps = mvs.estimate_depth(frames.images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
+        images = frames.training_images()
+        maps = mvs.estimate_depth(images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
                                   torch.tensor(far, device=device).float(), settings)
         if frames.masks is not None:  # an object capture: the stereo of the background is not wanted
             maps.depth[~frames.masks] = 0
             maps.confidence[~frames.masks] = 0
-        points, colors, _ = mvs.fuse(maps, frames.images, frames.viewmats, frames.Ks)
-    points, colors = points.double().cpu().numpy(), colors.double().cpu().numpy()
+        fused = mvs.fuse(maps, images, frames.viewmats, frames.Ks)
+    points, colors = (t.double().cpu().numpy() for t in fused[:2])
     if len(points) > ic.mvs_points:
         pick = rng.choice(len(points), ic.mvs_points, replace=False)
         points, colors = points[pick], colors[pick]
@@ -173,7 +174,7 @@ def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
                 radius: float) -> tuple[list[float], list[float]]:
     """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
     percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind it."""
-    sfm = graph.nodes.get(POINTS_SFM)
+    sfm = graph.get(POINTS_SFM, PointCloud)
     sfm_points = ply.read_points(graph.resolve(sfm.path))[0] if sfm is not None and sfm.path else None
     near, far = [], []
     for view in train:
@@ -199,7 +200,7 @@ class _ViewData:
     def __init__(self, graph: SceneGraph, view: View):
         cam = graph.camera_of(view)
         self.K, self.w2c, self.width, self.height = cam.K, cam.world_to_camera, cam.width, cam.height
-        self.image = image_io.read_image(graph.resolve(view.image))
+        self.image = image_io.read_image(graph.image_of(view))
         mask = graph.training_mask(view)
         self.mask = image_io.read_mask(graph.resolve(mask)) if mask else None
 
@@ -214,7 +215,8 @@ class _ViewData:
 def carve_hull(views: list[_ViewData], center: np.ndarray, radius: float, resolution: int, count: int,
                rng: np.random.Generator) -> np.ndarray | None:
     """Points [count, 3] on the surface of the masks' visual hull, or None without masks."""
-    if any(v.mask is None for v in views):
+    masks = [v.mask for v in views if v.mask is not None]
+    if len(masks) < len(views):
         return None
     half = 1.2 * radius
     axis = np.linspace(-half, half, resolution)
@@ -222,10 +224,10 @@ def carve_hull(views: list[_ViewData], center: np.ndarray, radius: float, resolu
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3) + center
     occupied = np.ones(len(grid), dtype=bool)
     seen = np.zeros(len(grid), dtype=np.int64)
-    for v in views:
+    for v, mask in zip(views, masks):
         px, inside, _ = v.project(grid)
         in_mask = np.zeros(len(grid), dtype=bool)
-        in_mask[inside] = v.mask[px[inside, 1], px[inside, 0]]
+        in_mask[inside] = mask[px[inside, 1], px[inside, 0]]
         occupied &= ~inside | in_mask
         seen += inside
     occupied &= seen > 0

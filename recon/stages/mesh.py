@@ -38,7 +38,7 @@ from recon.render import render
 from recon.render.splats import load_ply, sh_degree_of
 from recon.scene.camera import camera_center, look_at, scene_up, transform_points
 from recon.scene.frames import scene_bounds
-from recon.scene.graph import Mesh, Metrics, Provenance, SceneGraph, View
+from recon.scene.graph import Mesh, Metrics, PointCloud, Provenance, SceneGraph, View
 from recon.scene.names import MESH_FILE, MESH_FINAL, MESH_GROUND_TRUTH, POINTS_GROUND_TRUTH, metrics_id
 
 NAME = "mesh"
@@ -76,10 +76,10 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     fuse_seconds = time.perf_counter() - start
     vertices, faces, colors = meshing.extract(volume)
     keep = meshing.keep_large_components(vertices, faces, mc.keep_components)
-    masked = [v for v in train if graph.training_mask(v)]
-    if mc.hull and masked and len(masked) == len(train):
+    masks = [m for m in map(graph.training_mask, train) if m]
+    if mc.hull and masks and len(masks) == len(train):
         hull = [(graph.camera_of(v).K, graph.camera_of(v).world_to_camera,
-                 image_io.read_mask(graph.resolve(v.mask))) for v in train]
+                 image_io.read_mask(graph.resolve(m))) for v, m in zip(train, masks)]
         keep &= meshing.inside_hull(vertices[faces].mean(axis=1), hull)
     vertices, faces, colors = meshing.compact(vertices, faces, colors, keep)
     if mc.decimate and len(faces) > mc.decimate:
@@ -143,14 +143,14 @@ def evaluate(graph: SceneGraph, vertices: np.ndarray, faces: np.ndarray, dtu_roo
     if root and scan is not None:
         gt = geometry.DTUGroundTruth.find(Path(root), int(scan))
         return {"geometry": geometry.evaluate_dtu(v_dataset, faces, gt, device=device).as_dict(), "protocol": "dtu"}
-    node = graph.nodes.get(MESH_GROUND_TRUTH)
-    if node is not None:  # synthetic scenes: both surfaces sampled alike
-        gt_vertices, gt_faces = ply.read_mesh(graph.resolve(node.path))
+    mesh = graph.get(MESH_GROUND_TRUTH, Mesh)
+    if mesh is not None:  # synthetic scenes: both surfaces sampled alike
+        gt_vertices, gt_faces = ply.read_mesh(graph.resolve(mesh.path))
         result = geometry.evaluate_mesh(v_dataset, faces, geometry.sample_surface(gt_vertices, gt_faces), device=device)
         return {"geometry": result.as_dict(), "protocol": "ground-truth mesh (no observation mask)"}
-    node = graph.nodes.get(POINTS_GROUND_TRUTH)
-    if node is None:
+    points = graph.get(POINTS_GROUND_TRUTH, PointCloud)
+    if points is None:
         return {}
-    gt_points, _ = ply.read_points(graph.resolve(node.path))
+    gt_points, _ = ply.read_points(graph.file_of(points))
     result = geometry.evaluate_mesh(v_dataset, faces, gt_points, device=device)
     return {"geometry": result.as_dict(), "protocol": "ground-truth points (no observation mask)"}

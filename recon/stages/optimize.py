@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ def _size(graph: SceneGraph, view: View) -> tuple[int, int]:
     if view.camera is not None:
         cam = graph.camera_of(view)
         return cam.width, cam.height
-    width, height = image_io.header_size(graph.resolve(view.image))
+    width, height = image_io.header_size(graph.image_of(view))
     factor = graph.meta.get("downscale", 1)
     return width // factor, height // factor
 
@@ -104,16 +105,17 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     frames = load_frames(graph, train_views, factor, training=True)
-    if oc.depth_weight > 0 and isinstance(graph.nodes.get(DEPTH_MVS), DepthMaps):
-        frames.depths, frames.depth_confidence = stereo_depth(graph, graph.nodes[DEPTH_MVS], train_views,
-                                                              frames.width, frames.height)
+    depth = graph.nodes.get(DEPTH_MVS)
+    if oc.depth_weight > 0 and isinstance(depth, DepthMaps):
+        frames.depths, frames.depth_confidence = stereo_depth(graph, depth, train_views, frames.width, frames.height)
     frames = frames.to(device)
     center, radius = scene_bounds(graph, train_views)
     splats = initial_splats(graph, oc, device, cfg.seed)
     estimated = poses_estimated(graph)
     refine = oc.pose_refine == "on" or (oc.pose_refine == "auto" and estimated)
-    trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed,
-                      checkpoint=graph.resolve("assets/optimize/checkpoint.pt"), refine_poses=refine)
+    checkpoint = graph.resolve("assets/optimize/checkpoint.pt")
+    trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed, checkpoint=checkpoint,
+                      refine_poses=refine)
     if cfg.live_every > 0:
         trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, oc.steps)
         trainer.live_every = cfg.live_every
@@ -125,12 +127,12 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             trainer.live.close()
     train_seconds = time.perf_counter() - start
 
-    splats = trainer.splats
+    splats = trainer.splats  # type: ignore[assignment]
     save_path = graph.resolve(SPLATS_FILE)
     atomic_write(save_path, lambda tmp: save_ply(tmp, splats, oc.kind))
     write_json(graph.resolve(OPTIMIZE_LOSS_FILE),
                {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric})
-    trainer.checkpoint.unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     made_from = [POINTS_INIT] + [v.id for v in train_views]
     graph.replace(Gaussians(id=GAUSSIANS_FINAL, path=SPLATS_FILE, count=int(len(splats["means"])),
                             kind=oc.kind, sh_degree=oc.sh_degree, provenance=Provenance(NAME, made_from=made_from)))
@@ -166,8 +168,8 @@ def stereo_depth(graph: SceneGraph, node: DepthMaps, views: list[View], width: i
 
 def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: Trainer, factor: int) -> dict:
     """Refined training cameras as ``refined/<view>`` nodes; their errors against given cameras when there are some."""
-    viewmats, Ks = trainer.pose.apply(trainer.frames.viewmats, trainer.frames.Ks)
-    viewmats, Ks = viewmats.double().cpu().numpy(), Ks.double().cpu().numpy()
+    corrected = trainer.pose.correct_all(trainer.frames.viewmats, trainer.frames.Ks)
+    viewmats, Ks = (t.double().cpu().numpy() for t in corrected)
     refined = []
     for view, vm, K in zip(train_views, viewmats, Ks):
         cam = graph.camera_of(view)
@@ -176,11 +178,12 @@ def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: Traine
         graph.replace(Camera(id=f"refined/{view.name}", K=K, world_to_camera=vm, width=cam.width, height=cam.height,
                              sensor=cam.sensor, provenance=Provenance(NAME, made_from=[view.camera])))
         refined.append(vm)
-    values = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal))}
+    values: dict[str, Any] = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal))}
     given = graph.meta.get("poses_given", {}).get("cameras", {})
     known = [graph.nodes.get(given.get(v.id) or "") for v in train_views]
-    if len(train_views) >= 3 and all(isinstance(k, Camera) for k in known):
+    known_w2c = [k.world_to_camera for k in known if isinstance(k, Camera)]
+    if len(train_views) >= 3 and len(known_w2c) == len(train_views):
         before = [graph.camera_of(v).world_to_camera for v in train_views]
-        values["against_given_before"], _ = compare_poses(before, [k.world_to_camera for k in known])
-        values["against_given_after"], _ = compare_poses(refined, [k.world_to_camera for k in known])
+        values["against_given_before"], _ = compare_poses(before, known_w2c)
+        values["against_given_after"], _ = compare_poses(refined, known_w2c)
     return values

@@ -46,7 +46,7 @@ from recon.io import FULL_SIZE
 from recon.io import images as image_io
 from recon.metrics import poses as pose_eval
 from recon.scene.camera import transform_world_to_camera
-from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, SceneGraph, View
+from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, Role, SceneGraph, View
 from recon.scene.names import POINTS_SFM, metrics_id
 from recon.sfm.matching import FeatureOptions, Photo, camera_priors
 from recon.sfm.reconstruct import reconstruct
@@ -86,7 +86,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         return graph
     _check_estimable(graph, train, pc)
     start = time.perf_counter()
-    sizes = {v.id: image_io.header_size(graph.resolve(v.image)) for v in train}  # pixels checked at import
+    sizes = {v.id: image_io.header_size(graph.image_of(v)) for v in train}  # pixels checked at import
     sfm = estimate(graph, train, pc)
     seconds = time.perf_counter() - start
     if "refused" in sfm.details:
@@ -149,8 +149,9 @@ def _restore_given(graph: SceneGraph) -> None:
         graph.meta[GIVEN] = {"cameras": {v.id: v.camera for v in graph.views()},
                              "to_dataset": graph.to_dataset.tolist()}
         return
-    chosen = graph.nodes[metrics_id("views")].values
-    roles = {**{name: "test" for name in chosen["test"]}, **{name: "train" for name in chosen["train"]}}
+    chosen = graph.node(metrics_id("views"), Metrics).values
+    roles: dict[str, Role] = {**{name: "test" for name in chosen["test"]},
+                              **{name: "train" for name in chosen["train"]}}
     for v in graph.views():
         v.camera = given["cameras"].get(v.id)
         v.role = roles.get(v.name, "unused")
@@ -187,7 +188,7 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
     paths, masks, scales = [], [], []
     for v in views:
         original = full_size.get(v.id)
-        paths.append(Path(original["image"]) if original else graph.resolve(v.image))
+        paths.append(Path(original["image"]) if original else graph.image_of(v))
         mask = (original["mask"] if original else v.mask) if pc.use_masks else None
         masks.append(None if mask is None else (Path(mask) if original else graph.resolve(mask)))
         scales.append(1.0 / factor if original else 1.0)  # from the photo's pixels to the trained image's

@@ -166,9 +166,10 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         held_splats = pairs.held_splats if pairs is not None else None
         if held_splats is None:  # no training pairs were made: one leave-one-out run for the check
             *_, held_splats = leave_one_out(graph, ctx, _targets(frames), [held], held)
+        assert held_splats is not None  # validate() keeps prior.loo_steps above 0 while there is a check
         result = check(ctx, held, held_splats, model)
         seconds["validate"] = time.perf_counter() - start
-    before = graph.nodes.get(metrics_id("optimize"))
+    before = graph.get(metrics_id("optimize"), Metrics)
     before_values = {k: v for k, v in (before.values if before is not None else {}).items()
                      if k in ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")}
     summary = dict(prior=model.name, before=before_values, validation=result,
@@ -180,6 +181,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 gain={k: 0.0 for k, v in before_values.items() if v is not None})
         return graph
     if pairs is not None:  # the checked model saw half its steps without the held-out view: it finishes on all
+        from recon.priors.repair import SceneRepair
+
+        assert isinstance(model, SceneRepair)  # pairs come with the scene's own model only
         start = time.perf_counter()
         model.fit(pairs.inputs, pairs.targets)
         seconds["model"] += time.perf_counter() - start
@@ -222,14 +226,14 @@ def apply(graph: SceneGraph, ctx: PriorContext, splats: dict, model: RepairModel
     """Distil the repaired pseudo views into the scene's splats; write ``gaussians/prior``, its files, and the
     held-out views' metrics with their gain."""
     oc = ctx.cfg.optimize
-    final = graph.nodes[GAUSSIANS_FINAL]
+    final = graph.node(GAUSSIANS_FINAL, Gaussians)
     start = time.perf_counter()
     distilled = distill(ctx, splats, model)
     _write_pseudo(graph, distilled.renders, distilled.repaired)
     seconds["distill"] = time.perf_counter() - start
     trainer = distilled.trainer
     prior_splats = trainer.splats
-    atomic_write(graph.resolve(PRIOR_SPLATS_FILE), lambda tmp: save_ply(tmp, prior_splats, oc.kind))
+    atomic_write(graph.resolve(PRIOR_SPLATS_FILE), lambda tmp: save_ply(tmp, prior_splats, oc.kind))  # type: ignore[arg-type]
     write_json(graph.resolve(PRIOR_LOSS_FILE), {
         "repair": {"every": model.log_every, "loss": model.losses},
         "distill": {"every": trainer.log_every, "loss": trainer.losses, "photometric": trainer.photometric,
@@ -280,7 +284,7 @@ def check(ctx: PriorContext, held: int, splats: dict, model: RepairModel) -> dic
     rest = [j for j in range(len(frames)) if j != held]
     trainer = distill(dataclasses.replace(ctx, frames=frames.subset(rest)), splats, model,
                       title=f"prior: check on {frames.names[held]}").trainer
-    viewmat, K, image = frames.viewmats[held], frames.Ks[held], frames.images[held]
+    viewmat, K, image = frames.viewmats[held], frames.Ks[held], frames.training_images()[held]
     mask = frames.masks[held].bool() if frames.masks is not None else None
     with torch.no_grad():
         before = render_on_black(splats, viewmat[None], K[None], frames.width, frames.height, ctx.cfg.optimize,
@@ -331,16 +335,17 @@ def training_pairs(graph: SceneGraph, ctx: PriorContext, splats: dict, factor: i
                         loo=np.array(info["leave_one_out"]), perturbed=np.array(info["perturbed"]))
     atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
     # The network trains on what was stored (8 bits), so a cached rerun trains on the same pairs.
-    held_splats = load_ply(held_path, device) if held_splats is not None else None  # as stored, likewise
+    stored_held = load_ply(held_path, device) if held_splats is not None else None  # as stored, likewise
     return Pairs(torch.from_numpy(as_u8(inputs)).float() / 255, torch.from_numpy(as_u8(targets)).float() / 255, views,
-                 held_splats, info)
+                 stored_held, info)
 
 
 def _targets(frames: Frames) -> torch.Tensor:
     """The training images as the renders should look: the object on black when there are masks."""
+    images = frames.training_images()
     if frames.masks is None:
-        return frames.images
-    return frames.images * frames.masks[..., None].float()
+        return images
+    return images * frames.masks[..., None].float()
 
 
 def leave_one_out(graph: SceneGraph, ctx: PriorContext, targets: torch.Tensor, held: list[int], keep: int | None = None
@@ -382,7 +387,9 @@ def perturbed(splats: dict, frames: Frames, targets: torch.Tensor, oc: OptimizeC
     """Every training view rendered from ``perturb_samples`` noisy copies of the splats, at rising noise levels."""
     gen = torch.Generator(device=device).manual_seed(seed)
     noise = lambda t, sigma: t + sigma * torch.randn(t.shape, generator=gen, device=device)  # noqa: E731
-    inputs, outputs, views = [], [], []
+    inputs: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
+    views: list[int] = []
     for k in range(pc.perturb_samples):
         level = pc.perturb_scale * (k + 1) / pc.perturb_samples
         noisy = dict(splats, means=noise(splats["means"], 0.02 * radius * level),
@@ -436,4 +443,4 @@ def _write_pseudo(graph: SceneGraph, renders: torch.Tensor, repaired: torch.Tens
     side = torch.cat([renders, repaired], 2).cpu().numpy()
     for k, pixels in enumerate(side):
         atomic_write(graph.resolve(f"assets/prior/pseudo/{k:03d}.png"),
-                     lambda tmp, p=pixels: image_io.write_image(tmp, p))
+                     lambda tmp, p=pixels: image_io.write_image(tmp, p))  # type: ignore[misc]
