@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.eval.tables import CONVENTION_KEYS
 from recon.files import atomic_write
+from recon.metrics.images import CONVENTION_KEYS
 
 GRID_ROWS = 6
 

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from recon.eval import plots
 from recon.files import atomic_write, write_json
+from recon.metrics.images import CONVENTION_KEYS
 from recon.resources import ANCHORS_DIR
 
 # (key, header, digits); a column is shown when some scene has a value for it.
@@ -97,12 +99,6 @@ def markdown(title: str, results: list[dict], anchors: dict | None, views: int |
     return "\n".join(lines) + "\n"
 
 
-# A published masked number is compared with recon's number under the same convention
-# (recon/metrics/images.py defines both): the anchor's keys are named for the mask-mean one.
-CONVENTION_KEYS = {"mask_mean": {}, "black_background": {"psnr_masked": "psnr_black", "ssim_masked": "ssim_black",
-                                                         "lpips_masked": "lpips_black"}}
-
-
 def published_table(published: list[dict], mean: dict[str, float | None]) -> list[str]:
     """Markdown lines: each published method, and recon's mean under the same masked convention beside it."""
     keys = [c for c in COLUMNS if any(c[0] in row["values"] for row in published)]
@@ -165,8 +161,6 @@ def write_aggregates(out: Path, title: str, results: list[dict], anchors_name: s
     atomic_write(out / "table.md", lambda tmp: tmp.write_text(text))
     table = csv_text(results)
     atomic_write(out / "table.csv", lambda tmp: tmp.write_text(table))
-    from recon.eval import plots
-
     written = plots.write_all(out, results, anchor_rows(anchors, views))
     summary = {
         "title": title, "protocol": protocol, "scenes": len(results),

@@ -12,38 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from recon.errors import InputError
 from recon.io import images as image_io
+from recon.io.layout import ImportOptions, Layout
 from recon.scene.camera import has_distortion
-from recon.scene.graph import Camera, SceneGraph, View
+from recon.scene.graph import Camera, SceneGraph
 
 FULL_SIZE = "full_size_images"  # meta key: view id -> its photo (and mask) before down-sampling
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    """How to read a scene; see :class:`recon.config.DataConfig` for the meaning of each."""
-
-    downscale: int = 1
-    light: int = 3
-    strict: bool = False
-    masks: bool = True
-    train_masks: bool = True
-    spare_split: str | None = None
-
-
-@dataclass(frozen=True)
-class Layout:
-    name: str
-    description: str
-    detect: Callable[[Path], bool]
-    read: Callable[[Path, ImportOptions], SceneGraph]
 
 
 def layouts() -> list[Layout]:
@@ -185,13 +164,3 @@ def _rewriter(path: Path, K: np.ndarray | None, dist: np.ndarray | None, factor:
     return produce
 
 
-def new_view(index: int, name: str, image: Path | None, camera: str | None = None, mask: Path | None = None) -> View:
-    """A view node with the standard id for its index."""
-    return View(
-        id=f"view/{index:04d}",
-        name=name,
-        index=index,
-        image=str(image) if image is not None else None,
-        camera=camera,
-        mask=str(mask) if mask is not None else None,
-    )

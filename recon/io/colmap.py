@@ -18,8 +18,8 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.files import atomic_write
-from recon.io import ImportOptions, Layout, new_view
 from recon.io.colmap_check import check_model
+from recon.io.layout import ImportOptions, Layout, new_view
 from recon.scene.camera import (
     check_distortion,
     check_intrinsics,

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view, ply
 from recon.io import images as image_io
+from recon.io import ply
 from recon.io.images import header_size
+from recon.io.layout import ImportOptions, Layout, new_view
 from recon.scene.camera import (
     axes_normal_equations,
     camera_center,

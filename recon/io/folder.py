@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view
 from recon.io import images as image_io
+from recon.io.layout import ImportOptions, Layout, new_view
 from recon.scene.graph import SceneGraph
 
 

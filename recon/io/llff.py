@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view
 from recon.io import images as image_io
+from recon.io.layout import ImportOptions, Layout, new_view
 from recon.scene.camera import check_intrinsics, check_pose, intrinsics_matrix, invert_rigid
 from recon.scene.graph import Camera, SceneGraph
 

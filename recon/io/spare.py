@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from recon.errors import InputError
-from recon.io import ImportOptions, Layout, new_view
 from recon.io.dtu import (
     camera_from_projection,
     focus_normalization,
@@ -33,6 +32,7 @@ from recon.io.dtu import (
     read_projection_txt,
     scan_number,
 )
+from recon.io.layout import ImportOptions, Layout, new_view
 from recon.scene.graph import SceneGraph
 
 SPLIT_PATTERN = re.compile(r"^Track(\d)_split_(\w+)\.json$")

@@ -21,8 +21,9 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.files import write_json
-from recon.io import ImportOptions, Layout, new_view, ply
 from recon.io import images as image_io
+from recon.io import ply
+from recon.io.layout import ImportOptions, Layout, new_view
 from recon.scene.camera import (
     check_distortion,
     check_intrinsics,

@@ -30,6 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The masked conventions by the names data/anchors/*.yaml give them: the metric keys that measure each, keyed by
+# the names of the mask-mean keys (a published number is compared with recon's under its own convention).
+CONVENTION_KEYS: dict[str, dict[str, str]] = {
+    "mask_mean": {},
+    "black_background": {"psnr_masked": "psnr_black", "ssim_masked": "ssim_black", "lpips_masked": "lpips_black"},
+}
+
 
 def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
     """PSNR of [H, W, 3] images; with a bool mask [H, W], over the masked pixels only."""
