@@ -132,10 +132,10 @@ def test_alignment_and_auc_are_exact_on_known_cases():
 
 
 def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
-    cfg = load_config("tiny", {"poses.mode": "estimate", "views.count": 12})
+    cfg = load_config("tiny", {"poses.mode": "estimate", "views.count": 10})
     graph = run_scene(textured_scene, cfg, tmp_path, until="init").graph
     values = graph.nodes["metrics/poses"].values
-    assert values["source"] == "estimated" and values["registered"] == 12 and values["sfm_points"] > 100
+    assert values["source"] == "estimated" and values["registered"] == 10 and values["sfm_points"] > 100
     errors = values["against_given"]
     assert errors["rotation_error_deg"]["max"] < 2.0
     assert errors["translation_error_relative"] < 0.02
@@ -149,8 +149,19 @@ def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
         S_est = graph.to_dataset @ np.r_[c_est, 1.0]
         S_given = np.asarray(graph.meta["poses_given"]["to_dataset"]) @ np.r_[c_given, 1.0]
         assert np.linalg.norm(S_est - S_given) < 0.05 * np.linalg.norm(S_given[:3])
+    # The held-out views keep their given poses, in the estimated frame, with the estimated camera's intrinsics.
+    held_out = graph.views("test")
+    assert len(held_out) == 2 and all(graph.camera_of(v).id.startswith("estimated/") for v in held_out)
+    K = graph.camera_of(graph.views("train")[0]).K
+    for v in held_out:
+        np.testing.assert_array_equal(graph.camera_of(v).K, K)
+        c_est = camera_center(graph.camera_of(v).world_to_camera)
+        c_given = camera_center(graph.nodes[given[v.id]].world_to_camera)
+        S_est = graph.to_dataset @ np.r_[c_est, 1.0]
+        S_given = np.asarray(graph.meta["poses_given"]["to_dataset"]) @ np.r_[c_given, 1.0]
+        assert np.linalg.norm(S_est - S_given) < 1e-6 * np.linalg.norm(S_given[:3])
     # Back to the given poses: the stage reruns and the views use the imported cameras again.
-    again = run_scene(textured_scene, load_config("tiny", {"views.count": 12}), tmp_path, until="poses").graph
+    again = run_scene(textured_scene, load_config("tiny", {"views.count": 10}), tmp_path, until="poses").graph
     assert again.nodes["metrics/poses"].values == {"source": "given"}
     assert not any(graph.camera_of(v).id.startswith("estimated/") for v in again.views())
 

@@ -24,8 +24,11 @@ When the views had given cameras, the estimated ones are aligned to them
 (a similarity, recon/metrics/poses.py) and ``metrics/poses`` holds the errors;
 ``to_dataset`` then includes that alignment, so the mesh stage's metrics and
 the exports land in the dataset's frame, and held-out views keep their given
-cameras, carried into the estimated frame. Without given cameras, held-out
-views have no camera and are not evaluated. The sparse points become ``points/sfm``.
+poses, carried into the estimated frame. A held-out photo of the size that one
+estimated camera took gets that camera's estimated intrinsics: the splats are
+built for them, and a focal length a few percent off would otherwise show as a
+zoom that no pose fits. Without given cameras, held-out views have no camera and
+are not evaluated. The sparse points become ``points/sfm``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,16 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
             raise InputError(f"{graph.source.get('path', graph.name)}: --poses given, but {len(missing)} views have "
                              f"no camera ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
     _check_estimable(graph, graph.views("train"), cfg.poses)
+
+
+def shared_intrinsics(views: list[View], cameras: dict[str, tuple[np.ndarray, np.ndarray]],
+                      sizes: dict[str, tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
+    """The estimated K of each photo size that one estimated camera covers (every registered view of that size has
+    the same K; ``cameras``: view id -> (K, world-to-camera)); sizes that several cameras took are left out."""
+    by_size: dict[tuple[int, int], list[np.ndarray]] = {}
+    for v in views:
+        by_size.setdefault(sizes[v.id], []).append(cameras[v.id][0])
+    return {size: Ks[0] for size, Ks in by_size.items() if all(np.allclose(K, Ks[0]) for K in Ks)}
 
 
 def _estimates(train: list[View], pc: PosesConfig) -> bool:
@@ -120,10 +133,12 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         graph.replace(Camera(id=f"estimated/{v.name}", K=K, world_to_camera=w2c, width=width, height=height,
                              sensor=sfm.sensors[v.id], provenance=Provenance(NAME, made_from=[v.id])))
         v.camera = f"estimated/{v.name}"
+    shared = shared_intrinsics(registered, sfm.cameras, sizes)
     for v in graph.views("test"):
         if alignment is not None and v.id in known:  # the given camera, carried into the estimated frame
             cam = known[v.id]
-            graph.replace(Camera(id=f"estimated/{v.name}", K=cam.K, world_to_camera=transform_world_to_camera(
+            K = shared.get((cam.width, cam.height), cam.K)  # a photo of the size one estimated camera took: its K
+            graph.replace(Camera(id=f"estimated/{v.name}", K=K, world_to_camera=transform_world_to_camera(
                 cam.world_to_camera, np.linalg.inv(alignment)), width=cam.width, height=cam.height,
                 sensor=cam.sensor, provenance=Provenance(NAME, made_from=made_from)))
             v.camera = f"estimated/{v.name}"
