@@ -79,9 +79,8 @@ def applies(preset: str, protocol: dict) -> bool:
     return True
 
 
-def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, images: str | None,
-            until: str = "optimize") -> dict:
-    """One run up to the optimize stage (or an earlier ``until``), in a worker process; never raises."""
+def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, images: str | None) -> dict:
+    """One run up to the optimize stage, in a worker process; never raises."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -96,15 +95,12 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
     try:
         cfg = load_config(preset, overrides)
         start = time.perf_counter()
-        result = run_scene(Path(scene), cfg, Path(out_root), name=name, until=until)
+        result = run_scene(Path(scene), cfg, Path(out_root), name=name, until="optimize")
         graph = result.graph
         row["stages"] = {k: rec.seconds for k, rec in graph.stages.items()}
         poses = graph.nodes[metrics_id("poses")].values
         if poses.get("source") == "estimated":
             row["poses"] = poses
-        if until != "optimize":
-            row["seconds"] = time.perf_counter() - start
-            return row
         m = graph.nodes[metrics_id("optimize")].values
         row.update({k: m.get(k) for k in METRICS})
         row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
@@ -139,7 +135,7 @@ def write_strip(graph, path: Path) -> str | None:
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per (scene, views, variant) that ran, and each variant's mean gain in PSNR over plain on the same
     views."""
-    ok = [r for r in runs if "error" not in r and "psnr" in r]
+    ok = [r for r in runs if "error" not in r]
     plain = {(r["scene"], r["views"]): r for r in ok if r["variant"] == "plain"}
     rows = []
     for r in ok:
@@ -155,7 +151,7 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def markdown(report: dict) -> str:
     """The report's table: one row per scene and view count, a column pair per variant."""
-    runs = [r for r in report["runs"] if "error" not in r and "psnr" in r]
+    runs = [r for r in report["runs"] if "error" not in r]
     ran = {r["variant"] for r in runs}
     variants = [v for v in report.get("variants", {}) if v in ran] + sorted(ran - set(report.get("variants", {})))
     lines = ["| scene | views | " + " | ".join(variants) + " |",
@@ -188,9 +184,6 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="the report (JSON)")
     ap.add_argument("--images", type=Path, help="folder for the photo | render | error strips of 3-view runs")
     ap.add_argument("--work", type=Path, help="keep the runs' output folders here (default: a temporary folder)")
-    ap.add_argument("--until", default="optimize", choices=("poses", "optimize"),
-                    help="stop after this stage: with --work, 'poses' estimates cameras on a machine with pycolmap and "
-                         "a later run with the same --work reuses them")
     ap.add_argument("--note", default="")
     ap.add_argument("--table", type=Path, help="print the markdown table of an existing report and stop")
     args = ap.parse_args()
@@ -208,7 +201,7 @@ def main() -> int:
     protocols = {p: scene_protocol(p) for p in scenes}
     compile_seconds = compile_kernels()
     report = {"benchmark": "real", "environment": {**environment(), "gsplat_compile_seconds": compile_seconds},
-              "note": args.note, "jobs": args.jobs, "until": args.until, "root": str(args.root),
+              "note": args.note, "jobs": args.jobs, "root": str(args.root),
               "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common,
               "protocols": {p.name: v for p, v in protocols.items() if v is not None},
               "skipped": [p.name for p, v in protocols.items() if v is None], "runs": []}
@@ -236,7 +229,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = str(args.work or tmp)
         with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, *a[:3], work, *a[3:], args.until): base for base, a in tasks}
+            futures = {pool.submit(run_one, a[0], a[1], a[2], work, a[3], a[4]): base for base, a in tasks}
             for future in as_completed(futures):
                 row = {**futures[future], **future.result()}
                 report["runs"].append(row)
