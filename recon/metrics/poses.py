@@ -25,7 +25,7 @@ import itertools
 
 import numpy as np
 
-from recon.scene.camera import camera_center
+from recon.scene.camera import camera_center, nearest_rotation
 
 
 def align(estimated: list[np.ndarray], known: list[np.ndarray]) -> tuple[float, np.ndarray, np.ndarray]:
@@ -35,8 +35,7 @@ def align(estimated: list[np.ndarray], known: list[np.ndarray]) -> tuple[float, 
     R_estimated_i`` over the cameras (world_to_camera [4, 4] each); ``s`` and
     ``t`` [3] minimise ``sum |s R c_i + t - c'_i|^2`` over the centres.
     """
-    U, _, Vt = np.linalg.svd(sum(k[:3, :3].T @ e[:3, :3] for e, k in zip(estimated, known)))
-    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    R = nearest_rotation(sum(k[:3, :3].T @ e[:3, :3] for e, k in zip(estimated, known)))
     ce = np.stack([camera_center(m) for m in estimated])
     ck = np.stack([camera_center(m) for m in known])
     xe = (ce - ce.mean(axis=0)) @ R.T

@@ -72,6 +72,12 @@ def quaternion_from_rotation(R: np.ndarray) -> np.ndarray:
     return -q if q[0] < 0 else q
 
 
+def nearest_rotation(M: np.ndarray) -> np.ndarray:
+    """The rotation nearest to the 3x3 matrix ``M`` in the Frobenius (chordal) sense: ``U diag(1, 1, det) V^T``."""
+    U, _, Vt = np.linalg.svd(M)
+    return U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+
+
 def invert_rigid(T: np.ndarray) -> np.ndarray:
     """Invert a 4x4 rigid transform exactly (R.T, -R.T t) rather than by LU."""
     R = T[:3, :3]

@@ -52,7 +52,7 @@ import numpy as np
 
 from recon.io import images as image_io
 from recon.metrics.poses import rotation_angle
-from recon.scene.camera import axes_normal_equations, camera_center, intrinsics_matrix
+from recon.scene.camera import axes_normal_equations, camera_center, intrinsics_matrix, nearest_rotation
 from recon.sfm.matching import Correspondences
 from recon.sfm.model import Model
 
@@ -541,12 +541,7 @@ def build_tracks(corr: Correspondences) -> np.ndarray:
 def triangulate_pairs(x1: np.ndarray, x2: np.ndarray, P1: np.ndarray, P2: np.ndarray) -> np.ndarray:
     """[N, 3] points from normalised coordinates [N, 2] in two cameras with world_to_camera ``P1``, ``P2`` [4, 4]
     (DLT)."""
-    rows = np.stack([x1[:, :1] * P1[2:3, :4] - P1[0:1, :4], x1[:, 1:2] * P1[2:3, :4] - P1[1:2, :4],
-                     x2[:, :1] * P2[2:3, :4] - P2[0:1, :4], x2[:, 1:2] * P2[2:3, :4] - P2[1:2, :4]], axis=1)
-    _, _, vt = np.linalg.svd(rows)
-    X = vt[:, -1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return X[:, :3] / X[:, 3:4]
+    return _dlt(np.stack([x1, x2], axis=1), [P1, P2], np.ones((len(x1), 2), dtype=bool))
 
 
 def triangulate_tracks(tracks: np.ndarray, seen: np.ndarray, keypoints: list[np.ndarray], Ks: list[np.ndarray],
@@ -557,17 +552,20 @@ def triangulate_tracks(tracks: np.ndarray, seen: np.ndarray, keypoints: list[np.
     ``seen`` [T, V] bool which observations to use (at least two per track),
     ``Ks`` and ``poses`` per photo (``K`` [3, 3], world_to_camera [4, 4]).
     """
-    T, V = tracks.shape
-    rows = np.zeros((T, 2 * V, 4))
-    for v in range(V):
-        uv = keypoints[v][np.maximum(tracks[:, v], 0)]
-        x = (uv - Ks[v][:2, 2]) / np.diag(Ks[v])[:2]
-        P = poses[v][:3, :4]
-        w = seen[:, v, None].astype(float)
-        rows[:, 2 * v] = w * (x[:, :1] * P[2] - P[0])
-        rows[:, 2 * v + 1] = w * (x[:, 1:2] * P[2] - P[1])
-    _, _, vt = np.linalg.svd(rows)
-    X = vt[:, -1]
+    x = np.stack([(keypoints[v][np.maximum(tracks[:, v], 0)] - Ks[v][:2, 2]) / np.diag(Ks[v])[:2]
+                  for v in range(tracks.shape[1])], axis=1)
+    return _dlt(x, poses, seen)
+
+
+def _dlt(x: np.ndarray, poses: list[np.ndarray], seen: np.ndarray) -> np.ndarray:
+    """[N, 3] points by DLT from normalised coordinates ``x`` [N, V, 2] in V cameras (world_to_camera [4, 4] each),
+    over the observations ``seen`` [N, V] marks."""
+    rows = np.zeros((len(x), 2 * len(poses), 4))
+    for v, pose in enumerate(poses):
+        P, w = pose[:3, :4], seen[:, v, None].astype(float)
+        rows[:, 2 * v] = w * (x[:, v, :1] * P[2] - P[0])
+        rows[:, 2 * v + 1] = w * (x[:, v, 1:2] * P[2] - P[1])
+    X = np.linalg.svd(rows)[2][:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         return X[:, :3] / X[:, 3:4]
 
@@ -601,16 +599,7 @@ def _intersect(rays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndar
     center = np.linalg.solve(A, b)
     if any(np.dot(center - c, d) <= 0 for _, c, d in rays):
         return None
-    return _pose(_mean_rotation([R for R, _, _ in rays]), center)
-
-
-def _mean_rotation(rotations: list[np.ndarray]) -> np.ndarray:
-    """The rotation nearest (chordal) to the mean of ``rotations``."""
-    U, _, Vt = np.linalg.svd(np.mean(rotations, axis=0))
-    R = U @ Vt
-    if np.linalg.det(R) < 0:
-        R = U @ np.diag([1.0, 1.0, -1.0]) @ Vt
-    return R
+    return _pose(nearest_rotation(np.mean([R for R, _, _ in rays], axis=0)), center)  # the chordal mean rotation
 
 
 def _pose(R: np.ndarray, center: np.ndarray) -> np.ndarray:
