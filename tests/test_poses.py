@@ -265,6 +265,29 @@ def test_exif_gives_the_focal_length_and_separates_cameras(tmp_path):
     assert cameras[2].focal == pytest.approx(1.2 * 320)
 
 
+def test_damaged_exif_gives_no_camera_facts_rather_than_an_error(tmp_path):
+    """Bytes of a photo's EXIF block overwritten at random: read_camera returns facts or None, never raises."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "recon", "test camera"
+    ifd = exif.get_ifd(0x8769)
+    ifd[0xA405], ifd[0x920A], ifd[0xA20E], ifd[0xA210], ifd[0xA002] = 26, 4.5, 1000.0, 3, 64
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8)).save(path, exif=exif)
+    data = path.read_bytes()
+    start = data.index(b"Exif\x00\x00") + 6
+    length = int.from_bytes(data[start - 8 : start - 6], "big") - 8  # the APP1 segment's length, less its header
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        damaged = bytearray(data)
+        for at in rng.integers(start, start + length, rng.integers(1, 7)):
+            damaged[at] = rng.integers(256)
+        path.write_bytes(bytes(damaged))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about the damage it skips
+            facts = read_camera(path, 64, 48)
+        assert facts.focal_px is None or facts.focal_px > 0
+
+
 def test_features_come_from_the_photos_at_their_own_size(tmp_path):
     K = intrinsics_matrix(450, 450, 240, 180)
     truth = orbit(np.array([0.6, 0.6, 0.5]), [15, 45, 75])
