@@ -106,6 +106,7 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
         row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
                    resolution=m.get("resolution"), seconds=time.perf_counter() - start,
                    init=graph.nodes[metrics_id("init")].values.get("source"),
+                   stereo_kept=graph.nodes[metrics_id("init")].values.get("mvs", {}).get("kept_share"),
                    train_views=graph.nodes[metrics_id("views")].values["train_indices"],
                    test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]))
         if images:
