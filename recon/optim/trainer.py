@@ -79,6 +79,7 @@ class Trainer:
             [{"params": [self.pose.twist], "lr": oc.pose_lr}]
             + ([{"params": [self.pose.log_focal], "lr": oc.pose_lr}] if oc.focal_refine else []))
         self.strategy, self.state = self._strategy()
+        self.images = frames.training_images()  # [V, H, W, 3]
         self.masks = frames.masks if oc.use_masks else None  # [V, H, W]: None when masks do not shape the model
         bg = oc.background if oc.background != "auto" else ("random" if self.masks is not None else "black")
         self.background = bg
@@ -148,7 +149,7 @@ class Trainer:
             bgs = torch.cat([bgs, torch.zeros(1, 3, device=self.device)])
         out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)
-        target = f.training_images()[index]
+        target = self.images[index]
         mask = self.masks[index] if self.masks is not None else None
         if mask is not None:
             m = mask[..., None].float()
@@ -170,7 +171,7 @@ class Trainer:
             loss = loss + oc.depth_weight * reg.depth_agreement(out.depth[0, ..., 0], f.depths[index],
                                                                 f.depth_confidence[index])
         if regularize and oc.depth_smooth > 0 and oc.kind == "3dgs":
-            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], f.training_images()[index : index + 1],
+            loss = loss + oc.depth_smooth * reg.depth_smoothness(out.depth[:1], self.images[index : index + 1],
                                                                  out.alpha[:1], self.radius)
         if regularize and oc.kind == "2dgs":
             if oc.distortion > 0:
