@@ -214,6 +214,9 @@ class OptimizeConfig:
     """Largest ratio of a splat's longest to shortest axis that goes unpenalised (2DGS: of its two axes)."""
     opacity_entropy: float = 0.0
     """Weight of the mean binary entropy of the opacities: pushes each splat to opaque or gone (against floaters)."""
+    opacity_decay: float = 0.0
+    """Share of every splat's opacity taken away after each step from ``regularize_from`` until densification stops
+    (Binocular3DGS's opacity decay): splats the photos do not hold up fade below the pruning threshold."""
     dropout: float = 0.0
     """Share of splats left out of each training render, the others' opacity scaled by 1 / (1 - share)
     (DropGaussian): no splat can lean on the ones in front of it."""
@@ -457,6 +460,7 @@ LIMITS: dict[str, Limit] = {
     "optimize.pseudo_jitter": AT_LEAST_0, "optimize.regularize_from": AT_LEAST_0,
     "optimize.depth_weight": AT_LEAST_0, "optimize.anisotropy": AT_LEAST_0, "optimize.max_anisotropy": Limit(1),
     "optimize.opacity_entropy": AT_LEAST_0, "optimize.dropout": Limit(0, 1, high_open=True),
+    "optimize.opacity_decay": Limit(0, 1, high_open=True),
     "optimize.binocular": AT_LEAST_0, "optimize.binocular_shift": AT_LEAST_0,
     "optimize.pose_lr": AT_LEAST_0, "optimize.test_pose_steps": AT_LEAST_0, "optimize.test_pose_lr": AT_LEAST_0,
     "optimize.cpu_align_steps": AT_LEAST_0, "optimize.checkpoint_every": COUNT, "optimize.cpu_steps": COUNT,

@@ -205,7 +205,8 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
     switches = {"init.source": "mvs", "init.mvs_min_points": 50, "init.mvs_max_planes": 32, "optimize.steps": 12,
                 "optimize.cpu_steps": 12, "optimize.refine_start": 100, "optimize.regularize_from": 2,
                 "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
-                "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.binocular": 0.1,
+                "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
+                "optimize.binocular": 0.1,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values
@@ -240,6 +241,12 @@ def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():
     assert torch.isfinite(logits.grad).all()
     assert float(reg.opacity_entropy(torch.tensor([0.0]))) == pytest.approx(math.log(2))
     assert float(reg.opacity_entropy(torch.tensor([-30.0, 30.0]))) < 1e-9
+
+    logits = torch.tensor([-30.0, -2.0, 0.0, 3.0, 30.0])
+    decayed = reg.decayed_opacity(logits, 0.01)
+    assert torch.isfinite(decayed).all() and bool((decayed <= logits).all())
+    assert torch.allclose(torch.sigmoid(decayed[1:4]), 0.99 * torch.sigmoid(logits[1:4]), rtol=1e-6)
+    assert torch.allclose(reg.decayed_opacity(logits[1:4], 0.0), logits[1:4], atol=1e-5)
 
     target = torch.tensor([[2.0, 0.0], [4.0, 4.0]])  # 0: no stereo depth there
     depth = torch.tensor([[2.0, 9.0], [5.0, 4.0]], requires_grad=True)

@@ -46,6 +46,16 @@ def opacity_entropy(logits: Tensor) -> Tensor:
     return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).mean()
 
 
+def decayed_opacity(logits: Tensor, share: float) -> Tensor:
+    """The logits [N] of opacities ``share`` lower: sigmoid(result) = (1 - share) * sigmoid(logits), finite for any
+    logit (Binocular3DGS's opacity decay, applied after each step)."""
+    # log p' - log(1 - p') with p' = (1 - share) p, where 1 - p' = sigmoid(-x) + share sigmoid(x): no clamping.
+    kept = math.log1p(-share) + F.logsigmoid(logits)
+    gone = torch.logaddexp(F.logsigmoid(-logits), math.log(share) + F.logsigmoid(logits)) if share > 0 else \
+        F.logsigmoid(-logits)
+    return kept - gone
+
+
 def depth_smoothness(depth: Tensor, image: Tensor, alpha: Tensor, scale: float) -> Tensor:
     """Edge-aware total variation of depth (in units of ``scale``) where the render is opaque."""
     d = depth[..., 0] / scale

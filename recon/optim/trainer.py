@@ -204,6 +204,9 @@ class Trainer:
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if regularize and oc.opacity_decay > 0 and step < min(oc.refine_stop, self.steps):
+            with torch.no_grad():
+                self.splats["opacities"].copy_(reg.decayed_opacity(self.splats["opacities"], oc.opacity_decay))
         decay = 0.01 ** (min(step, self.steps) / max(1, self.steps))
         self.optimizers["means"].param_groups[0]["lr"] = self.means_lr0 * decay
         if self.refine_poses:
