@@ -20,8 +20,9 @@ from recon.errors import OutputError, output_error
 NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` and rename ``tmp`` to ``path``.
+def atomic_write(path: Path, write: Callable[..., object], *args: Any) -> Path:
+    """Call ``write(tmp, *args)`` and rename ``tmp`` to ``path`` (``args``: what a writer called in a loop needs,
+    passed as values rather than bound late by a closure).
 
     The temporary file is hidden beside ``path`` and keeps its suffix (writers choose the format by it) and
     as much of its name as fits in :data:`NAME_MAX` bytes. Failing to write (no permission, a read-only or
@@ -32,7 +33,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     make_folder(path.parent)
     tmp = path.with_name(_temporary_name(path))
     try:
-        write(tmp)
+        write(tmp, *args)
         os.replace(tmp, path)
     except OSError as exc:
         raise output_error(exc, path) from None

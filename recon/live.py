@@ -79,7 +79,7 @@ class SnapshotWriter:
                     if item is None:
                         return
                 step, splats, info = item
-                atomic_write(self.folder / SPLATS, lambda tmp, splats=splats: save_ply(tmp, splats, self.kind))  # type: ignore[misc]
+                atomic_write(self.folder / SPLATS, save_ply, splats, self.kind)
                 status = {"stage": self.stage, "kind": self.kind, "step": step, "steps": self.steps,
                           "gaussians": int(len(splats["means"])), "time": time.time(), **info}
                 write_json(self.folder / STATUS, status)

@@ -198,7 +198,7 @@ def test_held_out_cameras_can_be_fitted_to_their_photos_before_scoring(synthetic
     assert given == "auto"
     plain = run_scene(synthetic_scene, tiny(), tmp_path / "given", until="optimize")
     plain = plain.graph.nodes["metrics/optimize"].values
-    assert "unaligned" not in plain
+    assert "unaligned" not in plain and "poses" not in plain  # given cameras: neither fitted nor refined
 
 
 def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(synthetic_scene, tmp_path):

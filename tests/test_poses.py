@@ -133,7 +133,7 @@ def test_alignment_and_auc_are_exact_on_known_cases():
 
 def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
     cfg = load_config("tiny", {"poses.mode": "estimate", "views.count": 10})
-    graph = run_scene(textured_scene, cfg, tmp_path, until="init").graph
+    graph = run_scene(textured_scene, cfg, tmp_path, until="optimize").graph
     values = graph.nodes["metrics/poses"].values
     assert values["source"] == "estimated" and values["registered"] == 10 and values["sfm_points"] > 100
     errors = values["against_given"]
@@ -160,6 +160,9 @@ def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
         S_est = graph.to_dataset @ np.r_[c_est, 1.0]
         S_given = np.asarray(graph.meta["poses_given"]["to_dataset"]) @ np.r_[c_given, 1.0]
         assert np.linalg.norm(S_est - S_given) < 1e-6 * np.linalg.norm(S_given[:3])
+    # Estimated training cameras are refined with the splats (optimize.pose_refine: auto).
+    refined = graph.nodes["metrics/optimize"].values["poses"]
+    assert refined["refined"] and all(f"refined/{v.name}" in graph.nodes for v in graph.views("train"))
     # Back to the given poses: the stage reruns and the views use the imported cameras again.
     again = run_scene(textured_scene, load_config("tiny", {"views.count": 10}), tmp_path, until="poses").graph
     assert again.nodes["metrics/poses"].values == {"source": "given"}

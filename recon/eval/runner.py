@@ -221,7 +221,7 @@ def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
 
 def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
     for rel, data in files.items():
-        atomic_write(out / rel, lambda tmp, data=data: tmp.write_bytes(data))  # type: ignore[misc]
+        atomic_write(out / rel, Path.write_bytes, data)
     write_json(result_path(out, result["scene"]), result)
     return result
 

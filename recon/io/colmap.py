@@ -160,7 +160,7 @@ def write_text(graph: SceneGraph, out_dir: Path) -> Path:
                      for k, (p, c) in enumerate(zip(pts.tolist(), rgb))]
     for name, lines in (("cameras.txt", cam_lines), ("images.txt", img_lines), ("points3D.txt", pt_lines)):
         text = "\n".join(lines) + "\n"
-        atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text))  # type: ignore[misc]
+        atomic_write(out_dir / name, Path.write_text, text)
     return out_dir
 
 

@@ -56,7 +56,7 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
             image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
         pixels = image.cpu().numpy()
         render_path = graph.resolve(f"{render_dir}/{view.name}.png")
-        atomic_write(render_path, lambda tmp, p=pixels: image_io.write_image(tmp, p))  # type: ignore[misc]
+        atomic_write(render_path, image_io.write_image, pixels)
         if frames.images is not None:
             per_view[view.name] = image_metrics(image, frames.images[i], mask)
     summary = mean_metrics(list(per_view.values())) if per_view else {}

@@ -65,17 +65,17 @@ class SceneStore:
                 if node.pending_image is not None:
                     rel = f"{ASSETS_DIR}/images/{node.name}.png"
                     pixels = node.pending_image()
-                    atomic_write(self.asset(rel), lambda tmp, p=pixels: image_io.write_image(tmp, p))  # type: ignore[misc]
+                    atomic_write(self.asset(rel), image_io.write_image, pixels)
                     node.image, node.pending_image = rel, None
                 if node.pending_mask is not None:
                     rel = f"{ASSETS_DIR}/masks/{node.name}.png"
                     mask = node.pending_mask()
-                    atomic_write(self.asset(rel), lambda tmp, m=mask: image_io.write_mask(tmp, m))  # type: ignore[misc]
+                    atomic_write(self.asset(rel), image_io.write_mask, mask)
                     node.mask, node.pending_mask = rel, None
             elif isinstance(node, PointCloud) and node.path is None and node.points is not None:
                 rel = _free_name(graph, f"{ASSETS_DIR}/{node.id.replace('/', '_')}", ".ply")
                 pts, cols = node.points, node.colors
-                atomic_write(self.asset(rel), lambda tmp, p=pts, c=cols: ply.write_points(tmp, p, c))  # type: ignore[misc]
+                atomic_write(self.asset(rel), ply.write_points, pts, cols)
                 node.path = rel
 
     # --- locking ----------------------------------------------------------------

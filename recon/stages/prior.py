@@ -442,5 +442,4 @@ def _write_pseudo(graph: SceneGraph, renders: torch.Tensor, repaired: torch.Tens
     """The last round's pseudo views, render beside repair, as PNGs."""
     side = torch.cat([renders, repaired], 2).cpu().numpy()
     for k, pixels in enumerate(side):
-        atomic_write(graph.resolve(f"assets/prior/pseudo/{k:03d}.png"),
-                     lambda tmp, p=pixels: image_io.write_image(tmp, p))  # type: ignore[misc]
+        atomic_write(graph.resolve(f"assets/prior/pseudo/{k:03d}.png"), image_io.write_image, pixels)
