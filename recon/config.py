@@ -216,7 +216,9 @@ class OptimizeConfig:
     """Weight of the mean binary entropy of the opacities: pushes each splat to opaque or gone (against floaters)."""
     opacity_decay: float = 0.0
     """Share of every splat's opacity taken away after each step from ``regularize_from`` until densification stops
-    (Binocular3DGS's opacity decay): splats the photos do not hold up fade below the pruning threshold."""
+    (Binocular3DGS's opacity decay): splats the photos do not hold up fade below the pruning threshold. A rate per
+    step, kept as it is by :meth:`scaled_to`, so shorter schedules decay less in all. Measured with the default
+    densification on 3DGS (bench/results/real-ablation-3-h200.json), not with MCMC or 2DGS."""
     dropout: float = 0.0
     """Share of splats left out of each training render, the others' opacity scaled by 1 / (1 - share)
     (DropGaussian): no splat can lean on the ones in front of it."""
@@ -228,7 +230,7 @@ class OptimizeConfig:
     it, to either side, each step)."""
     regularize_from: int = 500
     """Step from which the geometric regularisers (depth smoothness, distortion, normals, pseudo views, binocular)
-    apply."""
+    and opacity decay apply."""
     pose_refine: Literal["auto", "on", "off"] = "off"
     """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the
     poses were estimated."""

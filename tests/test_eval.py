@@ -206,3 +206,18 @@ def test_split_ids_of_the_protocols():
     assert hold_out_split(list(range(20)), 8, 6)[0] == [1, 4, 7, 12, 15, 19]
     # 34 images: 29 remain; linspace gives 3.5, 10.5, 17.5 and 24.5, rounded half to even (4, 10, 18, 24).
     assert hold_out_split(list(range(34)), 8, 9)[0] == [1, 5, 9, 12, 17, 21, 25, 28, 33]
+
+
+def test_a_result_is_reused_only_under_the_settings_it_was_made_with(tmp_path):
+    from recon.config import load_config
+    from recon.eval.runner import EvalOptions, scene_key
+    from recon.eval.suites import SceneTask, Suite
+
+    suite = Suite("dtu", tmp_path, "default", [], {"views": 3})
+    task = SceneTask("scan8", tmp_path)
+    key = scene_key(suite, task, EvalOptions(tmp_path))
+    decay = load_config("default").optimize.opacity_decay
+    # The same settings however they are spelled (the device aside) reuse; a different resolved setting does not.
+    assert scene_key(suite, task, EvalOptions(tmp_path, overrides={"optimize.opacity_decay": decay})) == key
+    assert scene_key(suite, task, EvalOptions(tmp_path, overrides={"device": "cpu"})) == key
+    assert scene_key(suite, task, EvalOptions(tmp_path, overrides={"optimize.opacity_decay": 0.0})) != key

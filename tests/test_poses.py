@@ -162,7 +162,8 @@ def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
         assert np.linalg.norm(S_est - S_given) < 1e-6 * np.linalg.norm(S_given[:3])
     # Estimated training cameras are refined with the splats (optimize.pose_refine: auto).
     refined = graph.nodes["metrics/optimize"].values["poses"]
-    assert refined["refined"] and all(f"refined/{v.name}" in graph.nodes for v in graph.views("train"))
+    assert refined["refined"] and all(graph.trained_camera(v).id == f"refined/{v.name}" for v in graph.views("train"))
+    assert all(graph.trained_camera(v) is graph.camera_of(v) for v in held_out)  # the mesh and prior stages' cameras
     # Back to the given poses: the stage reruns and the views use the imported cameras again.
     again = run_scene(textured_scene, load_config("tiny", {"views.count": 10}), tmp_path, until="poses").graph
     assert again.nodes["metrics/poses"].values == {"source": "given"}

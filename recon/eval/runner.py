@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from recon import progress
-from recon.config import digest, load_config
+from recon.config import digest, load_config, to_dict
 from recon.errors import InputError, ReconError
 from recon.eval.suites import SceneTask, Suite
 from recon.files import atomic_write, write_json
@@ -52,9 +52,11 @@ class EvalOptions:
 
 
 def scene_key(suite: Suite, task: SceneTask, options: EvalOptions) -> str:
-    """What a finished result must match to be reused: protocol, preset and every override."""
+    """What a finished result must match to be reused: the protocol and the settings the preset and every override
+    resolve to now (a result from before a preset's defaults changed is not reused), the device aside."""
     overrides = {**task.overrides, **(options.overrides or {})}
-    return digest({"protocol": suite.protocol, "preset": suite.preset, "overrides": overrides}, 0)
+    settings = {k: v for k, v in to_dict(load_config(suite.preset, overrides)).items() if k != "device"}
+    return digest({"protocol": suite.protocol, "settings": settings}, 0)
 
 
 def result_path(out: Path, name: str) -> Path:

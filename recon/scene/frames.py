@@ -55,15 +55,16 @@ class Frames:
 
 
 def load_frames(graph: SceneGraph, views: list[View], factor: int = 1, with_images: bool = True,
-                training: bool = False) -> Frames:
+                training: bool = False, trained: bool = False) -> Frames:
     """Read the views' images and masks (area-down-sampled by ``factor``) and stack their cameras.
 
     ``training``: frames to train on, which carry masks only when the scene lets masks shape the model
-    (:meth:`SceneGraph.training_mask`); frames to score always carry them.
+    (:meth:`SceneGraph.training_mask`); frames to score always carry them. ``trained``: the cameras the splats were
+    trained with (:meth:`SceneGraph.trained_camera`), for work on finished splats.
     """
     if not views:
         raise InputError(f"{graph.name}: no views to load")
-    cams = [graph.camera_of(v) for v in views]
+    cams = [graph.trained_camera(v) if trained else graph.camera_of(v) for v in views]
     sizes = [(c.width, c.height) for c in cams]
     width, height = max(set(sizes), key=lambda s: (sizes.count(s), s[0] * s[1]))
     images, masks = [], []

@@ -174,6 +174,11 @@ class StageRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def refined_id(view: View) -> str:
+    """Id of the camera node the optimize stage refines ``view``'s training camera into."""
+    return f"refined/{view.name}"
+
+
 @dataclass
 class SceneGraph:
     """Cameras, views and everything made from them, plus where they came from.
@@ -245,6 +250,13 @@ class SceneGraph:
         if view.camera is None:
             raise InputError(f"view {view.name} has no camera pose")
         return self.node(view.camera, Camera)
+
+    def trained_camera(self, view: View) -> Camera:
+        """The camera the splats were trained with: the optimize stage's refinement of ``view``'s camera
+        (:func:`refined_id`, when it refined the training cameras) or else ``view``'s own camera. The stages after
+        optimize that line renders up with photos (prior, mesh) take this one."""
+        node = self.nodes.get(refined_id(view))
+        return node if isinstance(node, Camera) else self.camera_of(view)
 
     def image_of(self, view: View) -> Path:
         """Absolute path of ``view``'s image."""

@@ -78,7 +78,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     keep = meshing.keep_large_components(vertices, faces, mc.keep_components)
     masks = [m for m in map(graph.training_mask, train) if m]
     if mc.hull and masks and len(masks) == len(train):
-        hull = [(graph.camera_of(v).K, graph.camera_of(v).world_to_camera,
+        hull = [(graph.trained_camera(v).K, graph.trained_camera(v).world_to_camera,
                  image_io.read_mask(graph.resolve(m))) for v, m in zip(train, masks)]
         keep &= meshing.inside_hull(vertices[faces].mean(axis=1), hull)
     vertices, faces, colors = meshing.compact(vertices, faces, colors, keep)
@@ -100,7 +100,7 @@ def depth_cameras(graph: SceneGraph, train: list[View], center: np.ndarray, extr
                   max_width: int | None) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
     """(K, world_to_camera, width, height) of the training cameras and ``extra`` cameras on a sphere around
     ``center``."""
-    cams = [graph.camera_of(v) for v in train]
+    cams = [graph.trained_camera(v) for v in train]
     ref = cams[0]
     factor = max(1, math.ceil(ref.width / max_width)) if max_width else 1
     out = []

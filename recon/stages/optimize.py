@@ -46,7 +46,7 @@ from recon.optim.scene import downsample_factor, evaluate_test_views, initial_sp
 from recon.optim.trainer import Trainer
 from recon.render.splats import save_ply
 from recon.scene.frames import load_frames, scene_bounds
-from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View
+from recon.scene.graph import Camera, DepthMaps, Gaussians, Metrics, Provenance, SceneGraph, View, refined_id
 from recon.scene.names import (
     DEPTH_MVS,
     GAUSSIANS_FINAL,
@@ -175,7 +175,7 @@ def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: Traine
         cam = graph.camera_of(view)
         K = K.copy()
         K[:2] *= factor  # back to the full-resolution image
-        graph.replace(Camera(id=f"refined/{view.name}", K=K, world_to_camera=vm, width=cam.width, height=cam.height,
+        graph.replace(Camera(id=refined_id(view), K=K, world_to_camera=vm, width=cam.width, height=cam.height,
                              sensor=cam.sensor, provenance=Provenance(NAME, made_from=[view.camera])))
         refined.append(vm)
     values: dict[str, Any] = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal))}

@@ -149,7 +149,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         raise InputError(f"{graph.name}: no splats to refine (the optimize stage has not run)")
     train_views = graph.views("train")
     factor = downsample_factor(graph.camera_of(train_views[0]).width, cfg.optimize, device.type == "cuda")
-    frames = load_frames(graph, train_views, factor, training=True).to(device)
+    frames = load_frames(graph, train_views, factor, training=True, trained=True).to(device)
     if frames.images is None:
         raise InputError(f"{graph.name}: the prior needs the training views' images")
     center, radius = scene_bounds(graph, train_views)
