@@ -193,7 +193,7 @@ class OptimizeConfig:
     min_views: int = 0
     """Prune Gaussians seen (at least half a pixel of blending weight) by fewer training views; 0 is off."""
     prune_every: int = 500
-    """Steps between the hull and min-views prunings (while densification runs)."""
+    """Steps between the hull, min-views and co-prunings (while densification runs)."""
     depth_smooth: float = 0.0
     """Edge-aware total variation of the rendered depth."""
     distortion: float = 0.0
@@ -219,6 +219,10 @@ class OptimizeConfig:
     (Binocular3DGS's opacity decay): splats the photos do not hold up fade below the pruning threshold. A rate per
     step, kept as it is by :meth:`scaled_to`, so shorter schedules decay less in all. Measured with the default
     densification on 3DGS (bench/results/real-ablation-3-h200.json), not with MCMC or 2DGS."""
+    co_prune: float = 0.0
+    """CoR-GS's co-pruning: train a second set of splats beside the first (its own seed, the same views) and, every
+    ``prune_every`` steps while densification runs, remove from each set the splats with no splat of the other in the
+    grid cells of this side (in scene radii) around them; 0: off. Doubles the optimize stage's time and memory."""
     dropout: float = 0.0
     """Share of splats left out of each training render, the others' opacity scaled by 1 / (1 - share)
     (DropGaussian): no splat can lean on the ones in front of it."""
@@ -462,7 +466,7 @@ LIMITS: dict[str, Limit] = {
     "optimize.pseudo_jitter": AT_LEAST_0, "optimize.regularize_from": AT_LEAST_0,
     "optimize.depth_weight": AT_LEAST_0, "optimize.anisotropy": AT_LEAST_0, "optimize.max_anisotropy": Limit(1),
     "optimize.opacity_entropy": AT_LEAST_0, "optimize.dropout": Limit(0, 1, high_open=True),
-    "optimize.opacity_decay": Limit(0, 1, high_open=True),
+    "optimize.opacity_decay": Limit(0, 1, high_open=True), "optimize.co_prune": AT_LEAST_0,
     "optimize.binocular": AT_LEAST_0, "optimize.binocular_shift": AT_LEAST_0,
     "optimize.pose_lr": AT_LEAST_0, "optimize.test_pose_steps": AT_LEAST_0, "optimize.test_pose_lr": AT_LEAST_0,
     "optimize.cpu_align_steps": AT_LEAST_0, "optimize.checkpoint_every": COUNT, "optimize.cpu_steps": COUNT,

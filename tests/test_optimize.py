@@ -206,7 +206,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
                 "optimize.cpu_steps": 12, "optimize.refine_start": 100, "optimize.regularize_from": 2,
                 "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
                 "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
-                "optimize.binocular": 0.1,
+                "optimize.binocular": 0.1, "optimize.co_prune": 0.02,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values
@@ -216,6 +216,8 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
     assert graph.nodes["points/mvs"].count == init["mvs"]["points"]
     metrics = graph.nodes["metrics/optimize"].values
     assert math.isfinite(metrics["psnr"]) and metrics["gaussians"] > 0
+    co = metrics["co_prune"]  # the partner set trained and was pruned against (at step 10)
+    assert co["partner_gaussians"] > 0 and co["pruned"] >= 0 and co["partner_pruned"] >= 0
 
 
 def test_one_schedule_scales_to_any_length():
@@ -241,6 +243,14 @@ def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():
     assert torch.isfinite(logits.grad).all()
     assert float(reg.opacity_entropy(torch.tensor([0.0]))) == pytest.approx(math.log(2))
     assert float(reg.opacity_entropy(torch.tensor([-30.0, 30.0]))) < 1e-9
+
+    points = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [5.0, 5.0, 5.0], [-0.05, 0.02, 0.0]])
+    partner = torch.tensor([[0.05, 0.0, 0.0], [1.3, 1.0, 1.0]])
+    assert reg.unmatched(points, partner, 0.1).tolist() == [False, True, True, False]  # [1.3, 1, 1]: 3 cells away
+    assert reg.unmatched(partner, points, 0.1).tolist() == [False, True]
+    assert reg.unmatched(points, partner[:0], 0.1).all()  # nothing to match
+    cloud = torch.randn(2000, 3)
+    assert not reg.unmatched(cloud, cloud + 0.01, 0.05).any()  # every point has its own shifted copy in reach
 
     logits = torch.tensor([-30.0, -2.0, 0.0, 3.0, 30.0])
     decayed = reg.decayed_opacity(logits, 0.01)

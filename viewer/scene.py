@@ -181,7 +181,7 @@ def layers(graph: SceneGraph) -> Layers:
     for view in graph.views():
         if view.camera is None:
             continue
-        cam = graph.camera_of(view)
+        cam = graph.trained_camera(view)  # the refined camera where optimize refined it: its photo meets the splats
         image = str(graph.resolve(view.image)) if view.image else None
         out.cameras.append(CameraLayer(view.name, view.role, cam.world_to_camera, cam.K, cam.width, cam.height,
                                        image, cam.id))

@@ -56,6 +56,33 @@ def decayed_opacity(logits: Tensor, share: float) -> Tensor:
     return kept - gone
 
 
+def unmatched(points: Tensor, others: Tensor, distance: float) -> Tensor:
+    """Bool [N]: the points [N, 3] with no point of ``others`` [M, 3] in the 3x3x3 block of grid cells of side
+    ``distance`` around their own cell (so none nearer than ``distance``, and a match is never farther than
+    2 sqrt(3) ``distance``): CoR-GS's co-pruning test between two sets of splats, in O((N + M) log M)."""
+    if len(others) == 0:
+        return torch.ones(len(points), dtype=torch.bool, device=points.device)
+    limit = 2**20 - 2  # cells per axis on each side of the origin that fit 21 bits with their neighbours
+
+    def cells(p: Tensor) -> Tensor:
+        return torch.floor(p / distance).clamp(-limit, limit).long()
+
+    def keys(c: Tensor) -> Tensor:
+        c = c + 2**20
+        return (c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2]
+
+    occupied = torch.unique(keys(cells(others)))  # sorted
+    base = cells(points)
+    found = torch.zeros(len(points), dtype=torch.bool, device=points.device)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                k = keys(base + torch.tensor([dx, dy, dz], device=points.device))
+                at = torch.searchsorted(occupied, k).clamp_max(len(occupied) - 1)
+                found |= occupied[at] == k
+    return ~found
+
+
 def depth_smoothness(depth: Tensor, image: Tensor, alpha: Tensor, scale: float) -> Tensor:
     """Edge-aware total variation of depth (in units of ``scale``) where the render is opaque."""
     d = depth[..., 0] / scale

@@ -89,6 +89,8 @@ class Trainer:
         self.target_sum = torch.zeros((), device=device)
         self.target_losses: list[float] = []  # mean weighted target term per log_every steps (with targets)
         self.title = title or f"optimize ({oc.kind}, {self.backend})"
+        self.partner: Trainer | None = None  # a second set of splats trained beside these (co_prune)
+        self.co_pruned = 0  # splats of this set removed for lack of a partner splat near them
 
     def _strategy(self):
         from gsplat.strategy import DefaultStrategy, MCMCStrategy
@@ -218,10 +220,14 @@ class Trainer:
 
     # --- pruning ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def prune(self) -> int:
+    def prune(self, extra: Tensor | None = None) -> int:
+        """Remove the splats outside the masks' hull (hull_prune), those too few views see (min_views) and ``extra``
+        (Bool [N]); the number removed."""
         from gsplat.strategy.ops import remove
 
         doomed = torch.zeros(len(self.splats["means"]), dtype=torch.bool, device=self.device)
+        if extra is not None:
+            doomed |= extra
         if self.oc.hull_prune and self.frames.masks is not None:
             doomed |= reg.outside_hull(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.masks)
         if self.oc.min_views > 0:
@@ -233,6 +239,19 @@ class Trainer:
         else:
             remove(params=self.splats, optimizers=self.optimizers, state=self.state, mask=doomed)
         return int(doomed.sum())
+
+    @torch.no_grad()
+    def co_prune(self) -> None:
+        """CoR-GS's co-pruning: each set loses the splats the other set has nothing near (the other pruning too)."""
+        partner = self.partner
+        assert partner is not None
+        distance = self.oc.co_prune * self.radius
+        mine = reg.unmatched(self.splats["means"], partner.splats["means"], distance)
+        theirs = reg.unmatched(partner.splats["means"], self.splats["means"], distance)
+        self.co_pruned += int(mine.sum())
+        partner.co_pruned += int(theirs.sum())
+        self.prune(extra=mine)
+        partner.prune(extra=theirs)
 
     def views_seeing(self) -> torch.Tensor:
         """How many training views give each splat at least half a pixel of blending weight."""
@@ -262,8 +281,11 @@ class Trainer:
             for step in range(start, stop):
                 if not order:
                     order = torch.randperm(len(self.frames), generator=self.generator).tolist()
+                index = order.pop()
                 try:
-                    running += self.step(step, order.pop())
+                    running += self.step(step, index)
+                    if self.partner is not None:  # the same view, its own randomness
+                        self.partner.step(step, index)
                 except Exception:
                     self._check_finite(last_good)  # a NaN a few steps back can break later steps
                     raise
@@ -277,9 +299,11 @@ class Trainer:
                     if self.targets is not None:
                         self.target_losses.append(float(self.target_sum) / self.log_every)
                         self.target_sum.zero_()
-                if ((oc.hull_prune or oc.min_views > 0) and step > 0 and step % oc.prune_every == 0
-                        and step <= min(oc.refine_stop, self.steps)):
-                    self.prune()
+                if step > 0 and step % oc.prune_every == 0 and step <= min(oc.refine_stop, self.steps):
+                    if self.partner is not None:
+                        self.co_prune()
+                    elif oc.hull_prune or oc.min_views > 0:
+                        self.prune()
                 if checkpoint:
                     if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
                         self._fail(step, last_good, "non-finite parameters")
@@ -292,9 +316,10 @@ class Trainer:
             self._fail(stop - 1, last_good, "non-finite parameters")
 
     def _check_finite(self, last_good: int) -> None:
-        bad = int(self.first_bad_step)
-        if bad >= 0:
-            self._fail(bad, last_good, "a non-finite loss")
+        for trainer, what in ((self, "a non-finite loss"), (self.partner, "a non-finite loss in the partner splats")):
+            bad = int(trainer.first_bad_step) if trainer is not None else -1
+            if bad >= 0:
+                self._fail(bad, last_good, what)
 
     def _save_checkpoint(self, step: int) -> None:
         if self.checkpoint is None:

@@ -116,6 +116,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     checkpoint = graph.resolve("assets/optimize/checkpoint.pt")
     trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed, checkpoint=checkpoint,
                       refine_poses=refine)
+    if oc.co_prune > 0:  # CoR-GS: a second set of splats, its own seed, pruned against this one as they train
+        trainer.partner = Trainer(oc, frames, splats, center, radius, device, cfg.seed + 1, refine_poses=refine)
     if cfg.live_every > 0:
         trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, oc.steps)
         trainer.live_every = cfg.live_every
@@ -140,6 +142,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, estimated, on_gpu))
     if refine:
         metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
+    if trainer.partner is not None:
+        metrics["co_prune"] = {"pruned": trainer.co_pruned, "partner_pruned": trainer.partner.co_pruned,
+                               "partner_gaussians": int(len(trainer.partner.splats["means"]))}
     metrics.update(
         gaussians=int(len(splats["means"])), steps=oc.steps, backend=trainer.backend,
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
