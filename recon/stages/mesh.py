@@ -78,8 +78,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     keep = meshing.keep_large_components(vertices, faces, mc.keep_components)
     masks = [m for m in map(graph.training_mask, train) if m]
     if mc.hull and masks and len(masks) == len(train):
-        hull = [(graph.trained_camera(v).K, graph.trained_camera(v).world_to_camera,
-                 image_io.read_mask(graph.resolve(m))) for v, m in zip(train, masks)]
+        cams = [graph.trained_camera(v) for v in train]
+        hull = [(cam.K, cam.world_to_camera, image_io.read_mask(graph.resolve(m))) for cam, m in zip(cams, masks)]
         keep &= meshing.inside_hull(vertices[faces].mean(axis=1), hull)
     vertices, faces, colors = meshing.compact(vertices, faces, colors, keep)
     if mc.decimate and len(faces) > mc.decimate:
