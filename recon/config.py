@@ -223,6 +223,11 @@ class OptimizeConfig:
     """CoR-GS's co-pruning: train a second set of splats beside the first (its own seed, the same views) and, every
     ``prune_every`` steps while densification runs, remove from each set the splats with no splat of the other in the
     grid cells of this side (in scene radii) around them; 0: off. Doubles the optimize stage's time and memory."""
+    co_reg: float = 0.0
+    """CoR-GS's pseudo-view co-regularisation: weight of the disagreement (L1 and D-SSIM, as the photometric term)
+    between the two sets' renders of a pseudo camera (the training camera turned about the scene centre by up to
+    ``pseudo_jitter``); each set is pulled towards the other's render. Trains the second set as ``co_prune`` does,
+    with or without the pruning; 0: off."""
     dropout: float = 0.0
     """Share of splats left out of each training render, the others' opacity scaled by 1 / (1 - share)
     (DropGaussian): no splat can lean on the ones in front of it."""
@@ -467,7 +472,7 @@ LIMITS: dict[str, Limit] = {
     "optimize.depth_weight": AT_LEAST_0, "optimize.anisotropy": AT_LEAST_0, "optimize.max_anisotropy": Limit(1),
     "optimize.opacity_entropy": AT_LEAST_0, "optimize.dropout": Limit(0, 1, high_open=True),
     "optimize.opacity_decay": Limit(0, 1, high_open=True), "optimize.co_prune": AT_LEAST_0,
-    "optimize.binocular": AT_LEAST_0, "optimize.binocular_shift": AT_LEAST_0,
+    "optimize.co_reg": AT_LEAST_0, "optimize.binocular": AT_LEAST_0, "optimize.binocular_shift": AT_LEAST_0,
     "optimize.pose_lr": AT_LEAST_0, "optimize.test_pose_steps": AT_LEAST_0, "optimize.test_pose_lr": AT_LEAST_0,
     "optimize.cpu_align_steps": AT_LEAST_0, "optimize.checkpoint_every": COUNT, "optimize.cpu_steps": COUNT,
     "optimize.cpu_max_width": COUNT, "optimize.cpu_points": COUNT,

@@ -206,7 +206,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
                 "optimize.cpu_steps": 12, "optimize.refine_start": 100, "optimize.regularize_from": 2,
                 "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
                 "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
-                "optimize.binocular": 0.1, "optimize.co_prune": 0.02,
+                "optimize.binocular": 0.1, "optimize.co_prune": 0.02, "optimize.co_reg": 0.5,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values

@@ -89,7 +89,7 @@ class Trainer:
         self.target_sum = torch.zeros((), device=device)
         self.target_losses: list[float] = []  # mean weighted target term per log_every steps (with targets)
         self.title = title or f"optimize ({oc.kind}, {self.backend})"
-        self.partner: Trainer | None = None  # a second set of splats trained beside these (co_prune)
+        self.partner: Trainer | None = None  # a second set of splats trained beside these (co_prune, co_reg)
         self.co_pruned = 0  # splats of this set removed for lack of a partner splat near them
 
     def _strategy(self):
@@ -110,9 +110,9 @@ class Trainer:
         return strategy, strategy.initialize_state(scene_scale=self.radius)
 
     # --- one step -------------------------------------------------------------------------------
-    def _render(self, viewmats, Ks, backgrounds, sh_degree, distloss=False):
+    def _render(self, viewmats, Ks, backgrounds, sh_degree, distloss=False, dropout=True):
         keep = None
-        if self.oc.dropout > 0:  # DropGaussian: a random share of the splats sits out this step
+        if dropout and self.oc.dropout > 0:  # DropGaussian: a random share of the splats sits out this step
             n = len(self.splats["means"])
             keep = (torch.rand(n, device=self.device, generator=self.device_generator) >= self.oc.dropout).float()
             keep = keep / (1 - self.oc.dropout)
@@ -133,9 +133,13 @@ class Trainer:
         regularize = step >= oc.regularize_from
         pseudo = regularize and oc.pseudo_views > 0
         binocular = regularize and oc.binocular > 0
+        co_reg = regularize and oc.co_reg > 0 and self.partner is not None
         vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
         if self.refine_poses:
             vm, K = self.pose(slice(index, index + 1), vm, K)
+        if co_reg:  # a pseudo camera that both sets render (CoR-GS), next after the photo's
+            cv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
+            vm, K = torch.cat([vm, cv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
         if pseudo:
             pv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
             vm, K = torch.cat([vm, pv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
@@ -182,11 +186,17 @@ class Trainer:
                 loss = loss + oc.normal_consistency * reg.normal_consistency(out.normals[:1],
                                                                              out.depth_normals[:1], out.alpha[:1])
         if pseudo:
+            p = 1 + int(co_reg)
             loss = loss + oc.pseudo_views * reg.warp_consistency(
-                out.rgb[1], out.depth[1], out.alpha[1], vm[1], K[1], target, out.depth[0].detach(), vm[0], K[0],
+                out.rgb[p], out.depth[p], out.alpha[p], vm[p], K[p], target, out.depth[0].detach(), vm[0], K[0],
                 tolerance=0.03 * self.radius)
+        if co_reg:  # CoR-GS: the two sets' renders of one pseudo camera agree (the partner's held fixed)
+            assert self.partner is not None
+            with torch.no_grad():
+                theirs = self.partner._render(vm[1:2], K[1:2], bgs[1:2], sh_degree, dropout=False).rgb
+            loss = loss + oc.co_reg * reg.photometric(out.rgb[1:2], theirs, oc.ssim_weight)
         if binocular:  # the shifted render, carried into the training view through its depth, against the photo
-            b = 1 + int(pseudo)
+            b = 1 + int(co_reg) + int(pseudo)
             loss = loss + oc.binocular * reg.warp_consistency(
                 target, out.depth[0], out.alpha[0], vm[0], K[0], out.rgb[b], out.depth[b].detach(), vm[b], K[b],
                 tolerance=0.03 * self.radius)
@@ -242,14 +252,16 @@ class Trainer:
 
     @torch.no_grad()
     def co_prune(self) -> None:
-        """CoR-GS's co-pruning: each set loses the splats the other set has nothing near (the other pruning too)."""
+        """Both sets pruned; with ``co_prune`` (CoR-GS) each also loses the splats the other set has nothing near."""
         partner = self.partner
         assert partner is not None
-        distance = self.oc.co_prune * self.radius
-        mine = reg.unmatched(self.splats["means"], partner.splats["means"], distance)
-        theirs = reg.unmatched(partner.splats["means"], self.splats["means"], distance)
-        self.co_pruned += int(mine.sum())
-        partner.co_pruned += int(theirs.sum())
+        mine = theirs = None
+        if self.oc.co_prune > 0:
+            distance = self.oc.co_prune * self.radius
+            mine = reg.unmatched(self.splats["means"], partner.splats["means"], distance)
+            theirs = reg.unmatched(partner.splats["means"], self.splats["means"], distance)
+            self.co_pruned += int(mine.sum())
+            partner.co_pruned += int(theirs.sum())
         self.prune(extra=mine)
         partner.prune(extra=theirs)
 

@@ -116,8 +116,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     checkpoint = graph.resolve("assets/optimize/checkpoint.pt")
     trainer = Trainer(oc, frames, splats, center, radius, device, cfg.seed, checkpoint=checkpoint,
                       refine_poses=refine)
-    if oc.co_prune > 0:  # CoR-GS: a second set of splats, its own seed, pruned against this one as they train
-        trainer.partner = Trainer(oc, frames, splats, center, radius, device, cfg.seed + 1, refine_poses=refine)
+    if oc.co_prune > 0 or oc.co_reg > 0:  # CoR-GS: a second set of splats, its own seed, trained beside this one
+        partner = Trainer(oc, frames, splats, center, radius, device, cfg.seed + 1, refine_poses=refine)
+        trainer.partner, partner.partner = partner, trainer  # each pulled towards the other's renders (co_reg)
     if cfg.live_every > 0:
         trainer.live = SnapshotWriter(graph.resolve(LIVE_DIR), NAME, oc.kind, oc.steps)
         trainer.live_every = cfg.live_every
