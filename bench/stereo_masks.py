@@ -32,37 +32,38 @@ def silhouette_scores(graph, points: np.ndarray, slack: int) -> dict:
     """Share of ``points`` inside every training mask, and of those, the share inside every held-out mask that
     frames them (masks grown by ``slack`` pixels against their edges' blur and the cameras' error)."""
     from PIL import Image
-    from scipy import ndimage
 
+    from recon.geometry.meshing import inside_hull
     from recon.io import images as image_io
     from recon.scene.camera import project
 
-    def inside(views) -> tuple[np.ndarray, np.ndarray]:
-        ok = np.ones(len(points), dtype=bool)
-        judged = np.zeros(len(points), dtype=np.int64)
+    def cameras(views) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
         for view in views:
             cam = graph.camera_of(view)
             mask = image_io.read_mask(graph.resolve(view.mask))
             if mask.shape != (cam.height, cam.width):  # a mask at the photo's full size: brought to the camera's
                 mask = np.asarray(Image.fromarray(mask).resize((cam.width, cam.height), Image.NEAREST))
-            mask = ndimage.binary_dilation(mask, iterations=slack) if slack else mask
-            uv, z = project(points, cam.K, cam.world_to_camera)
-            px = np.floor(uv).astype(np.int64)
-            framed = (z > 0) & (px[:, 0] >= 0) & (px[:, 1] >= 0) & (px[:, 0] < cam.width) & (px[:, 1] < cam.height)
-            hit = np.zeros(len(points), dtype=bool)
-            hit[framed] = mask[px[framed, 1], px[framed, 0]]
-            ok &= hit | ~framed
-            judged += framed
-        return ok, judged
+            out.append((cam.K, cam.world_to_camera, mask))
+        return out
 
-    train = graph.views("train")
-    held = [v for v in graph.views("test") if v.mask and v.camera is not None]
-    on_object, _ = inside(train)
-    consistent, judged = inside(held)
+    def framing(cams) -> np.ndarray:
+        """How many of ``cams`` frame each point (in front of the camera, inside the image)."""
+        count = np.zeros(len(points), dtype=np.int64)
+        for K, w2c, mask in cams:
+            uv, z = project(points, K, w2c)
+            h, w = mask.shape
+            count += (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+        return count
+
+    train = cameras(graph.views("train"))
+    held = cameras([v for v in graph.views("test") if v.mask and v.camera is not None])
+    on_object = inside_hull(points, train, dilate=slack)
+    consistent = inside_hull(points, held, dilate=slack)
     obj = int(on_object.sum())
     return {"points": int(len(points)), "object_points": obj, "object_share": obj / max(1, len(points)),
             "silhouette_consistent": float(consistent[on_object].mean()) if obj else None,
-            "judges": len(held), "mean_judges_per_point": float(judged[on_object].mean()) if obj else None}
+            "judges": len(held), "mean_judges_per_point": float(framing(held)[on_object].mean()) if obj else None}
 
 
 def main() -> int:
