@@ -203,7 +203,7 @@ class OptimizeConfig:
     pseudo_views: float = 0.0
     """Weight of pseudo-view consistency: a jittered camera's render against the training image warped into it."""
     pseudo_jitter: float = 0.08
-    """Jitter of pseudo views, as a rotation about the scene centre in radians."""
+    """Jitter of pseudo views (``pseudo_views``, ``co_reg``), as a rotation about the scene centre in radians."""
     depth_weight: float = 0.0
     """Weight of the rendered depth's agreement with the multi-view-stereo depth (init's ``depth/mvs``), per pixel
     weighted by its confidence: the mean relative error |rendered / stereo - 1|; pixels without stereo depth are
@@ -229,8 +229,10 @@ class OptimizeConfig:
     """CoR-GS's pseudo-view co-regularisation: weight of the disagreement (L1 and D-SSIM, as the photometric term)
     between the two sets' renders of a pseudo camera (the training camera turned about the scene centre by up to
     ``pseudo_jitter``); each set is pulled towards the other's render. Trains the second set as ``co_prune`` does,
-    with or without the pruning; 0: off. At 1.0 (CoR-GS's weight), 3 views of four real captures: -0.71 to +0.32
-    dB, the mean level with the default, at 2.2 times the time (bench/results/real-ablation-4-h200.json)."""
+    with or without the pruning (twice the time and memory, and one more render per step); with ``dropout`` the
+    pseudo camera's own render drops splats too, the partner's does not; 0: off. At 1.0 (CoR-GS's weight), 3 views
+    of four real captures: -0.71 to +0.32 dB, the mean level with the default, at 2.2 times the time
+    (bench/results/real-ablation-4-h200.json)."""
     dropout: float = 0.0
     """Share of splats left out of each training render, the others' opacity scaled by 1 / (1 - share)
     (DropGaussian): no splat can lean on the ones in front of it."""
@@ -241,8 +243,8 @@ class OptimizeConfig:
     """Largest sideways shift of the binocular camera, times its distance to the scene's centre (a random share of
     it, to either side, each step)."""
     regularize_from: int = 500
-    """Step from which the geometric regularisers (depth smoothness, distortion, normals, pseudo views, binocular)
-    and opacity decay apply."""
+    """Step from which the geometric regularisers (depth smoothness, distortion, normals, pseudo views, binocular,
+    co-regularisation) and opacity decay apply."""
     pose_refine: Literal["auto", "on", "off"] = "off"
     """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the
     poses were estimated."""

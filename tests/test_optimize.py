@@ -207,6 +207,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
                 "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
                 "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
                 "optimize.binocular": 0.1, "optimize.co_prune": 0.02, "optimize.co_reg": 0.5,
+                "optimize.pseudo_views": 0.1,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values
@@ -216,7 +217,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
     assert graph.nodes["points/mvs"].count == init["mvs"]["points"]
     metrics = graph.nodes["metrics/optimize"].values
     assert math.isfinite(metrics["psnr"]) and metrics["gaussians"] > 0
-    co = metrics["co_prune"]  # the partner set trained and was pruned against (at step 10)
+    co = metrics["co_training"]  # the partner set trained and was pruned against (at step 10)
     assert co["partner_gaussians"] > 0 and co["pruned"] >= 0 and co["partner_pruned"] >= 0
 
 
@@ -278,3 +279,33 @@ def test_a_binocular_partner_moves_sideways_only():
     assert torch.allclose(after[:3, :3], before[:3, :3])
     assert float(move.norm()) <= 0.1 * math.sqrt(10) + 1e-6
     assert float(torch.cross(move, before[:3, 0], dim=0).norm()) < 1e-5  # along the camera's x axis
+
+
+def test_co_regularisation_is_zero_for_identical_sets_and_positive_when_they_differ():
+    """The co_reg term alone: a set beside an identical partner adds nothing to its loss, beside another it does."""
+    from dataclasses import replace
+
+    from recon.optim.trainer import Trainer
+    from recon.scene.frames import Frames
+
+    rng = np.random.default_rng(0)
+    splats = init_splats(rng.normal(scale=0.5, size=(60, 3)), rng.random((60, 3)), sh_degree=0, init_opacity=0.5)
+    eyes = [np.array([4.0 * np.cos(a), 4.0 * np.sin(a), 1.0]) for a in (0.0, 0.6)]
+    viewmats = torch.tensor(np.stack([look_at(e, np.zeros(3)) for e in eyes]), dtype=torch.float32)
+    Ks = torch.tensor(intrinsics_matrix(24, 24, 12, 9), dtype=torch.float32).expand(2, 3, 3)
+    frames = Frames(["a", "b"], torch.rand(2, 18, 24, 3, generator=torch.Generator().manual_seed(0)), None,
+                    viewmats, Ks, 24, 18)
+    oc = replace(load_config("default").optimize, sh_degree=0, regularize_from=0, binocular=0.0, depth_weight=0.0,
+                 anisotropy=0.0, opacity_reg=0.0, opacity_decay=0.0, refine_start=1000, co_reg=1.0)
+    cpu = torch.device("cpu")
+
+    def first_loss(partner_splats: dict | None, co_reg: float) -> float:
+        trainer = Trainer(replace(oc, co_reg=co_reg), frames, splats, np.zeros(3), 1.0, cpu, seed=0)
+        if partner_splats is not None:
+            trainer.partner = Trainer(oc, frames, partner_splats, np.zeros(3), 1.0, cpu, seed=1)
+        return float(trainer.step(0, 0))
+
+    alone = first_loss(None, 0.0)
+    assert first_loss(splats, 1.0) == pytest.approx(alone, abs=1e-6)
+    other = {**splats, "sh0": splats["sh0"] + 0.5}  # the same splats in other colours
+    assert first_loss(other, 1.0) > alone + 0.01

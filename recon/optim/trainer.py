@@ -296,8 +296,8 @@ class Trainer:
                 index = order.pop()
                 try:
                     running += self.step(step, index)
-                    if self.partner is not None:  # the same view, its own randomness
-                        self.partner.step(step, index)
+                    if self.partner is not None:  # the same view, its own randomness; its co_reg term sees
+                        self.partner.step(step, index)  # this set's splats as this step left them
                 except Exception:
                     self._check_finite(last_good)  # a NaN a few steps back can break later steps
                     raise

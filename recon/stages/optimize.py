@@ -128,6 +128,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     finally:
         if trainer.live is not None:
             trainer.live.close()
+        if trainer.partner is not None:  # no cycle left: both sets are freed with this stage
+            trainer.partner.partner = None
     train_seconds = time.perf_counter() - start
 
     splats = trainer.splats  # type: ignore[assignment]
@@ -144,7 +146,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     if refine:
         metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
     if trainer.partner is not None:
-        metrics["co_prune"] = {"pruned": trainer.co_pruned, "partner_pruned": trainer.partner.co_pruned,
+        metrics["co_training"] = {"pruned": trainer.co_pruned, "partner_pruned": trainer.partner.co_pruned,
                                "partner_gaussians": int(len(trainer.partner.splats["means"]))}
     metrics.update(
         gaussians=int(len(splats["means"])), steps=oc.steps, backend=trainer.backend,
