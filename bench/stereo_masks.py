@@ -33,9 +33,8 @@ def silhouette_scores(graph, points: np.ndarray, slack: int) -> dict:
     frames them (masks grown by ``slack`` pixels against their edges' blur and the cameras' error)."""
     from PIL import Image
 
-    from recon.geometry.meshing import inside_hull
+    from recon.geometry.meshing import framed, inside_hull
     from recon.io import images as image_io
-    from recon.scene.camera import project
 
     def cameras(views) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         out = []
@@ -51,9 +50,7 @@ def silhouette_scores(graph, points: np.ndarray, slack: int) -> dict:
         """How many of ``cams`` frame each point (in front of the camera, inside the image)."""
         count = np.zeros(len(points), dtype=np.int64)
         for K, w2c, mask in cams:
-            uv, z = project(points, K, w2c)
-            h, w = mask.shape
-            count += (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+            count += framed(points, K, w2c, mask.shape[1], mask.shape[0])[1]
         return count
 
     train = cameras(graph.views("train"))

@@ -57,15 +57,20 @@ def keep_large_components(vertices: np.ndarray, faces: np.ndarray, ratio: float)
     return sizes[face_label] >= ratio * sizes.max()
 
 
+def framed(points: np.ndarray, K: np.ndarray, w2c: np.ndarray, width: int, height: int):
+    """The points' pixel coordinates [N, 2] in a camera, and Bool [N]: in front of it and inside its image."""
+    uv, z = project(points, K, w2c)
+    return uv, (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+
+
 def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                 dilate: int = 2) -> np.ndarray:
     """Bool [N]: inside every (dilated) mask of the views that see the point. cameras: (K, world_to_camera, mask)."""
     keep = np.ones(len(points), dtype=bool)
     for K, w2c, mask in cameras:
         m = ndimage.binary_dilation(mask, iterations=dilate) if dilate else mask
-        uv, z = project(points, K, w2c)
         h, w = mask.shape
-        seen = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+        uv, seen = framed(points, K, w2c, w, h)
         px = np.floor(uv[seen]).astype(int)
         inside = np.ones(len(points), dtype=bool)
         inside[seen] = m[px[:, 1], px[:, 0]]
