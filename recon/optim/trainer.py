@@ -251,7 +251,7 @@ class Trainer:
         return int(doomed.sum())
 
     @torch.no_grad()
-    def co_prune(self) -> None:
+    def prune_both(self) -> None:
         """Both sets pruned; with ``co_prune`` (CoR-GS) each also loses the splats the other set has nothing near."""
         partner = self.partner
         assert partner is not None
@@ -313,7 +313,7 @@ class Trainer:
                         self.target_sum.zero_()
                 if step > 0 and step % oc.prune_every == 0 and step <= min(oc.refine_stop, self.steps):
                     if self.partner is not None:
-                        self.co_prune()
+                        self.prune_both()
                     elif oc.hull_prune or oc.min_views > 0:
                         self.prune()
                 if checkpoint:
