@@ -2,7 +2,9 @@
 
 A run's config is resolved in three layers: the dataclass defaults below, a
 preset (``configs/<name>.yaml``, or any YAML file), then overrides from the
-command line (``--views 4`` or ``--set optimize.steps=500``). The resolved
+command line (``--views 4`` or ``--set optimize.steps=500``; a layer that sets
+``optimize.steps`` without ``optimize.steps_per_view`` fixes the run's length, see
+:func:`load_config`). The resolved
 config is written next to the run's outputs as ``config.yaml``. Each stage
 reads its own section; a digest of that section (and the seed) decides whether
 a finished stage can be reused when a run is repeated.
@@ -136,7 +138,15 @@ class OptimizeConfig:
     kind: Literal["3dgs", "2dgs"] = "3dgs"
     """3D Gaussians (3DGS), or flat 2D discs with ray-splat intersection (2DGS, for surfaces)."""
     steps: int = 3000
-    """Optimisation steps on CUDA (the schedule below is set for this many; see :meth:`scaled_to`)."""
+    """Optimisation steps on CUDA (the schedule below is set for this many; see :meth:`scaled_to`); with
+    ``steps_per_view``, the fewest."""
+    steps_per_view: int = 0
+    """When above 0, a run of V training views trains max(``steps``, min(``steps_per_view`` x V, ``max_steps``))
+    steps, the schedule scaled to them (:meth:`for_views`), so that each view is trained on about as often whatever
+    the count; 0: ``steps`` at any count. A preset or command line that sets ``steps`` without this sets it to 0: the
+    run is then exactly ``steps`` long."""
+    max_steps: int = 0
+    """The most steps ``steps_per_view`` lengthens a run to (0: no limit), for captures of many views."""
     strategy: Literal["default", "mcmc"] = "default"
     """gsplat densification strategy: DefaultStrategy (3DGS paper) or MCMCStrategy (needs CUDA)."""
     sh_degree: int = 3
@@ -270,6 +280,16 @@ class OptimizeConfig:
     """Image width the CPU reference rasterizer trains and renders at."""
     cpu_points: int = 4000
     """At most this many initial splats on the CPU (a random subset of the init points)."""
+
+    def for_views(self, views: int) -> OptimizeConfig:
+        """These settings for a run of ``views`` training views: with ``steps_per_view`` above 0,
+        max(``steps``, min(``steps_per_view`` x ``views``, ``max_steps``)) steps, the schedule scaled to them."""
+        if self.steps_per_view <= 0:
+            return self
+        grown = self.steps_per_view * views
+        if self.max_steps > 0:
+            grown = min(grown, self.max_steps)
+        return self.scaled_to(max(self.steps, grown))
 
     def scaled_to(self, steps: int) -> OptimizeConfig:
         """These settings for a run of ``steps``: the schedule (when densification starts and stops, when the
@@ -463,7 +483,8 @@ LIMITS: dict[str, Limit] = {
     "init.mvs_min_score": Limit(-1, 1), "init.mvs_min_consistent": COUNT, "init.mvs_max_side": Limit(16),
     "init.mvs_cpu_max_side": Limit(16), "init.mvs_points": COUNT, "init.mvs_min_points": AT_LEAST_0,
     "init.mvs_random": AT_LEAST_0,
-    "optimize.steps": COUNT, "optimize.sh_degree": Limit(0, 3), "optimize.sh_degree_interval": COUNT,
+    "optimize.steps": COUNT, "optimize.steps_per_view": AT_LEAST_0, "optimize.max_steps": AT_LEAST_0,
+    "optimize.sh_degree": Limit(0, 3), "optimize.sh_degree_interval": COUNT,
     "optimize.ssim_weight": FRACTION, "optimize.lr_means": AT_LEAST_0, "optimize.lr_scales": AT_LEAST_0,
     "optimize.lr_quats": AT_LEAST_0, "optimize.lr_opacities": AT_LEAST_0, "optimize.lr_sh0": AT_LEAST_0,
     "optimize.lr_shN": AT_LEAST_0, "optimize.init_opacity": Limit(0, 1, low_open=True, high_open=True),
@@ -499,13 +520,24 @@ LIMITS: dict[str, Limit] = {
 
 
 def load_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults <- preset YAML <- overrides (dotted keys or nested dicts)."""
+    """Defaults <- preset YAML <- overrides (dotted keys or nested dicts).
+
+    A layer (a preset file, or the overrides together) that sets ``optimize.steps`` but not
+    ``optimize.steps_per_view`` sets the latter to 0: asking for N steps gives N steps at any view count."""
     cfg = RunConfig()
     _apply_preset(cfg, preset, seen=())
     cfg.preset = preset
     for key, value in (overrides or {}).items():
         _apply(cfg, _nest(key, value), "command line")
+    _fix_length(cfg, overrides or {})
     return cfg
+
+
+def _fix_length(cfg: RunConfig, layer: dict[str, Any]) -> None:
+    """``optimize.steps_per_view`` to 0 where ``layer`` sets the steps and not the steps per view."""
+    keys = set(_flat(layer))
+    if "optimize.steps" in keys and "optimize.steps_per_view" not in keys:
+        cfg.optimize.steps_per_view = 0
 
 
 def _apply_preset(cfg: RunConfig, preset: str, seen: tuple[str, ...]) -> None:
@@ -518,6 +550,7 @@ def _apply_preset(cfg: RunConfig, preset: str, seen: tuple[str, ...]) -> None:
     if base is not None:
         _apply_preset(cfg, str(base), seen + (str(path),))
     _apply(cfg, data, str(path))
+    _fix_length(cfg, data)
 
 
 def preset_settings(preset: str) -> dict[str, Any]:
@@ -525,14 +558,15 @@ def preset_settings(preset: str) -> dict[str, Any]:
     ``load_config("dtu", preset_settings("tiny"))``."""
     data = _read_preset(preset_path(preset))
     data.pop("base", None)
+    return _flat(data)
 
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in d.items():
-            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-        return out
 
-    return flat(data)
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys (dotted keys kept as they are)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
 
 
 def _read_preset(path: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -221,15 +222,32 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
     assert co["partner_gaussians"] > 0 and co["pruned"] >= 0 and co["partner_pruned"] >= 0
 
 
-def test_one_schedule_scales_to_any_length():
+def test_one_schedule_scales_to_any_length_and_view_count():
     default = load_config("default").optimize
-    fast = default.scaled_to(1000)
-    assert (fast.steps, fast.refine_start, fast.refine_stop, fast.regularize_from, fast.sh_degree_interval) == \
-        (1000, 100, 667, 167, 333)
-    assert (fast.refine_every, fast.prune_every, fast.checkpoint_every) == \
+    long = default.scaled_to(3000)
+    assert (long.steps, long.refine_start, long.refine_stop, long.regularize_from, long.sh_degree_interval) == \
+        (3000, 300, 2001, 501, 999)
+    assert (long.refine_every, long.prune_every, long.checkpoint_every) == \
         (default.refine_every, default.prune_every, default.checkpoint_every)  # intervals are kept
-    assert load_config("fast").optimize == fast  # the preset is the default's schedule at 1000 steps
     assert default.scaled_to(default.steps) is default
+    # 333 steps per training view, never fewer than the 1000 of 3 views, nor more than 3000
+    assert [default.for_views(n).steps for n in (2, 3, 4, 6, 9, 49)] == [1000, 1000, 1332, 1998, 2997, 3000]
+    assert default.for_views(9) == default.scaled_to(2997)
+    fast, quality = load_config("fast").optimize, load_config("quality").optimize
+    assert fast == dataclasses.replace(default, steps_per_view=0)  # fast: the 3-view schedule at any count
+    assert [quality.for_views(n).steps for n in (3, 9, 49)] == [3000, 9000, 9000]
+
+
+def test_asking_for_a_number_of_steps_gets_that_many_at_any_view_count(tmp_path):
+    for overrides in ({"optimize.steps": 500}, {"optimize": {"steps": 500}}):
+        oc = load_config("default", overrides).optimize
+        assert oc.steps_per_view == 0 and oc.for_views(9).steps == 500
+    kept = load_config("default", {"optimize.steps": 500, "optimize.steps_per_view": 100}).optimize
+    assert kept.for_views(9).steps == 900
+    preset = tmp_path / "long.yaml"  # a preset file is a layer of its own
+    preset.write_text("base: default\noptimize:\n  steps: 2500\n")
+    assert load_config(str(preset)).optimize.for_views(9).steps == 2500
+    assert load_config("default", {"optimize.lr_means": 1e-4}).optimize.steps_per_view == 333
 
 
 def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():

@@ -89,8 +89,8 @@ def _size(graph: SceneGraph, view: View) -> tuple[int, int]:
 
 
 def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
-    oc = cfg.optimize
     train_views = graph.views("train")
+    oc = cfg.optimize.for_views(len(train_views))
     if any(v.camera is None for v in train_views):
         raise InputError(f"{graph.name}: training views have no camera poses; the poses stage must estimate them first")
     cam0 = graph.camera_of(train_views[0])
