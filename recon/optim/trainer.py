@@ -137,15 +137,22 @@ class Trainer:
         vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
         if self.refine_poses:
             vm, K = self.pose(slice(index, index + 1), vm, K)
-        if co_reg:  # a pseudo camera that both sets render (CoR-GS), next after the photo's
-            cv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
-            vm, K = torch.cat([vm, cv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
+        # Cameras rendered beside the photo's (index 0), with its intrinsics, each drawn only when its term is on:
+        # the pseudo camera that both sets render (CoR-GS, index c), the pseudo view (p), the binocular partner (b).
+        beside: list[Tensor] = []
+        c = p = b = 0
+        if co_reg:
+            beside.append(reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator))
+            c = len(beside)
         if pseudo:
-            pv = reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator)
-            vm, K = torch.cat([vm, pv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
+            beside.append(reg.jitter_camera(self.viewmats_cpu[index], self.center, oc.pseudo_jitter, self.generator))
+            p = len(beside)
         if binocular:
-            bv = reg.shift_camera(self.viewmats_cpu[index], self.center, oc.binocular_shift, self.generator)
-            vm, K = torch.cat([vm, bv.to(self.device)[None]]), torch.cat([K, K[:1].detach()])
+            beside.append(reg.shift_camera(self.viewmats_cpu[index], self.center, oc.binocular_shift, self.generator))
+            b = len(beside)
+        if beside:
+            vm = torch.cat([vm, torch.stack(beside).to(self.device)])
+            K = torch.cat([K, K[:1].detach().expand(len(beside), 3, 3)])
         bgs = self._background().expand(len(vm), 3)  # one background for the photo and every extra camera
         extra = None
         t = self.targets
@@ -186,17 +193,15 @@ class Trainer:
                 loss = loss + oc.normal_consistency * reg.normal_consistency(out.normals[:1],
                                                                              out.depth_normals[:1], out.alpha[:1])
         if pseudo:
-            p = 1 + int(co_reg)
             loss = loss + oc.pseudo_views * reg.warp_consistency(
                 out.rgb[p], out.depth[p], out.alpha[p], vm[p], K[p], target, out.depth[0].detach(), vm[0], K[0],
                 tolerance=0.03 * self.radius)
         if co_reg:  # CoR-GS: the two sets' renders of one pseudo camera agree (the partner's held fixed)
             assert self.partner is not None
             with torch.no_grad():
-                theirs = self.partner._render(vm[1:2], K[1:2], bgs[1:2], sh_degree, dropout=False).rgb
-            loss = loss + oc.co_reg * reg.photometric(out.rgb[1:2], theirs, oc.ssim_weight)
+                theirs = self.partner._render(vm[c : c + 1], K[c : c + 1], bgs[c : c + 1], sh_degree, dropout=False).rgb
+            loss = loss + oc.co_reg * reg.photometric(out.rgb[c : c + 1], theirs, oc.ssim_weight)
         if binocular:  # the shifted render, carried into the training view through its depth, against the photo
-            b = 1 + int(co_reg) + int(pseudo)
             loss = loss + oc.binocular * reg.warp_consistency(
                 target, out.depth[0], out.alpha[0], vm[0], K[0], out.rgb[b], out.depth[b].detach(), vm[b], K[b],
                 tolerance=0.03 * self.radius)

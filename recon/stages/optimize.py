@@ -147,7 +147,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
     if trainer.partner is not None:
         metrics["co_training"] = {"pruned": trainer.co_pruned, "partner_pruned": trainer.partner.co_pruned,
-                               "partner_gaussians": int(len(trainer.partner.splats["means"]))}
+                                  "partner_gaussians": int(len(trainer.partner.splats["means"]))}
     metrics.update(
         gaussians=int(len(splats["means"])), steps=oc.steps, backend=trainer.backend,
         train_seconds=train_seconds, resolution=[frames.width, frames.height], kind=oc.kind,
