@@ -24,15 +24,20 @@ from optimize import environment  # noqa: E402
 
 
 def make_scenes(data: Path, count: int) -> None:
-    """``count`` synthetic scenes under ``data``: each shape, then each shape again with the next seed."""
+    """At least ``count`` synthetic scenes under ``data``: those there are kept, more made (each shape, then each
+    shape again with the next seed) until there are enough."""
     from recon.data.shapes import SHAPES
     from recon.data.synth import SynthSpec, synthesize
 
     shapes = list(SHAPES)
-    for i in range(count):
+    have = len(list(data.glob("*/gt/scene.json")))
+    i = 0
+    while have < count:
         folder = data / f"{shapes[i % len(shapes)]}-{i // len(shapes)}"
         if not (folder / "gt" / "scene.json").is_file():
             synthesize(folder, SynthSpec(shapes[i % len(shapes)], seed=i // len(shapes)), force=True)
+            have += 1
+        i += 1
 
 
 def evaluate(data: Path, out: Path, views: int, ray: bool, env: dict[str, str]) -> float:
@@ -50,7 +55,7 @@ def metrics(out: Path) -> dict[str, dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenes", type=int, default=8)
+    ap.add_argument("--scenes", type=int, default=8, help="at least this many (every scene under --data runs)")
     ap.add_argument("--views", type=int, default=3)
     ap.add_argument("--data", type=Path, help="synthetic scenes (made here if missing)")
     ap.add_argument("--work", type=Path, required=True, help="where the two evaluations write")

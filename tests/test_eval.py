@@ -127,8 +127,8 @@ def test_ray_writes_what_the_sequential_run_writes(synthetic_scene, tmp_path):
                            for out in ("in-turn", "ray"))
         assert on_ray["status"] == "ok" and on_ray["metrics"]["chamfer"] > 0
         numbers = {k for k, v in in_turn["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        # Ray's workers run one thread (OMP_NUM_THREADS=1): the TSDF fusion's sums fall in another order, and the
-        # fused cloud differs by a few points in a million.
+        # Ray's workers run as many threads as their share of the CPUs (OMP_NUM_THREADS, one on a 2-core machine):
+        # the TSDF fusion's sums fall in another order, and the fused cloud differs by a few points in a million.
         expected = {k: in_turn["metrics"][k] for k in numbers}
         assert {k: on_ray["metrics"][k] for k in numbers} == pytest.approx(expected, rel=1e-3)
         assert {k: v for k, v in on_ray["metrics"].items() if k not in numbers} == \
@@ -139,6 +139,24 @@ def test_ray_writes_what_the_sequential_run_writes(synthetic_scene, tmp_path):
         assert "| a |" in (tmp_path / out / "table.md").read_text()
         assert sorted(p.name for p in (tmp_path / out / "plots").iterdir()) == \
             sorted(p.name for p in (tmp_path / "in-turn" / "plots").iterdir())
+
+
+def test_ray_places_one_worker_per_gpu_with_its_share_of_the_cpus():
+    from recon.errors import InputError
+    from recon.eval.runner import ray_slots
+
+    def node(gpus: float, cpus: float, alive: bool = True) -> dict:
+        return {"Alive": alive, "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+    two_gpus = [node(2, 32)]
+    assert ray_slots(two_gpus, 1.0, 8) == (1.0, 16, 2)
+    assert ray_slots(two_gpus, 0.5, 8) == (0.5, 8, 4)  # two scenes share each GPU
+    assert ray_slots(two_gpus, 1.0, 1) == (1.0, 16, 1)  # never more workers than scenes
+    # a head without GPUs adds no worker; the smaller machine's share holds everywhere; a dead node counts for none
+    assert ray_slots([node(0, 64), node(8, 128), node(2, 16), node(4, 64, alive=False)], 1.0, 20) == (1.0, 8, 10)
+    assert ray_slots([node(0, 2)], 1.0, 5) == (0.0, 1, 2)  # no GPUs: one CPU each
+    with pytest.raises(InputError, match="no machine of the Ray cluster has that many GPUs"):
+        ray_slots(two_gpus, 4.0, 8)
 
 
 def test_each_scene_reports_its_stages_as_they_start(synthetic_scene, tmp_path):

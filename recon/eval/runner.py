@@ -16,6 +16,7 @@ other machines need no shared disk; the driver writes everything atomically.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import platform
@@ -229,9 +230,15 @@ def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
 
 
 def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Callable[[str, str], None]):
-    """Yield (result, files) as Ray tasks finish: one task per scene, each holding ``gpus_per_scene`` GPUs when the
-    cluster has GPUs (1: a GPU to itself). gsplat's kernels are built once per machine before the scenes start, and
-    the stage each scene is in comes back through a queue while they run."""
+    """Yield (result, files) as scenes finish on a Ray cluster.
+
+    One worker (a Ray actor) per slot: ``gpus_per_scene`` GPUs of a machine (1: a GPU to itself), or one CPU on a
+    cluster without GPUs. A worker runs its scenes one after another in one process, so Python's start, the
+    imports, the CUDA context and gsplat's kernels (built by the first worker of each machine, loaded by the rest)
+    are paid once per worker, not once per scene, and each worker has its machine's CPUs shared among its slots
+    (Ray sets the worker's threads to its share). The stage each scene is in comes back through a queue while they
+    run; a worker that dies (out of memory, a lost node) fails its scene and another takes its place.
+    """
     try:
         import ray
         from ray.util.queue import Empty, Queue
@@ -243,44 +250,79 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
                      log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
-    gpus = gpus_per_scene if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    if gpus:
-        _build_kernels_on_every_node(ray, gpus)
-    stages = Queue()
-    task = ray.remote(num_gpus=gpus, max_retries=0)(_evaluate_on_worker)
-    pending = {task.remote(stages, *a): a for a in args}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        while True:
-            try:
-                report(*stages.get_nowait())
-            except Empty:
-                break
-        for ref in ready:
-            a = pending.pop(ref)
-            try:
-                yield ray.get(ref)
-            except Exception as exc:  # the worker died (out of memory, lost node): the scene failed, not the eval
-                yield {"scene": a[2].name, "suite": a[0], "key": a[3], "status": "failed",
-                       "error": f"{a[2].name}: Ray task failed ({type(exc).__name__}: {exc})"}, {}
+    gpus, cpus, count = ray_slots(ray.nodes(), gpus_per_scene, len(args))
+    stages = Queue(actor_options={"num_cpus": 0})
+    worker: Any = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0)(SceneWorker)  # Ray's handles, untyped
+    idle: list[Any] = [worker.remote(gpus > 0) for _ in range(count)]
+    todo, running = list(args), dict[Any, tuple[Any, tuple]]()
+    try:
+        while todo or running:
+            while idle and todo:
+                w, a = idle.pop(), todo.pop(0)
+                running[w.evaluate.remote(stages, *a)] = (w, a)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            while True:
+                try:
+                    report(*stages.get_nowait())
+                except Empty:
+                    break
+            for ref in ready:
+                w, a = running.pop(ref)
+                try:
+                    done = ray.get(ref)
+                except Exception as exc:  # the worker died: the scene failed, not the eval; a new worker goes on
+                    ray.kill(w)
+                    w = worker.remote(gpus > 0)
+                    done = ({"scene": a[2].name, "suite": a[0], "key": a[3], "status": "failed",
+                             "error": f"{a[2].name}: Ray task failed ({type(exc).__name__}: {exc})"}, {})
+                idle.append(w)
+                yield done
+    finally:
+        for w in idle + [w for w, _ in running.values()]:
+            ray.kill(w)
+        queue: Any = stages.actor
+        ray.kill(queue)
 
 
-def _evaluate_on_worker(stages, *args) -> tuple[dict, dict[str, bytes]]:
-    """:func:`evaluate_scene` in a Ray worker, its progress sent to the driver through the queue ``stages``."""
-    return evaluate_scene(*args, report=lambda scene, stage: stages.put_nowait((scene, stage)))
+def ray_slots(nodes: list[dict], gpus_per_scene: float, scenes: int) -> tuple[float, int, int]:
+    """(GPUs, CPUs, count) of the Ray workers for ``scenes`` scenes on a cluster of ``nodes`` (``ray.nodes()``).
+
+    With GPUs: as many workers of ``gpus_per_scene`` GPUs as the machines hold, each with an equal share of its
+    machine's CPUs (the smallest share of any machine, so that every worker fits wherever it lands); without: one
+    CPU each. Never more workers than scenes.
+    """
+    machines = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    with_gpus = [(int(r["GPU"] / gpus_per_scene + 1e-9), r.get("CPU", 0.0)) for r in machines if r.get("GPU", 0) > 0]
+    if not with_gpus:
+        return 0.0, 1, max(1, min(scenes, int(sum(r.get("CPU", 0.0) for r in machines))))
+    fits = [(n, cpu) for n, cpu in with_gpus if n > 0]
+    if not fits:
+        most = max(r.get("GPU", 0) for r in machines)
+        raise InputError(f"--ray-gpus {gpus_per_scene:g}: no machine of the Ray cluster has that many GPUs "
+                         f"(the most on one is {most:g})")
+    cpus = max(1, int(min(cpu // n for n, cpu in fits)))
+    return float(gpus_per_scene), cpus, max(1, min(scenes, sum(n for n, _ in fits)))
 
 
-def _build_kernels_on_every_node(ray, gpus: float) -> None:
-    """Build gsplat's kernels once on each machine with a GPU (its build cache is per machine), so that no scene
-    pays for a compile and no two scenes compile at once."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+class SceneWorker:
+    """A Ray actor that evaluates scenes one after another (:func:`_on_ray`)."""
 
-    from recon.render import compile_kernels
+    def __init__(self, build_kernels: bool):
+        if build_kernels:  # the first worker of a machine builds them (torch's build lock), the others load them
+            from recon.render import compile_kernels
 
-    build = ray.remote(num_gpus=gpus, max_retries=0)(compile_kernels)
-    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) >= 1]
-    ray.get([build.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
-             for node in nodes])
+            compile_kernels()
+
+    def evaluate(self, stages, *args) -> tuple[dict, dict[str, bytes]]:
+        """:func:`evaluate_scene`, its progress sent to the driver through the queue ``stages``."""
+        try:
+            return evaluate_scene(*args, report=lambda scene, stage: stages.put_nowait((scene, stage)))
+        finally:  # the next scene starts with the GPU's memory free, as in a process of its own
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 def spare_zip(out: Path) -> Path | None:
