@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -327,3 +329,47 @@ def test_co_regularisation_is_zero_for_identical_sets_and_positive_when_they_dif
     assert first_loss(splats, 1.0) == pytest.approx(alone, abs=1e-6)
     other = {**splats, "sh0": splats["sh0"] + 0.5}  # the same splats in other colours
     assert first_loss(other, 1.0) > alone + 0.01
+
+
+def test_adam_matches_torchs_fused_adam_through_gsplats_densification():
+    from gsplat.strategy.ops import duplicate, remove
+
+    from recon.optim.adam import Adam
+
+    torch.manual_seed(0)
+    start = {"means": torch.randn(40, 3), "opacities": torch.randn(40)}
+    ours = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in start.items()})
+    theirs = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in start.items()})
+    ours_opt = {k: Adam([{"params": p, "lr": 0.01, "name": k}], eps=1e-15) for k, p in ours.items()}
+    theirs_opt = {k: torch.optim.Adam([{"params": p, "lr": 0.01, "name": k}], eps=1e-15, fused=True)
+                  for k, p in theirs.items()}
+    for step in range(30):
+        if step == 10:  # the moments follow the splats: copied, then dropped
+            for params, opts in ((ours, ours_opt), (theirs, theirs_opt)):
+                duplicate(params, opts, {}, torch.arange(40) % 3 == 0)
+        if step == 20:
+            for params, opts in ((ours, ours_opt), (theirs, theirs_opt)):
+                remove(params, opts, {}, torch.arange(54) % 4 == 1)
+        grads = {k: torch.randn_like(v) for k, v in ours.items()}
+        for params, opts in ((ours, ours_opt), (theirs, theirs_opt)):
+            for k, p in params.items():
+                p.grad = grads[k].clone()
+            for opt in opts.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            opts["means"].param_groups[0]["lr"] *= 0.9
+    for k in start:
+        assert torch.equal(ours[k], theirs[k])
+        assert torch.equal(ours_opt[k].state[ours[k]]["exp_avg_sq"], theirs_opt[k].state[theirs[k]]["exp_avg_sq"])
+
+
+def test_training_leaves_torch_dynamo_unimported(synthetic_scene, tmp_path):
+    """torch.optim's first optimizer imports torch._dynamo, sympy and FSDP (seconds of a run's start); recon's own
+    Adam does not."""
+    script = ("import sys; from pathlib import Path; from recon.config import load_config; "
+              "from recon.pipeline import run_scene; "
+              f"run_scene(Path({str(synthetic_scene)!r}), load_config('tiny', {{'views.count': 3}}), "
+              f"Path({str(tmp_path)!r}), until='optimize'); "
+              "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

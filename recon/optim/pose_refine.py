@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon.optim.adam import Adam
+
 
 def twist_matrix(twist: Tensor) -> Tensor:
     """[N, 6] (rotation w, translation v) -> [N, 4, 4] elements of se(3)."""
@@ -62,7 +64,7 @@ def align_to_image(render_fn, viewmat: Tensor, K: Tensor, target: Tensor, scale:
     camera's twist is optimised (Adam, ``lr`` decayed 10x over ``steps``).
     """
     correction = PoseCorrection(1, scale, viewmat.device, fix_first=False)
-    optimizer = torch.optim.Adam([correction.twist], lr=lr)
+    optimizer = Adam([{"params": correction.twist}], lr=lr)
     for step in range(steps):
         vm, Kc = correction(slice(0, 1), viewmat[None], K[None])
         loss = (render_fn(vm, Kc) - target).abs().mean()

@@ -24,6 +24,7 @@ from recon.errors import StageError
 from recon.files import atomic_write
 from recon.live import SnapshotWriter
 from recon.optim import regularizers as reg
+from recon.optim.adam import Adam
 from recon.optim.pose_refine import PoseCorrection
 from recon.render import Backend, render, resolve_backend
 from recon.scene.frames import Frames
@@ -69,13 +70,11 @@ class Trainer:
                                               for k, v in splats.items()})
         lrs = {"means": oc.lr_means * radius, "scales": oc.lr_scales, "quats": oc.lr_quats,
                "opacities": oc.lr_opacities, "sh0": oc.lr_sh0, "shN": oc.lr_shN}
-        fused = device.type == "cuda"  # one kernel per tensor instead of a dozen
-        self.optimizers = {k: torch.optim.Adam([{"params": p, "lr": lrs[k], "name": k}], eps=1e-15, fused=fused)
-                           for k, p in self.splats.items()}
+        self.optimizers = {k: Adam([{"params": p, "lr": lrs[k], "name": k}], eps=1e-15) for k, p in self.splats.items()}
         self.means_lr0 = lrs["means"]
         self.refine_poses = refine_poses
         self.pose = PoseCorrection(len(frames), radius, device)
-        self.pose_optimizer = torch.optim.Adam(
+        self.pose_optimizer = Adam(
             [{"params": [self.pose.twist], "lr": oc.pose_lr}]
             + ([{"params": [self.pose.log_focal], "lr": oc.pose_lr}] if oc.focal_refine else []))
         self.strategy, self.state = self._strategy()
