@@ -5,6 +5,8 @@ optimize and prior stages."""
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -41,24 +43,28 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
     if not test:
         return {"test_views": 0}
     frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
-    for i, view in enumerate(test):
-        viewmat, K = frames.viewmats[i], frames.Ks[i]
-        mask = frames.masks[i] if frames.masks is not None else None
-        image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
-        if align_steps > 0 and frames.images is not None:
-            unaligned[view.name] = image_metrics(image, frames.images[i], mask)
-            target = frames.images[i] if mask is None else frames.images[i] * mask[..., None]
-            with torch.enable_grad():
-                aligned = align_to_image(trainer.render_fn(frames.width, frames.height), viewmat, K, target,
-                                         trainer.radius, align_steps, trainer.oc.test_pose_lr)
-            moved.append(_pose_change(viewmat, aligned, trainer.radius))
-            viewmat = aligned
+    # PNG encoding (tens of ms a view) runs on threads while the GPU renders the next views.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as writer:
+        writes = []
+        for i, view in enumerate(test):
+            viewmat, K = frames.viewmats[i], frames.Ks[i]
+            mask = frames.masks[i] if frames.masks is not None else None
             image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
-        pixels = image.cpu().numpy()
-        render_path = graph.resolve(f"{render_dir}/{view.name}.png")
-        atomic_write(render_path, image_io.write_image, pixels)
-        if frames.images is not None:
-            per_view[view.name] = image_metrics(image, frames.images[i], mask)
+            if align_steps > 0 and frames.images is not None:
+                unaligned[view.name] = image_metrics(image, frames.images[i], mask)
+                target = frames.images[i] if mask is None else frames.images[i] * mask[..., None]
+                with torch.enable_grad():
+                    aligned = align_to_image(trainer.render_fn(frames.width, frames.height), viewmat, K, target,
+                                             trainer.radius, align_steps, trainer.oc.test_pose_lr)
+                moved.append(_pose_change(viewmat, aligned, trainer.radius))
+                viewmat = aligned
+                image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+            render_path = graph.resolve(f"{render_dir}/{view.name}.png")
+            writes.append(writer.submit(atomic_write, render_path, image_io.write_image, image.cpu().numpy()))
+            if frames.images is not None:
+                per_view[view.name] = image_metrics(image, frames.images[i], mask)
+        for write in writes:
+            write.result()  # a failed write fails the stage
     summary = mean_metrics(list(per_view.values())) if per_view else {}
     status = lpips_status()
     out: dict[str, Any] = {**summary, "test_views": len(test), "lpips_status": status or "available",
