@@ -84,7 +84,8 @@ def main() -> int:
               "target": {"ratio": args.target, "gpus": 2, "met": gpus >= 2 and ratio >= args.target},
               "metrics_identical": not differ, "scenes_that_differ": differ,
               # gsplat's backward pass adds gradients atomically, so two CUDA runs of one scene can part by a little
-              "psnr_gap_max": max(gaps.values(), default=None), "psnr_gap_per_scene": gaps}
+              "psnr_gap_max": max(gaps.values(), default=None), "psnr_gap_per_scene": gaps,
+              "ray": json.loads((args.work / "ray" / "ray.json").read_text())}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report))

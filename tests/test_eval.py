@@ -122,6 +122,8 @@ def test_ray_writes_what_the_sequential_run_writes(synthetic_scene, tmp_path):
         import ray
 
         ray.shutdown()
+    placement = json.loads((tmp_path / "ray" / "ray.json").read_text())
+    assert placement["workers"] >= 1 and placement["gpus_per_worker"] == 0 and placement["first_scene_seconds"] > 0
     for name in ("a", "b"):
         in_turn, on_ray = (json.loads((tmp_path / out / "scenes" / f"{name}.json").read_text())
                            for out in ("in-turn", "ray"))

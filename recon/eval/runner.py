@@ -7,6 +7,7 @@ Layout of ``OUT`` (``--out``)::
     scenes/<scene>/grid/   ground truth and render of a few test views (for the plots)
     submission/<scene>/    SpaRe only: renders of the test views at the photos' size, named as the challenge expects
     table.md, table.csv, plots/, summary.json   the aggregates (recon/eval/tables.py)
+    ray.json               on Ray: the workers' placement and the seconds before the first scene began
 
 A scene whose result file exists, finished, for the same protocol and
 config, is skipped; ``force`` redoes it. The task (:func:`evaluate_scene`)
@@ -215,7 +216,7 @@ def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
                 results[result["scene"]] = _store(out, result, files)
                 bar.advance()
         else:
-            for result, files in _on_ray(args, options.ray, options.gpus_per_scene, report):
+            for result, files in _on_ray(args, options.ray, options.gpus_per_scene, report, out):
                 running.pop(result["scene"], None)
                 results[result["scene"]] = _store(out, result, files)
                 bar.advance()
@@ -229,7 +230,7 @@ def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
     return result
 
 
-def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Callable[[str, str], None]):
+def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Callable[[str, str], None], out: Path):
     """Yield (result, files) as scenes finish on a Ray cluster.
 
     One worker (a Ray actor) per slot: ``gpus_per_scene`` GPUs of a machine (1: a GPU to itself), or one CPU on a
@@ -237,8 +238,11 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
     imports, the CUDA context and gsplat's kernels (built by the first worker of each machine, loaded by the rest)
     are paid once per worker, not once per scene, and each worker has its machine's CPUs shared among its slots
     (Ray sets the worker's threads to its share). The stage each scene is in comes back through a queue while they
-    run; a worker that dies (out of memory, a lost node) fails its scene and another takes its place.
+    run; a worker that dies (out of memory, a lost node) fails its scene and another takes its place. ``ray.json``
+    in ``out`` records the placement, the seconds Ray took to start and (to half a second) those before the first
+    scene began.
     """
+    start = time.perf_counter()
     try:
         import ray
         from ray.util.queue import Empty, Queue
@@ -250,7 +254,13 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
                      log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
+    started = time.perf_counter()
     gpus, cpus, count = ray_slots(ray.nodes(), gpus_per_scene, len(args))
+    placement = {"address": address, "machines": sum(1 for n in ray.nodes() if n.get("Alive")), "workers": count,
+                 "gpus_per_worker": gpus, "cpus_per_worker": cpus, "scenes": len(args),
+                 "ray_start_seconds": round(started - start, 2)}
+    write_json(out / "ray.json", placement)
+    first_stage = None
     stages = Queue(actor_options={"num_cpus": 0})
     worker: Any = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0)(SceneWorker)  # Ray's handles, untyped
     idle: list[Any] = [worker.remote(gpus > 0) for _ in range(count)]
@@ -266,6 +276,9 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
                     report(*stages.get_nowait())
                 except Empty:
                     break
+                if first_stage is None:  # the workers' start: a process, the imports, the CUDA context, the kernels
+                    first_stage = time.perf_counter() - started
+                    write_json(out / "ray.json", {**placement, "first_scene_seconds": round(first_stage, 2)})
             for ref in ready:
                 w, a = running.pop(ref)
                 try:
