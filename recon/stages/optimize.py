@@ -186,7 +186,7 @@ def record_refined_cameras(graph: SceneGraph, train_views: list, trainer: Traine
         graph.replace(Camera(id=refined_id(view), K=K, world_to_camera=vm, width=cam.width, height=cam.height,
                              sensor=cam.sensor, provenance=Provenance(NAME, made_from=[view.camera])))
         refined.append(vm)
-    values: dict[str, Any] = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal))}
+    values: dict[str, Any] = {"refined": True, "focal_scale": float(torch.exp(trainer.pose.log_focal.detach()))}
     given = graph.meta.get("poses_given", {}).get("cameras", {})
     known = [graph.nodes.get(given.get(v.id) or "") for v in train_views]
     known_w2c = [k.world_to_camera for k in known if isinstance(k, Camera)]
