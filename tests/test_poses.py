@@ -257,6 +257,18 @@ def test_a_camera_that_only_turned_is_not_placed(tmp_path):
         run_scene(photos, load_config("default", {}), tmp_path / "out", until="poses")
 
 
+def test_photos_that_match_nothing_are_named_with_what_would_help(tmp_path):
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):  # texture everywhere, a different one in each photo: features, no match
+        noise = rng.integers(0, 256, (60, 80), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+        Image.fromarray(np.stack([noise] * 3, -1)).save(folder / f"{i}.png")
+    with pytest.raises(InputError, match=r"3 of 3 views did not register: .*no verified matches.*"
+                                         r"no two of them matched: photos taken closer together"):
+        run_scene(folder, load_config("default", {}), tmp_path / "out", until="poses")
+
+
 def test_exif_gives_the_focal_length_and_separates_cameras(tmp_path):
     pixels = np.zeros((240, 320, 3), dtype=np.uint8)
     for name, focal in (("a.jpg", 26), ("b.jpg", 26), ("c.jpg", 52)):

@@ -110,6 +110,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         message = f"{graph.name}: {len(failed)} of {len(train)} views did not register: {detail}"
         if not pc.allow_partial or len(sfm.cameras) < 2:
             hint = "" if len(sfm.cameras) < 2 else " (--allow-partial goes on with the registered views)"
+            if not sfm.cameras and all("no verified matches" in sfm.reasons[v.id] for v in failed):
+                hint = (" (no two of them matched: photos taken closer together, each seeing most of what the next "
+                        "one sees, or the same photos at a larger size register more often)")
             raise InputError(message + hint)
         warnings.warn(message + "; going on without them", stacklevel=2)
         for v in failed:
