@@ -324,6 +324,9 @@ def eval_command(args: EvalDTU | EvalSpaRe | EvalLLFF | EvalSynthetic | EvalFold
     from recon.eval.runner import EvalOptions, run_suite, spare_zip
     from recon.eval.tables import cells, row_values, shown_columns, write_aggregates
 
+    if not (0 < args.ray_gpus < 1 or (args.ray_gpus == int(args.ray_gpus) and 1 <= args.ray_gpus <= 64)):
+        raise InputError(f"--ray-gpus {args.ray_gpus:g}: give the GPUs each scene holds: a share of one below 1 (0.5: "
+                         "two scenes share a GPU) or a whole number up to 64 (Ray gives no scene 1.5 GPUs)")
     if isinstance(args, EvalDTU):
         suite = suites.dtu(args.root, args.views, args.config or "dtu")
     elif isinstance(args, EvalSpaRe):
@@ -345,8 +348,6 @@ def eval_command(args: EvalDTU | EvalSpaRe | EvalLLFF | EvalSynthetic | EvalFold
            else f"{suite.views}v" if suite.views else "all")
     out = args.out or Path("results") / f"{suite.name}-{tag}"
     overrides = dict(parse_override(s) for s in args.set)
-    if not 0 < args.ray_gpus <= 64:
-        raise InputError(f"--ray-gpus {args.ray_gpus}: give the GPUs each scene holds, above 0 (0.5 shares one GPU)")
     results = run_suite(suite, EvalOptions(out, args.device, overrides, args.force, args.ray, args.ray_gpus))
     title = f"recon on {suite.name} ({tag}, preset {suite.preset})"
     summary = write_aggregates(out, title, results, suite.anchors, suite.views, suite.protocol)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def atomic_write(path: Path, write: Callable[..., object], *args: Any) -> Path:
 
 
 def _temporary_name(path: Path) -> str:
-    prefix, suffix = f".tmp-{os.getpid()}-", path.suffix
+    prefix, suffix = f".tmp-{os.getpid()}-{threading.get_native_id()}-", path.suffix  # one per writing thread
     room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
     if room < 0:  # a suffix as long as a name: keep the name's start instead
         room, suffix = NAME_MAX - len(prefix.encode()), ""

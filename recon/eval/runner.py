@@ -23,7 +23,7 @@ import json
 import platform
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,18 +230,23 @@ def _store(out: Path, result: dict, files: dict[str, bytes]) -> dict:
     return result
 
 
-def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Callable[[str, str], None], out: Path):
+def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Callable[[str, str], None],
+            out: Path) -> Iterator[tuple[dict, dict[str, bytes]]]:
     """Yield (result, files) as scenes finish on a Ray cluster.
 
     One worker (a Ray actor) per slot: ``gpus_per_scene`` GPUs of a machine (1: a GPU to itself), or one CPU on a
     cluster without GPUs. A worker runs its scenes one after another in one process, so Python's start, the
     imports, the CUDA context and gsplat's kernels (built by the first worker of each machine, loaded by the rest)
     are paid once per worker, not once per scene, and each worker has its machine's CPUs shared among its slots
-    (Ray sets the worker's threads to its share). The stage each scene is in comes back through a queue while they
-    run; a worker that dies (out of memory, a lost node) fails its scene and another takes its place. ``ray.json``
-    in ``out`` records the placement, the seconds Ray took to start and (to half a second) those before the first
+    (Ray sets the worker's threads to its share unless OMP_NUM_THREADS is set). A scene goes to a worker once the
+    worker has started, so none waits on a worker Ray cannot place. The stage each scene is in comes back through
+    a queue while they run; a worker that dies (out of memory, a lost node) fails its scene and another takes its
+    place; when every worker dies before its first scene, the scenes left fail with the reason. ``ray.json`` in
+    ``out`` records the placement, the seconds Ray took to start and (to half a second) those before the first
     scene began.
     """
+    if not args:
+        return
     start = time.perf_counter()
     try:
         import ray
@@ -249,11 +254,7 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
     except ImportError:
         raise InputError("--ray: Ray is not installed (pip install ray)") from None
     if not ray.is_initialized():
-        try:
-            ray.init(address=None if address == "local" else address, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
+        _start_ray(ray, address)
     started = time.perf_counter()
     gpus, cpus, count = ray_slots(ray.nodes(), gpus_per_scene, len(args))
     placement = {"address": address, "machines": sum(1 for n in ray.nodes() if n.get("Alive")), "workers": count,
@@ -263,14 +264,27 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
     first_stage = None
     stages = Queue(actor_options={"num_cpus": 0})
     worker: Any = ray.remote(num_gpus=gpus, num_cpus=cpus, max_restarts=0)(SceneWorker)  # Ray's handles, untyped
-    idle: list[Any] = [worker.remote(gpus > 0) for _ in range(count)]
+    starting: dict[Any, Any] = {}  # ready ref -> a worker not yet started
+
+    def add_worker() -> None:
+        w = worker.remote(gpus > 0)
+        starting[w.__ray_ready__.remote()] = w
+
+    for _ in range(count):
+        add_worker()
+    idle: list[Any] = []
     todo, running = list(args), dict[Any, tuple[Any, tuple]]()
+    why_not = "none started"
     try:
         while todo or running:
             while idle and todo:
                 w, a = idle.pop(), todo.pop(0)
                 running[w.evaluate.remote(stages, *a)] = (w, a)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            if not (idle or running or starting):  # every worker died before its first scene
+                for a in todo:
+                    yield _failed(a, f"no Ray worker started ({why_not})"), {}
+                return
+            ready, _ = ray.wait(list(running) + list(starting), num_returns=1, timeout=0.5)
             while True:
                 try:
                     report(*stages.get_nowait())
@@ -280,32 +294,75 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
                     first_stage = time.perf_counter() - started
                     write_json(out / "ray.json", {**placement, "first_scene_seconds": round(first_stage, 2)})
             for ref in ready:
+                if ref in starting:
+                    w = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        idle.append(w)
+                    except Exception as exc:  # it could not start (its kernels, its machine): no scene was lost
+                        why_not = f"{type(exc).__name__}: {exc}"
+                        _kill(ray, w)
+                    continue
                 w, a = running.pop(ref)
                 try:
                     done = ray.get(ref)
+                    idle.append(w)
                 except Exception as exc:  # the worker died: the scene failed, not the eval; a new worker goes on
-                    ray.kill(w)
-                    w = worker.remote(gpus > 0)
-                    done = ({"scene": a[2].name, "suite": a[0], "key": a[3], "status": "failed",
-                             "error": f"{a[2].name}: Ray task failed ({type(exc).__name__}: {exc})"}, {})
-                idle.append(w)
+                    _kill(ray, w)
+                    add_worker()
+                    done = (_failed(a, f"Ray task failed ({type(exc).__name__}: {exc})"), {})
                 yield done
     finally:
-        for w in idle + [w for w, _ in running.values()]:
-            ray.kill(w)
-        queue: Any = stages.actor
-        ray.kill(queue)
+        for w in idle + [w for w, _ in running.values()] + list(starting.values()) + [stages.actor]:
+            _kill(ray, w)
+
+
+def _start_ray(ray: Any, address: str) -> None:
+    """Join the cluster at ``address``, or with "local" start one here (or join the one ``ray start`` left here)."""
+    # A Ray started here starts only the workers asked for: by default the first driver waits while Ray starts an
+    # idle worker per CPU (a Python process each, 32 on a 32-core machine) that no scene uses. Ray refuses the
+    # setting when it joins a running cluster instead.
+    own = {"_system_config": {"prestart_worker_first_driver": False}}
+    for extra in ([own, {}] if address == "local" else [{}]):
+        try:
+            ray.init(address=None if address == "local" else address, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False, **extra)
+            return
+        except ValueError as exc:
+            if extra and "_system_config" in str(exc):
+                continue
+            raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
+        except (ConnectionError, RuntimeError) as exc:
+            raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
+
+
+def _failed(a: tuple, error: str) -> dict:
+    """The result of the scene of :func:`evaluate_scene`'s arguments ``a`` that failed on Ray with ``error``."""
+    return {"scene": a[2].name, "suite": a[0], "key": a[3], "status": "failed", "error": f"{a[2].name}: {error}"}
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    try:
+        ray.kill(actor)
+    except Exception:  # gone already, or the cluster with it: nothing left to stop
+        pass
 
 
 def ray_slots(nodes: list[dict], gpus_per_scene: float, scenes: int) -> tuple[float, int, int]:
     """(GPUs, CPUs, count) of the Ray workers for ``scenes`` scenes on a cluster of ``nodes`` (``ray.nodes()``).
 
-    With GPUs: as many workers of ``gpus_per_scene`` GPUs as the machines hold, each with an equal share of its
-    machine's CPUs (the smallest share of any machine, so that every worker fits wherever it lands); without: one
-    CPU each. Never more workers than scenes.
+    With GPUs: as many workers of ``gpus_per_scene`` GPUs as the machines hold (below 1, as many as fit in one GPU,
+    on each GPU: Ray never spreads a share over two), each with an equal share of its machine's CPUs (the smallest
+    share of any machine, so that every worker fits wherever it lands); without: one CPU each. Never more workers
+    than scenes.
     """
+    def fit(gpus: float) -> int:
+        if gpus_per_scene < 1:
+            return int(gpus + 1e-9) * int(1 / gpus_per_scene + 1e-9)
+        return int(gpus / gpus_per_scene + 1e-9)
+
     machines = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
-    with_gpus = [(int(r["GPU"] / gpus_per_scene + 1e-9), r.get("CPU", 0.0)) for r in machines if r.get("GPU", 0) > 0]
+    with_gpus = [(fit(r["GPU"]), r.get("CPU", 0.0)) for r in machines if r.get("GPU", 0) > 0]
     if not with_gpus:
         return 0.0, 1, max(1, min(scenes, int(sum(r.get("CPU", 0.0) for r in machines))))
     fits = [(n, cpu) for n, cpu in with_gpus if n > 0]
@@ -326,7 +383,7 @@ class SceneWorker:
 
             compile_kernels()
 
-    def evaluate(self, stages, *args) -> tuple[dict, dict[str, bytes]]:
+    def evaluate(self, stages: Any, *args: Any) -> tuple[dict, dict[str, bytes]]:
         """:func:`evaluate_scene`, its progress sent to the driver through the queue ``stages``."""
         try:
             return evaluate_scene(*args, report=lambda scene, stage: stages.put_nowait((scene, stage)))

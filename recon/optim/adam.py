@@ -9,6 +9,7 @@ loops use: ``param_groups`` (each a dict with ``params`` and ``lr``), ``state`` 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +28,7 @@ class Adam:
             self.param_groups.append({**group, "params": [params] if isinstance(params, Tensor) else list(params),
                                       "lr": group.get("lr", lr)})
         self.betas, self.eps = betas, eps
-        self.state: dict[Tensor, dict[str, Tensor]] = {}
+        self.state: defaultdict[Tensor, dict[str, Tensor]] = defaultdict(dict)  # as torch.optim keeps it
 
     @torch.no_grad()
     def step(self) -> None:
@@ -52,9 +53,7 @@ class Adam:
                     p.grad.zero_()
 
     def _state(self, param: Tensor) -> dict[str, Tensor]:
-        state = self.state.get(param)
-        if not state:  # gsplat's strategies keep a parameter's moments across densification and drop its ``step``
-            state = self.state.setdefault(param, {})
+        state = self.state[param]  # gsplat's strategies move a parameter's state to the tensor that replaces it
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)

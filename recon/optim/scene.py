@@ -5,7 +5,6 @@ optimize and prior stages."""
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,7 +43,7 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
         return {"test_views": 0}
     frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
     # PNG encoding (tens of ms a view) runs on threads while the GPU renders the next views.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as writer:
+    with ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads()))) as writer:  # the CPUs' share
         writes = []
         for i, view in enumerate(test):
             viewmat, K = frames.viewmats[i], frames.Ks[i]
