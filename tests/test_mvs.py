@@ -75,3 +75,11 @@ def test_plane_count_follows_the_baseline():
     wide = mvs.plane_count(origins[0], dirs[0, 24, 32], near, far, vm[2:], K[2:], settings)
     narrow = mvs.plane_count(origins[0], dirs[0, 24, 32], near, far, vm[1:2], K[1:2], settings)
     assert wide > 1.5 * narrow > 16
+
+
+def test_window_means_by_running_sums_equal_average_pooling():
+    x = torch.rand(5, 1, 33, 45, generator=torch.Generator().manual_seed(0))
+    for window in (3, 7, 11):
+        pad = window // 2
+        pooled = F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), window, stride=1)
+        assert torch.allclose(mvs._box(x, window), pooled, atol=1e-6)

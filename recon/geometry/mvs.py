@@ -77,9 +77,20 @@ def grey(images: Tensor) -> Tensor:
 
 
 def _box(x: Tensor, window: int) -> Tensor:
-    """Mean over a ``window`` x ``window`` patch of [B, 1, H, W] (edges replicated)."""
+    """Mean over a ``window`` x ``window`` patch of [B, 1, H, W] (edges replicated).
+
+    On the CPU, where ``avg_pool2d`` adds up every pixel of every window (7x7: 17 of the 29 s that stereo took on
+    the bundled example), as differences of running sums along each axis, in double precision so that the means
+    agree with it to float32's rounding: a third of the time.
+    """
     pad = window // 2
-    return F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), window, stride=1)
+    if x.device.type != "cpu":
+        return F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), window, stride=1)
+    x = F.pad(x, (pad + 1, pad, pad + 1, pad), mode="replicate").double()  # one more in front: whole windows
+    rows = x.cumsum(-1)
+    x = rows[..., window:] - rows[..., :-window]
+    cols = x.cumsum(-2)
+    return ((cols[..., window:, :] - cols[..., :-window, :]) / window**2).float()
 
 
 def choose_sources(viewmats: Tensor, count: int) -> list[list[int]]:
