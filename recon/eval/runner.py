@@ -256,8 +256,9 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
     if not ray.is_initialized():
         _start_ray(ray, address)
     started = time.perf_counter()
-    gpus, cpus, count = ray_slots(ray.nodes(), gpus_per_scene, len(args))
-    placement = {"address": address, "machines": sum(1 for n in ray.nodes() if n.get("Alive")), "workers": count,
+    nodes = ray.nodes()
+    gpus, cpus, count = ray_slots(nodes, gpus_per_scene, len(args))
+    placement = {"address": address, "machines": sum(1 for n in nodes if n.get("Alive")), "workers": count,
                  "gpus_per_worker": gpus, "cpus_per_worker": cpus, "scenes": len(args),
                  "ray_start_seconds": round(started - start, 2)}
     write_json(out / "ray.json", placement)
@@ -273,7 +274,8 @@ def _on_ray(args: list[tuple], address: str, gpus_per_scene: float, report: Call
     for _ in range(count):
         add_worker()
     idle: list[Any] = []
-    todo, running = list(args), dict[Any, tuple[Any, tuple]]()
+    todo = list(args)
+    running: dict[Any, tuple[Any, tuple]] = {}  # scene ref -> (its worker, its arguments)
     why_not = "none started"
     try:
         while todo or running:
@@ -328,11 +330,9 @@ def _start_ray(ray: Any, address: str) -> None:
             ray.init(address=None if address == "local" else address, include_dashboard=False,
                      log_to_driver=False, configure_logging=False, **extra)
             return
-        except ValueError as exc:
-            if extra and "_system_config" in str(exc):
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            if extra and isinstance(exc, ValueError) and "_system_config" in str(exc):
                 continue
-            raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
-        except (ConnectionError, RuntimeError) as exc:
             raise InputError(f"--ray {address}: cannot reach a Ray cluster ({exc})") from None
 
 
