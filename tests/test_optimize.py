@@ -210,7 +210,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
                 "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
                 "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
                 "optimize.binocular": 0.1, "optimize.co_prune": 0.02, "optimize.co_reg": 0.5,
-                "optimize.pseudo_views": 0.1,
+                "optimize.pseudo_views": 0.1, "optimize.depth_smooth": 0.1,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values
@@ -287,6 +287,24 @@ def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():
     assert float(term) == pytest.approx(0.25 * 0.5 / 1.5)  # only the pixel off by 25% counts, at half weight
     assert float(depth.grad[0, 1]) == 0 and torch.isfinite(depth.grad).all()
     assert float(reg.depth_agreement(depth, torch.zeros(2, 2), confidence)) == 0
+
+
+def test_depth_smoothness_spares_colour_edges_and_has_finite_gradients():
+    image = torch.zeros(1, 8, 8, 3)
+    image[:, :, 4:] = 1.0  # a colour edge between columns 3 and 4
+    alpha = torch.ones(1, 8, 8, 1)
+    flat = torch.full((1, 8, 8, 1), 2.0)
+    assert float(reg.depth_smoothness(flat, image, alpha, 1.0)) == 0
+    step = flat.clone()
+    step[:, :, 4:] = 3.0  # a depth step on the colour edge
+    on_edge = float(reg.depth_smoothness(step, image, alpha, 1.0))
+    moved = flat.clone()
+    moved[:, :, 2:] = 3.0  # the same step where the colour is flat
+    assert 0 < on_edge < 1e-3 * float(reg.depth_smoothness(moved, image, alpha, 1.0))
+    assert float(reg.depth_smoothness(moved, image, torch.zeros_like(alpha), 1.0)) == 0  # only where opaque
+    depth = moved.clone().requires_grad_()
+    reg.depth_smoothness(depth, image, alpha, 2.0).backward()
+    assert torch.isfinite(depth.grad).all() and float(depth.grad.abs().sum()) > 0
 
 
 def test_a_binocular_partner_moves_sideways_only():
