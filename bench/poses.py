@@ -12,7 +12,8 @@ Captures are read as they lie: a DTU/IDR scan (``image/``, ``cameras*.npz``) by
 recon's importer; a COLMAP model (``sparse/0`` and ``images/``) and an LLFF capture
 (``poses_bounds.npy``, ``images_N/``, ``masks_N/``) are first written as IDR
 folders in a scratch folder (links to the photos and masks, the reference cameras
-as ``world_mat = K [R | t]``), so that every capture meets the same importer.
+as ``world_mat = K [R | t]``), so that every capture meets the same importer;
+castle_p30's rotations, stored transposed, are corrected first (bench/captures.py).
 LLFF stores per photo a camera-to-world [R | t] with axes (down, right, back) and
 ``h, w, f`` of the full-size photos; OpenCV's axes are (right, down, forward).
 
@@ -51,12 +52,8 @@ from recon.pipeline import run_scene
 from recon.scene.camera import intrinsics_matrix
 
 sys.path.insert(0, str(Path(__file__).parent))
+from captures import corrected  # noqa: E402
 from optimize import environment, parse_variant, record  # noqa: E402
-
-# castle_p30's sparse/0/images.txt holds each camera's rotation transposed (its quaternions conjugated); the
-# translations are right. Measured: of the SIFT matches COLMAP verifies between 4 of its views, 0 of 1263 satisfy
-# the stored cameras' epipolar geometry within 4 pixels, 1227 with the rotations transposed.
-TRANSPOSED_ROTATIONS = {"castle_p30"}
 
 
 def main() -> int:
@@ -127,11 +124,11 @@ def as_idr(capture: Path, root: Path, exif: bool) -> Path | None:
     if any((capture / f).is_file() for f in ("cameras.npz", "cameras_sphere.npz")):
         if not exif:
             return capture
-        images, masks, cameras = read_idr(capture)
+        images, masks, cameras = read_imported(capture)
     elif (capture / "poses_bounds.npy").is_file():
         images, masks, cameras = read_llff(capture)
     elif (capture / "sparse" / "0").is_dir():
-        images, masks, cameras = read_colmap(capture, transpose=capture.name in TRANSPOSED_ROTATIONS)
+        images, masks, cameras = read_imported(corrected(capture, root / "corrected"))
     else:
         return None
     out = root / capture.name
@@ -161,8 +158,9 @@ def write_with_focal(src: Path, K: np.ndarray, dst: Path) -> None:
     rgb.save(dst, exif=exif, quality=95)
 
 
-def read_idr(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]:
-    """Photos, masks and (K, world_to_camera) per photo of an IDR scan, as recon imports it (its normalised frame)."""
+def read_imported(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]:
+    """Photos, masks and (K, world_to_camera) per photo of an IDR scan or a COLMAP model, as recon imports it (in
+    its normalised frame)."""
     from recon.io import import_scene
 
     graph = import_scene(capture)
@@ -189,26 +187,6 @@ def read_llff(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndar
         f = focal * width / full_width
         cameras.append((intrinsics_matrix(f, f, width / 2, height / 2), opencv_world_to_camera(m[:, :4])))
     return images, masks, cameras
-
-
-def read_colmap(capture: Path, transpose: bool) -> tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]:
-    """Photos in ``images/`` and (K, world_to_camera) per photo from ``sparse/0``, rotations transposed if asked."""
-    import pycolmap
-
-    from recon.io.colmap import camera_from_colmap
-
-    rec = pycolmap.Reconstruction(str(capture / "sparse" / "0"))
-    images, cameras = [], []
-    for im in sorted(rec.images.values(), key=lambda im: im.name):
-        cam = rec.cameras[im.camera_id]
-        K, _ = camera_from_colmap(cam.model.name, np.asarray(cam.params), str(capture))
-        w2c = np.eye(4)
-        w2c[:3, :4] = im.cam_from_world().matrix()
-        if transpose:
-            w2c[:3, :3] = w2c[:3, :3].T.copy()
-        images.append(capture / "images" / im.name)
-        cameras.append((K, w2c))
-    return images, [], cameras
 
 
 def measure(scene: Path, cfg, out_root: Path, name: str, until: str) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,28 @@ def test_colmap_model(synthetic_scene, tmp_path, binary):
     assert graph.source["layout"] == "colmap"
     assert_same_cameras(graph, dataset_cameras(synthetic_scene))
     assert graph.nodes["points/sfm"].count == 50
+
+
+def test_bench_corrects_a_colmap_model_stored_with_transposed_rotations(synthetic_scene, tmp_path):
+    """bench/captures.py: castle_p30's copy stores each rotation transposed; its corrected copy has the true cameras."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from captures import corrected
+
+    root = build_colmap(synthetic_scene, tmp_path / "castle_p30")
+    stored = root / "sparse" / "0" / "images.txt"
+    lines = stored.read_text().splitlines()
+    for i in range(0, len(lines), 2):  # the defect: every quaternion conjugated
+        f = lines[i].split()
+        f[2:5] = [str(-float(v)) for v in f[2:5]]
+        lines[i] = " ".join(f)
+    stored.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AssertionError):
+        assert_same_cameras(import_scene(root), dataset_cameras(synthetic_scene))
+    fixed = corrected(root, tmp_path / "fixed")
+    assert fixed == tmp_path / "fixed" / "castle_p30" and stored.read_text() == "\n".join(lines) + "\n"
+    assert_same_cameras(import_scene(fixed), dataset_cameras(synthetic_scene), atol=1e-5)
+    other = build_colmap(synthetic_scene, tmp_path / "other" / "scene")
+    assert corrected(other, tmp_path / "fixed") == other
 
 
 @pytest.mark.parametrize("calibration", ["cal18", "mvsnet"])
