@@ -4,6 +4,7 @@ points."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -65,6 +66,22 @@ def test_stereo_keeps_few_points_rather_than_wrong_ones(case):
     kept = maps.depth > 0  # the true depths are 2.2 to 4.4; on the right range 3/4 of the pixels keep theirs
     assert kept.float().mean() < 0.05
     assert not bool(kept.any()) or float(maps.confidence[kept].mean()) < 0.3  # and they have little say
+
+
+def test_a_surface_one_source_of_three_sees_is_kept_when_the_best_source_scores_it():
+    """init.mvs_best_sources 1: two views of the wall and two of something else (noise); each wall view's score
+    averages the best half of its three sources by default (one of them noise), the best one with the setting."""
+    images, vm, K, depth, on_wall = wall_views(views=4)
+    noise = torch.rand(2, *images.shape[1:], generator=torch.Generator().manual_seed(1))
+    images = torch.cat([images[:2], noise])
+    near, far = torch.full((4,), 1.5), torch.full((4,), 6.0)
+    half = mvs.estimate_depth(images, vm, K, near, far, SETTINGS)
+    best = mvs.estimate_depth(images, vm, K, near, far, replace(SETTINGS, best_sources=1))
+    for v in (0, 1):
+        kept_half, kept_best = half.depth[v] > 0, best.depth[v] > 0
+        assert kept_half[on_wall[v]].float().mean() < 0.4 < 0.6 < kept_best[on_wall[v]].float().mean()
+        assert ((best.depth[v] - depth[v]).abs() / depth[v])[kept_best].median() < 0.005
+    assert (best.depth[2:] > 0).float().mean() < 0.02  # the noise views keep next to nothing
 
 
 def test_plane_count_follows_the_baseline():

@@ -10,9 +10,9 @@ with one plane; each pixel takes the best plane of any family. Each plane carrie
 pixels to its nearest source views, whose grey levels are sampled there; the
 photometric score is the normalised cross-correlation (NCC) of the two over a
 ``window`` x ``window`` patch, which ignores a gain and an offset of the lighting.
-Per pixel and plane, the best half of the sources' scores is averaged (a point can
-be hidden from some sources), the best plane wins, and a parabola through its
-neighbours refines the inverse depth.
+Per pixel and plane, the best ``best_sources`` of the sources' scores are averaged
+(by default the best half: a point can be hidden from some sources), the best plane
+wins, and a parabola through its neighbours refines the inverse depth.
 
 A depth is kept only if
 
@@ -54,6 +54,8 @@ class StereoSettings:
     tilt_degrees: float = 40.0
     window: int = 7
     sources: int = 4
+    best_sources: int = 0
+    """The score averages this many of the best-scoring sources (0: half of them, rounded up)."""
     min_texture: float = 0.01
     min_score: float = 0.5
     min_consistent: int = 1
@@ -127,7 +129,8 @@ def plane_sweep(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, far:
     """(depth [V, H, W], score [V, H, W]) of the best plane per pixel; depth 0 where no plane could be scored.
 
     ``near`` and ``far`` [V] bound each view's depths (at the image centre, for tilted planes). The score is
-    the mean NCC of the best half of the sources, -1 where the pixel has no texture or no source sees it.
+    the mean NCC of the best ``settings.best_sources`` sources (by default half), -1 where the pixel has no texture
+    or no source sees it.
     """
     V, H, W = images.shape[:3]
     g = grey(images)[:, None]  # [V, 1, H, W]
@@ -169,7 +172,7 @@ def _sweep(g: Tensor, r: int, sources: list[int], origin: Tensor, dirs: Tensor, 
     win = settings.window
     steps = torch.linspace(0, 1, D, device=g.device, dtype=g.dtype)
     inv = 1 / near + steps * (1 / far - 1 / near)  # [D], near first
-    keep = max(1, math.ceil(len(sources) / 2))
+    keep = min(len(sources), settings.best_sources or max(1, math.ceil(len(sources) / 2)))
     scores = torch.empty(D, H, W, device=g.device, dtype=g.dtype)
     chunk = max(1, settings.chunk_pixels // (H * W))
     for start in range(0, D, chunk):
