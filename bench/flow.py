@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from recon.sfm.fewview import fundamental, sampson_error
 
 sys.path.insert(0, str(Path(__file__).parent))
 from optimize import environment  # noqa: E402
-from poses import TRANSPOSED_ROTATIONS, read_colmap, read_idr, read_llff  # noqa: E402
+from poses import read_reference  # noqa: E402
 
 DTU_TRAIN = [25, 22, 28, 40, 44, 48, 0, 8, 13]
 GRID = 8
@@ -43,36 +44,26 @@ def main() -> int:
     import cv2
 
     rows = []
-    for capture in sorted(p for p in args.data.iterdir() if p.is_dir()):
-        photos = read(capture)
-        if photos is None:
-            continue
-        images, masks, cameras = photos
-        selections = {"dtu": DTU_TRAIN[: args.views]} if capture.name.startswith("dtu") else {
-            "spread": spread(cameras, args.views),
-            "consecutive": list(range((len(images) - args.views) // 2, (len(images) + args.views) // 2))}
-        for selection, chosen in selections.items():
-            for a, b in itertools.combinations(chosen, 2):
-                mask = masks[a] if masks else None
-                row = {"capture": capture.name, "selection": selection, "views": [a, b],
-                       **flow_pair(cv2, images[a], cameras[a], images[b], cameras[b], mask, args.long_side)}
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+    with tempfile.TemporaryDirectory() as scratch:  # corrected copies of captures with a known defect
+        for capture in sorted(p for p in args.data.iterdir() if p.is_dir()):
+            photos = read_reference(capture, Path(scratch))
+            if photos is None:
+                continue
+            images, masks, cameras = photos
+            selections = {"dtu": DTU_TRAIN[: args.views]} if capture.name.startswith("dtu") else {
+                "spread": spread(cameras, args.views),
+                "consecutive": list(range((len(images) - args.views) // 2, (len(images) + args.views) // 2))}
+            for selection, chosen in selections.items():
+                for a, b in itertools.combinations(chosen, 2):
+                    mask = masks[a] if masks else None
+                    row = {"capture": capture.name, "selection": selection, "views": [a, b],
+                           **flow_pair(cv2, images[a], cameras[a], images[b], cameras[b], mask, args.long_side)}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "dis-flow", "environment": environment(), "runs": rows},
                                    indent=1) + "\n")
     return 0
-
-
-def read(capture: Path):
-    """(photos, masks, [(K, world_to_camera)]) of a capture, or None if it is not one bench/poses.py reads."""
-    if any((capture / f).is_file() for f in ("cameras.npz", "cameras_sphere.npz")):
-        return read_idr(capture)
-    if (capture / "poses_bounds.npy").is_file():
-        return read_llff(capture)
-    if (capture / "sparse" / "0").is_dir():
-        return read_colmap(capture, transpose=capture.name in TRANSPOSED_ROTATIONS)
-    return None
 
 
 def spread(cameras, count: int) -> list[int]:

@@ -55,6 +55,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from captures import corrected  # noqa: E402
 from optimize import environment, parse_variant, record  # noqa: E402
 
+Reference = tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]
+"""Photos, masks (or none) and (K [3, 3], world_to_camera [4, 4]) per photo."""
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -121,16 +124,12 @@ def as_idr(capture: Path, root: Path, exif: bool) -> Path | None:
 
     The copy links to the photos and masks, or with ``exif`` holds the photos rewritten with their focal length.
     """
-    if any((capture / f).is_file() for f in ("cameras.npz", "cameras_sphere.npz")):
-        if not exif:
-            return capture
-        images, masks, cameras = read_imported(capture)
-    elif (capture / "poses_bounds.npy").is_file():
-        images, masks, cameras = read_llff(capture)
-    elif (capture / "sparse" / "0").is_dir():
-        images, masks, cameras = read_imported(corrected(capture, root / "corrected"))
-    else:
+    if is_idr(capture) and not exif:
+        return capture
+    reference = read_reference(capture, root / "corrected")
+    if reference is None:
         return None
+    images, masks, cameras = reference
     out = root / capture.name
     (out / "image").mkdir(parents=True)
     for f, (K, _) in zip(images, cameras):
@@ -147,6 +146,22 @@ def as_idr(capture: Path, root: Path, exif: bool) -> Path | None:
     return out
 
 
+def is_idr(capture: Path) -> bool:
+    return any((capture / f).is_file() for f in ("cameras.npz", "cameras_sphere.npz"))
+
+
+def read_reference(capture: Path, scratch: Path) -> Reference | None:
+    """Photos, masks and (K, world_to_camera) per photo of an IDR scan, an LLFF capture or a COLMAP model (a known
+    defect corrected in a copy under ``scratch``, bench/captures.py), or None for anything else."""
+    if is_idr(capture):
+        return read_imported(capture)
+    if (capture / "poses_bounds.npy").is_file():
+        return read_llff(capture)
+    if (capture / "sparse" / "0").is_dir():
+        return read_imported(corrected(capture, scratch))
+    return None
+
+
 def write_with_focal(src: Path, K: np.ndarray, dst: Path) -> None:
     """``src`` as a JPEG at ``dst`` with EXIF FocalLengthIn35mmFilm from ``K`` (whole millimetres, by the diagonal)."""
     from PIL import Image
@@ -158,7 +173,7 @@ def write_with_focal(src: Path, K: np.ndarray, dst: Path) -> None:
     rgb.save(dst, exif=exif, quality=95)
 
 
-def read_imported(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]:
+def read_imported(capture: Path) -> Reference:
     """Photos, masks and (K, world_to_camera) per photo of an IDR scan or a COLMAP model, as recon imports it (in
     its normalised frame)."""
     from recon.io import import_scene
@@ -170,7 +185,7 @@ def read_imported(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.
     return [Path(v.image) for v in views], masks if len(masks) == len(views) else [], cameras
 
 
-def read_llff(capture: Path) -> tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]:
+def read_llff(capture: Path) -> Reference:
     """Photos (the first ``images_N/``), masks (``masks_N/`` if any) and (K, world_to_camera) per photo."""
     image_dir = sorted(p for p in capture.glob("images_*") if p.is_dir())[0]
     images = image_io.list_images(image_dir)

@@ -4,7 +4,7 @@ Each scene is run under its protocol (../shared/realdata/SOURCES.md):
 
 * DTU scans (the IDR layout, 49 views, a ``scan<N>`` name): the ids of data/splits/dtu.json, 400x300;
 * LLFF captures (``poses_bounds.npy``): every 8th view held out, images 8x smaller than the photos;
-* anything else: farthest-point training views, every other view held out, the long side brought to
+* anything else: farthest-point training views, all the other views held out, the long side brought to
   about 512 pixels by an integer factor.
 
 A capture with a known defect in its copy (castle_p30's rotations, stored transposed) is read through a

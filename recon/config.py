@@ -117,7 +117,8 @@ class InitConfig:
     mvs_best_sources: int = 0
     """A depth's score is the mean NCC of this many of its best-scoring sources (0: half of them, rounded up). 1 keeps
     depths that only one other view sees: at 4 views it gained on views far apart (the museum head +0.9 dB masked,
-    castle-P30 +0.3) and lost on forward-facing fern (-0.3) and at 6 views on the DTU scan (-1.9; real-ablation-8)."""
+    castle-P30 +0.3) and lost on forward-facing fern (-0.3), an H3DS head (-0.5, one run) and at 6 views on the DTU
+    scan (-1.9; real-ablation-8)."""
     mvs_min_score: float = 0.7
     """Lowest NCC score a depth may have."""
     mvs_min_consistent: int = 1
