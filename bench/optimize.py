@@ -41,10 +41,12 @@ def find_scenes(data: Path, names: str) -> list[Path]:
 
 
 def record(report: dict, row: dict, summarise, out: Path) -> None:
-    """Add one run's row to the report, print it, and rewrite the report with a fresh summary."""
+    """Add one run's row to the report, print it, and rewrite the report (with a fresh summary unless ``summarise``
+    is None)."""
     report["runs"].append(row)
     print(json.dumps(row), flush=True)
-    report["summary"] = summarise(report["runs"])
+    if summarise is not None:
+        report["summary"] = summarise(report["runs"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
 

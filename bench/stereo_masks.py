@@ -15,7 +15,6 @@ without masks get the stereo's own figures only (points, the share of pixels who
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from captures import corrected  # noqa: E402
-from optimize import environment, parse_variant  # noqa: E402
+from optimize import environment, parse_variant, record  # noqa: E402
 from real import DEFAULT_ROOT, scene_protocol  # noqa: E402
 
 
@@ -105,10 +104,7 @@ def main() -> int:
                         if protocol["masks"] and cloud is not None and cloud.points is not None:
                             row.update(silhouette_scores(graph, cloud.points, args.slack))
                     row["seconds"] = time.perf_counter() - start
-                    report["runs"].append(row)
-                    print(json.dumps(row), flush=True)
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(report, indent=1) + "\n")
+                    record(report, row, None, args.out)
     return 0
 
 

@@ -91,6 +91,10 @@ class PosesConfig:
     """Affine-covariant SIFT with domain-size pooling: COLMAP's features for views far apart (slower)."""
     guided_matching: bool = False
     """Match again under each pair's verified two-view geometry."""
+    check_given: bool = True
+    """With given cameras, match features between the training photos and warn when the cameras do not fit them
+    (the matches off the epipolar lines the cameras predict: a rotation transposed, camera-to-world read as
+    world-to-camera, OpenGL axes read as OpenCV's). Costs SIFT on the training photos at 1024 pixels at most."""
 
 
 @dataclass

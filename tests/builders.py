@@ -85,6 +85,18 @@ def build_colmap(synthetic: Path, root: Path, binary: bool = False, points: int 
     return root
 
 
+def transpose_rotations(root: Path) -> None:
+    """Store every camera of the text model under ``root`` with its rotation transposed (its quaternion conjugated,
+    the translation kept): a defect seen in a real capture's copy."""
+    images = root / "sparse" / "0" / "images.txt"
+    lines = images.read_text().splitlines()
+    for i in range(0, len(lines), 2):  # IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, then the 2D points' line
+        f = lines[i].split()
+        f[2:5] = [str(-float(v)) for v in f[2:5]]
+        lines[i] = " ".join(f)
+    images.write_text("\n".join(lines) + "\n")
+
+
 def to_binary(model: Path) -> None:
     """Replace the COLMAP text model in ``model`` by the binary one pycolmap writes (with its rigs and frames)."""
     import pycolmap

@@ -16,6 +16,7 @@ from builders import (
     build_spare,
     build_transforms,
     dataset_cameras,
+    transpose_rotations,
     write_llff,
 )
 
@@ -116,17 +117,12 @@ def test_bench_corrects_a_colmap_model_stored_with_transposed_rotations(syntheti
     from captures import corrected
 
     root = build_colmap(synthetic_scene, tmp_path / "castle_p30")
-    stored = root / "sparse" / "0" / "images.txt"
-    lines = stored.read_text().splitlines()
-    for i in range(0, len(lines), 2):  # the defect: every quaternion conjugated
-        f = lines[i].split()
-        f[2:5] = [str(-float(v)) for v in f[2:5]]
-        lines[i] = " ".join(f)
-    stored.write_text("\n".join(lines) + "\n")
+    transpose_rotations(root)
+    stored = (root / "sparse" / "0" / "images.txt").read_text()
     with pytest.raises(AssertionError):
         assert_same_cameras(import_scene(root), dataset_cameras(synthetic_scene))
     fixed = corrected(root, tmp_path / "fixed")
-    assert fixed == tmp_path / "fixed" / "castle_p30" and stored.read_text() == "\n".join(lines) + "\n"
+    assert fixed == tmp_path / "fixed" / "castle_p30" and (root / "sparse" / "0" / "images.txt").read_text() == stored
     assert_same_cameras(import_scene(fixed), dataset_cameras(synthetic_scene), atol=1e-5)
     other = build_colmap(synthetic_scene, tmp_path / "other" / "scene")
     assert corrected(other, tmp_path / "fixed") == other

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from builders import build_colmap
+from builders import build_colmap, transpose_rotations
 from PIL import Image
 from scipy import ndimage
 
@@ -166,8 +166,27 @@ def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
     assert all(graph.trained_camera(v) is graph.camera_of(v) for v in held_out)  # the mesh and prior stages' cameras
     # Back to the given poses: the stage reruns and the views use the imported cameras again.
     again = run_scene(textured_scene, load_config("tiny", {"views.count": 10}), tmp_path, until="poses").graph
-    assert again.nodes["metrics/poses"].values == {"source": "given"}
+    kept = again.nodes["metrics/poses"].values
+    assert kept["source"] == "given" and kept["given_fit"]["judged"] and kept["given_fit"]["share"] > 0.9
     assert not any(graph.camera_of(v).id.startswith("estimated/") for v in again.views())
+
+
+def test_given_cameras_that_do_not_fit_the_photos_are_named_in_one_warning(textured_scene, tmp_path):
+    """A COLMAP model stored with every rotation transposed (its quaternions conjugated): the feature matches between
+    the training photos lie off the epipolar lines its cameras predict, and the stage says so; the right model fits."""
+    root = build_colmap(textured_scene, tmp_path / "colmap")
+    cfg = load_config("tiny", {"views.count": 10})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right cameras: no warning at all
+        right = run_scene(root, cfg, tmp_path / "right", until="poses").graph.nodes["metrics/poses"].values
+    assert right["given_fit"]["judged"] and right["given_fit"]["share"] > 0.9
+    transpose_rotations(root)
+    with pytest.warns(UserWarning, match="the given cameras do not fit the photos: .* check their convention"):
+        wrong = run_scene(root, cfg, tmp_path / "wrong", until="poses").graph.nodes["metrics/poses"].values
+    assert wrong["given_fit"]["judged"] and wrong["given_fit"]["share"] < 0.5
+    off = run_scene(root, load_config("tiny", {"views.count": 10, "poses.check_given": False}), tmp_path / "off",
+                    until="poses").graph.nodes["metrics/poses"].values
+    assert off == {"source": "given"}
 
 
 def test_a_rerun_with_given_poses_gets_back_the_imported_points_and_the_views_roles(textured_scene, tmp_path):

@@ -6,6 +6,7 @@
   start from the best verified pair, absolute pose (or the pairs' relative poses)
   for the others, bundle adjustment;
 * :mod:`recon.sfm.mappers`: COLMAP's incremental and global mappers with settings for few views;
+* :mod:`recon.sfm.check`: whether given cameras fit the photos (verified matches against their epipolar lines);
 * :mod:`recon.sfm.model`: what every reconstruction returns, and the checks that
   refuse a geometry the photos cannot fix (a plane seen with an unknown focal length,
   a camera that only turned).

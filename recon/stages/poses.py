@@ -51,13 +51,18 @@ from recon.metrics import poses as pose_eval
 from recon.scene.camera import transform_world_to_camera
 from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, Role, SceneGraph, View
 from recon.scene.names import POINTS_SFM, metrics_id
-from recon.sfm.matching import FeatureOptions, Photo, camera_priors
+from recon.sfm.check import MAX_IMAGE_SIZE, TOLERANCE, epipolar_fit
+from recon.sfm.matching import CameraPrior, FeatureOptions, Photo, camera_priors
 from recon.sfm.reconstruct import reconstruct
 
 NAME = "poses"
 CONFIG = "poses"
 GIVEN = "poses_given"  # meta key: the cameras and frame the import gave, restored before every run
 GIVEN_SFM = "points/sfm_given"  # the import's SfM points, set aside while the estimated ones stand in
+FIT_MIN_MATCHES = 30  # fewer verified matches than this between the training photos say nothing about the cameras
+# Right cameras put most verified matches on their epipolar lines, wrong ones next to none: on the real captures
+# (bench/results/given-check-cpu.json) 54 to 100% against 0.1 to 1.8% for castle-P30's transposed rotations.
+FIT_MIN_SHARE = 0.25
 
 
 def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
@@ -95,7 +100,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     _restore_given(graph)
     train = graph.views("train")
     if not _estimates(train, pc):
-        graph.replace(Metrics(id=metrics_id(NAME), values={"source": "given"}, provenance=Provenance(NAME)))
+        fit = {"given_fit": check_given(graph, train, pc)} if pc.check_given and len(train) >= 2 else {}
+        graph.replace(Metrics(id=metrics_id(NAME), values={"source": "given", **fit}, provenance=Provenance(NAME)))
         return graph
     _check_estimable(graph, train, pc)
     start = time.perf_counter()
@@ -156,6 +162,43 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     return graph
 
 
+def check_given(graph: SceneGraph, train: list[View], pc: PosesConfig) -> dict:
+    """How well the given cameras of ``train`` fit their photos at their own size (recon/sfm/check.py), by the
+    features estimation would use (on the object where the views have masks and pc.use_masks; the long side at most
+    MAX_IMAGE_SIZE); warns in one line when they do not.
+    The result says why it could not judge (pycolmap missing, too few matches) rather than failing."""
+    try:
+        import pycolmap  # noqa: F401
+    except ImportError:
+        return {"judged": False, "why": "pycolmap is not installed"}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="recon-check-") as tmp, progress.task("checking given cameras", 1) as bar:
+        try:
+            paths, masks, scales = photos_of(graph, train, pc.use_masks)
+            priors, photo_cameras = camera_priors(paths)
+            photos = [Photo(path, mask, c) for path, mask, c in zip(paths, masks, photo_cameras)]
+            cameras = [(np.diag([1 / s, 1 / s, 1.0]) @ graph.camera_of(v).K, graph.camera_of(v).world_to_camera)
+                       for v, s in zip(train, scales)]
+            features = feature_options(pc, priors, min(pc.max_image_size, MAX_IMAGE_SIZE))
+            fit = epipolar_fit(photos, priors, cameras, features, Path(tmp))
+        except (RuntimeError, ValueError) as exc:
+            return {"judged": False, "why": f"feature matching failed: {str(exc).strip().splitlines()[0]}"}
+        bar.advance()
+    values: dict = {"judged": fit.matches >= FIT_MIN_MATCHES, "pairs": fit.pairs, "matches": fit.matches,
+              "consistent": fit.consistent, "share": round(fit.share, 4), "tolerance": TOLERANCE,
+              "min_share": FIT_MIN_SHARE,
+              "seconds": time.perf_counter() - start}
+    if not values["judged"]:
+        values["why"] = f"{fit.matches} verified matches between the training photos, fewer than {FIT_MIN_MATCHES}"
+    elif fit.share < FIT_MIN_SHARE:
+        warnings.warn(f"{graph.name}: the given cameras do not fit the photos: {fit.consistent} of {fit.matches} "
+                      f"feature matches between the training photos lie on the epipolar lines the cameras predict "
+                      f"(right cameras put nearly all there); check their convention (world-to-camera or "
+                      f"camera-to-world, OpenCV or OpenGL axes, rotations transposed) or use --poses estimate",
+                      stacklevel=2)
+    return values
+
+
 def _restore_given(graph: SceneGraph) -> None:
     """Undo an earlier run of this stage (whose own nodes the pipeline has dropped).
 
@@ -196,26 +239,40 @@ class Estimate:
     details: dict  # for metrics/poses: the mapper, feature settings, cameras, features per view
 
 
-def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
-    """Structure from motion over ``views``' photos at their own size, in a scratch folder.
-
-    Nothing of COLMAP's leaks out but the result; its errors become one line.
-    """
+def photos_of(graph: SceneGraph, views: list[View],
+              use_masks: bool) -> tuple[list[Path], list[Path | None], list[float]]:
+    """Per view, the photo at its own size (before data.downscale), its mask if ``use_masks`` and it has one, and the
+    scale from the photo's pixels to the trained image's."""
     full_size = graph.meta.get(FULL_SIZE, {})
     factor = int(graph.meta.get("downscale", 1))
     paths, masks, scales = [], [], []
     for v in views:
         original = full_size.get(v.id)
         paths.append(Path(original["image"]) if original else graph.image_of(v))
-        mask = (original["mask"] if original else v.mask) if pc.use_masks else None
+        mask = (original["mask"] if original else v.mask) if use_masks else None
         masks.append(None if mask is None else (Path(mask) if original else graph.resolve(mask)))
-        scales.append(1.0 / factor if original else 1.0)  # from the photo's pixels to the trained image's
+        scales.append(1.0 / factor if original else 1.0)
+    return paths, masks, scales
+
+
+def feature_options(pc: PosesConfig, cameras: list[CameraPrior], max_image_size: int) -> FeatureOptions:
+    """The feature settings of ``pc`` for photos of ``cameras`` read at most ``max_image_size`` pixels on their long
+    side (up-sampled by upsample=auto when that side is short)."""
+    long_side = max(min(max(c.width, c.height), max_image_size) for c in cameras)
+    upsample = pc.upsample == "on" or (pc.upsample == "auto" and long_side <= pc.upsample_below)
+    return FeatureOptions(max_image_size=max_image_size, max_features=pc.max_features, upsample=upsample,
+                          affine=pc.wide_baseline, guided=pc.guided_matching, min_inliers=pc.min_inliers)
+
+
+def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
+    """Structure from motion over ``views``' photos at their own size, in a scratch folder.
+
+    Nothing of COLMAP's leaks out but the result; its errors become one line.
+    """
+    paths, masks, scales = photos_of(graph, views, pc.use_masks)
     cameras, photo_cameras = camera_priors(paths)
     photos = [Photo(path, mask, c) for path, mask, c in zip(paths, masks, photo_cameras)]
-    long_side = max(min(max(c.width, c.height), pc.max_image_size) for c in cameras)
-    upsample = pc.upsample == "on" or (pc.upsample == "auto" and long_side <= pc.upsample_below)
-    features = FeatureOptions(max_image_size=pc.max_image_size, max_features=pc.max_features, upsample=upsample,
-                              affine=pc.wide_baseline, guided=pc.guided_matching, min_inliers=pc.min_inliers)
+    features = feature_options(pc, cameras, pc.max_image_size)
     mapper = pc.mapper if pc.mapper != "auto" else ("fewview" if len(views) <= pc.fewview_max_views else "incremental")
     with tempfile.TemporaryDirectory(prefix="recon-sfm-") as tmp, progress.task("estimating poses", 1) as bar:
         try:

@@ -1,0 +1,65 @@
+"""How well each real capture's given cameras fit its photos, as the poses stage checks them (poses.check_given).
+
+Every capture under ``--root`` runs up to the poses stage under its protocol (bench/real.py) at each view count:
+the verified feature matches between the training photos, how many lie on the epipolar lines the given cameras
+predict, and whether the stage warned. A capture with a known defect in its copy (bench/captures.py) runs twice:
+as stored and corrected. Prints one JSON line per run and writes the report.
+
+    python bench/given_check.py --root ../shared/realdata --views 3,4,6 --out bench/results/given-check-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from captures import corrected  # noqa: E402
+from optimize import environment, record  # noqa: E402
+from real import DEFAULT_ROOT, scene_protocol  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--scenes", default="", help="comma-separated folder names (default: every capture)")
+    ap.add_argument("--views", default="3,4,6")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    from recon import progress
+    from recon.config import load_config
+    from recon.pipeline import run_scene
+    from recon.scene.names import metrics_id
+
+    progress.set_enabled(False)
+    wanted = set(filter(None, args.scenes.split(",")))
+    report: dict = {"benchmark": "given-check", "environment": environment(), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for capture in sorted(p for p in args.root.iterdir() if p.is_dir() and (not wanted or p.name in wanted)):
+            fixed = corrected(capture, Path(tmp) / "fixed")
+            for scene, cameras in [(capture, "as stored")] + ([(fixed, "corrected")] if fixed != capture else []):
+                protocol = scene_protocol(scene)
+                if protocol is None:
+                    continue
+                for n in [int(v) for v in args.views.split(",")]:
+                    cfg = load_config("default", {**protocol["overrides"], "views.count": n})
+                    start = time.perf_counter()
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        graph = run_scene(scene, cfg, Path(tmp) / "out", name=f"{scene.name}-{cameras}-{n}",
+                                          until="poses").graph
+                    said = [str(w.message) for w in caught if "given cameras" in str(w.message)]
+                    row = {"scene": capture.name, "cameras": cameras, "views": n,
+                           **graph.nodes[metrics_id("poses")].values["given_fit"],
+                           "warning": said[0] if said else None, "run_seconds": time.perf_counter() - start}
+                    record(report, row, None, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
