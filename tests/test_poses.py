@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from builders import build_colmap, transpose_rotations
+from builders import build_colmap, build_transforms, transpose_rotations
 from PIL import Image
 from scipy import ndimage
 
@@ -165,28 +166,59 @@ def test_estimated_poses_align_to_the_given_ones(textured_scene, tmp_path):
     assert refined["refined"] and all(graph.trained_camera(v).id == f"refined/{v.name}" for v in graph.views("train"))
     assert all(graph.trained_camera(v) is graph.camera_of(v) for v in held_out)  # the mesh and prior stages' cameras
     # Back to the given poses: the stage reruns and the views use the imported cameras again.
-    again = run_scene(textured_scene, load_config("tiny", {"views.count": 10}), tmp_path, until="poses").graph
+    again = run_scene(textured_scene, load_config("tiny", {"views.count": 10, "poses.check_given": True}), tmp_path,
+                      until="poses").graph
     kept = again.nodes["metrics/poses"].values
-    assert kept["source"] == "given" and kept["given_fit"]["judged"] and kept["given_fit"]["share"] > 0.9
+    assert kept["source"] == "given" and kept["given_fit"]["judged"] and not kept["given_fit"]["unfit"]
     assert not any(graph.camera_of(v).id.startswith("estimated/") for v in again.views())
 
 
 def test_given_cameras_that_do_not_fit_the_photos_are_named_in_one_warning(textured_scene, tmp_path):
-    """A COLMAP model stored with every rotation transposed (its quaternions conjugated): the feature matches between
-    the training photos lie off the epipolar lines its cameras predict, and the stage says so; the right model fits."""
+    """A COLMAP model stored with every rotation transposed (its quaternions conjugated), then one with a single
+    camera moved: the feature matches lie off the epipolar lines the cameras predict, and one warning names the
+    views; the right model fits; the switch turns the check off."""
     root = build_colmap(textured_scene, tmp_path / "colmap")
-    cfg = load_config("tiny", {"views.count": 10})
+    cfg = load_config("tiny", {"views.count": 10, "poses.check_given": True})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the right cameras: no warning at all
-        right = run_scene(root, cfg, tmp_path / "right", until="poses").graph.nodes["metrics/poses"].values
-    assert right["given_fit"]["judged"] and right["given_fit"]["share"] > 0.9
+        graph = run_scene(root, cfg, tmp_path / "right", until="poses").graph
+    right = graph.nodes["metrics/poses"].values
+    assert right["given_fit"]["judged"] and right["given_fit"]["share"] > 0.9 and not right["given_fit"]["unfit"]
+    moved = graph.views("train")[3]
+    images = root / "sparse" / "0" / "images.txt"
+    text = images.read_text()
     transpose_rotations(root)
-    with pytest.warns(UserWarning, match="the given cameras do not fit the photos: .* check their convention"):
+    with pytest.warns(UserWarning, match="the given cameras of .* training views do not fit the photos") as said:
         wrong = run_scene(root, cfg, tmp_path / "wrong", until="poses").graph.nodes["metrics/poses"].values
-    assert wrong["given_fit"]["judged"] and wrong["given_fit"]["share"] < 0.5
-    off = run_scene(root, load_config("tiny", {"views.count": 10, "poses.check_given": False}), tmp_path / "off",
+    assert len([w for w in said if "do not fit" in str(w.message)]) == 1 and len(wrong["given_fit"]["unfit"]) >= 5
+    lines = text.splitlines()  # the right model again, one training camera moved sideways by a fifth of its distance
+    k = next(k for k, line in enumerate(lines) if line and line.split()[9] == Path(moved.image).name)
+    f = lines[k].split()
+    f[5] = str(float(f[5]) + 0.2 * float(f[7]))
+    lines[k] = " ".join(f)
+    images.write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="the given cameras of 1 of 10 training views do not fit"):
+        one = run_scene(root, cfg, tmp_path / "one", until="poses").graph.nodes["metrics/poses"].values
+    assert one["given_fit"]["unfit"] == [moved.name]
+    off = run_scene(root, load_config("tiny", {"views.count": 10}), tmp_path / "off",
                     until="poses").graph.nodes["metrics/poses"].values
     assert off == {"source": "given"}
+
+
+@pytest.mark.parametrize("mistake", ["OpenCV axes written as OpenGL's", "world-to-camera written as camera-to-world"])
+def test_given_cameras_in_another_convention_are_named(textured_scene, tmp_path, mistake):
+    """transforms.json whose matrices are in another convention than nerfstudio's: the check warns."""
+    root = build_transforms(textured_scene, tmp_path / "transforms")
+    meta = json.loads((root / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        M = np.array(frame["transform_matrix"])
+        frame["transform_matrix"] = (M @ np.diag([1, -1, -1, 1]) if mistake.startswith("OpenCV")
+                                     else np.linalg.inv(M)).tolist()
+    (root / "transforms.json").write_text(json.dumps(meta))
+    cfg = load_config("tiny", {"views.count": 10, "poses.check_given": True})
+    with pytest.warns(UserWarning, match="training views do not fit the photos"):
+        fit = run_scene(root, cfg, tmp_path / "out", until="poses").graph.nodes["metrics/poses"].values["given_fit"]
+    assert fit["share"] < 0.05 and len(fit["unfit"]) >= 5
 
 
 def test_a_rerun_with_given_poses_gets_back_the_imported_points_and_the_views_roles(textured_scene, tmp_path):

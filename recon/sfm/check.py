@@ -1,12 +1,16 @@
-"""Do given cameras fit the photos? Feature matches between the photos, against the cameras' epipolar geometry.
+"""Do given cameras fit the photos? Feature matches between the photos, against the cameras' two-view geometry.
 
 COLMAP verifies matches between two photos by the photos' own two-view geometry,
 whatever cameras were given. Two right cameras put a verified match on the
-epipolar line they predict, within a few pixels; cameras in another convention
-(a rotation transposed, camera-to-world read as world-to-camera, OpenGL axes
-read as OpenCV's) put next to none there. A real capture whose cameras were
-stored with every rotation transposed: 0 of 1263 matches within 4 pixels, 1227
-with the rotations transposed back.
+epipolar line they predict, within a few pixels, and the point it triangulates
+to in front of both. Cameras in another convention fail one or the other: a
+rotation transposed moves the epipolar lines (a real capture stored so: 0 of
+1263 matches within 4 pixels, 1227 with its rotations transposed back); OpenGL
+axes read as OpenCV's, or camera-to-world read as world-to-camera, can keep the
+lines of a sideways move but put the points behind the cameras.
+
+Conventions are those of :mod:`recon.scene.camera` (OpenCV cameras, world_to_camera
+4x4, K in pixels with the top-left corner of the photo at (0, 0), as COLMAP's keypoints).
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.sfm.fewview import fundamental, sampson_error
+from recon.sfm.fewview import fundamental, sampson_error, triangulate_pairs
 from recon.sfm.matching import CameraPrior, FeatureOptions, Photo, match
 
 TOLERANCE = 0.004
-"""Pixels a match may lie off its epipolar line, as a share of the photo's long side (4 pixels at 1000)."""
+"""Sampson distance (pixels, over both photos) a match may have from the cameras' epipolar geometry, as a share of
+the pair's longer side (4 pixels at 1000)."""
 MAX_IMAGE_SIZE = 1024
 """Features from the photos with their long side at most this many pixels: enough to judge, and quick (the caller
 builds the feature options)."""
@@ -28,15 +33,46 @@ builds the feature options)."""
 
 @dataclass(frozen=True)
 class Fit:
-    """How many verified matches of how many photo pairs lie on the epipolar lines the cameras predict."""
+    """Verified matches between the photos and how many of them the cameras explain, in all and per photo.
 
-    pairs: int
-    matches: int
-    consistent: int
+    A match is explained when it lies within the tolerance of the cameras' epipolar geometry and triangulates in
+    front of both cameras. Pairs whose cameras share a centre (no epipolar geometry) are left out.
+    """
+
+    photos: int
+    pairs: dict[tuple[int, int], tuple[int, int]]  # (i, j), i < j: (matches, consistent)
+
+    @property
+    def matches(self) -> int:
+        return sum(m for m, _ in self.pairs.values())
+
+    @property
+    def consistent(self) -> int:
+        return sum(c for _, c in self.pairs.values())
 
     @property
     def share(self) -> float:
         return self.consistent / self.matches if self.matches else 0.0
+
+    def per_photo(self, leave_out: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
+        """(matches, consistent) of each photo over its pairs with the photos not in ``leave_out``."""
+        out = np.zeros((self.photos, 2), dtype=np.int64)
+        for (i, j), counts in self.pairs.items():
+            if i not in leave_out and j not in leave_out:
+                out[[i, j]] += counts
+        return [(int(m), int(c)) for m, c in out]
+
+    def unfit(self, min_matches: int, min_share: float) -> list[int]:
+        """The photos whose cameras the matches do not explain, worst first: the photo of lowest share among those
+        with ``min_matches`` matches and a share under ``min_share`` is set aside, its pairs left out, and the rest
+        judged again (one bad camera spoils the pairs of its neighbours too)."""
+        out: list[int] = []
+        while True:
+            counts = self.per_photo(frozenset(out))
+            bad = [k for k, (m, c) in enumerate(counts) if k not in out and m >= min_matches and c < min_share * m]
+            if not bad:
+                return out
+            out.append(min(bad, key=lambda k: counts[k][1] / counts[k][0]))
 
 
 def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[tuple[np.ndarray, np.ndarray]],
@@ -52,12 +88,19 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
 
     pycolmap.logging.minloglevel = 3  # COLMAP says nothing; the caller reports
     corr = match(photos, priors, features, work)
-    matches = consistent = 0
+    pairs: dict[tuple[int, int], tuple[int, int]] = {}
     for (i, j), pair in corr.pairs.items():
         (K_i, pose_i), (K_j, pose_j) = cameras[i], cameras[j]
-        F = fundamental(K_i, pose_i, K_j, pose_j)
-        error = sampson_error(F, corr.keypoints[i][pair.matches[:, 0]], corr.keypoints[j][pair.matches[:, 1]])
-        prior = priors[photos[i].camera]
-        matches += len(error)
-        consistent += int((error <= TOLERANCE * max(prior.width, prior.height)).sum())
-    return Fit(len(corr.pairs), matches, consistent)
+        if np.linalg.norm((pose_j @ np.linalg.inv(pose_i))[:3, 3]) < 1e-9 * max(1.0, np.abs(pose_i[:3, 3]).max()):
+            continue
+        x_i, x_j = corr.keypoints[i][pair.matches[:, 0]], corr.keypoints[j][pair.matches[:, 1]]
+        error = sampson_error(fundamental(K_i, pose_i, K_j, pose_j), x_i, x_j)
+        points = triangulate_pairs((x_i - K_i[:2, 2]) / np.diag(K_i)[:2], (x_j - K_j[:2, 2]) / np.diag(K_j)[:2],
+                                   pose_i, pose_j)
+        in_front = np.ones(len(points), dtype=bool)
+        for pose in (pose_i, pose_j):
+            with np.errstate(invalid="ignore"):
+                in_front &= points @ pose[2, :3] + pose[2, 3] > 0
+        sides = [max(priors[photos[k].camera].width, priors[photos[k].camera].height) for k in (i, j)]
+        pairs[(i, j)] = (len(error), int(((error <= TOLERANCE * max(sides)) & in_front).sum()))
+    return Fit(len(photos), pairs)

@@ -59,9 +59,10 @@ NAME = "poses"
 CONFIG = "poses"
 GIVEN = "poses_given"  # meta key: the cameras and frame the import gave, restored before every run
 GIVEN_SFM = "points/sfm_given"  # the import's SfM points, set aside while the estimated ones stand in
-FIT_MIN_MATCHES = 30  # fewer verified matches than this between the training photos say nothing about the cameras
-# Right cameras put most verified matches on their epipolar lines, wrong ones next to none: on the real captures
-# (bench/results/given-check-cpu.json) 54 to 100% against 0.1 to 1.8% for castle-P30's transposed rotations.
+FIT_MIN_MATCHES = 30  # a view with fewer verified matches with the others says nothing about its camera
+# Right cameras explain most of a view's verified matches, wrong ones next to none: on the real captures
+# (bench/results/given-check-cpu.json) 54 to 100% of all matches against 0.1 to 1.3% for castle-P30's copy, whose
+# rotations are stored transposed.
 FIT_MIN_SHARE = 0.25
 
 
@@ -164,9 +165,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
 
 def check_given(graph: SceneGraph, train: list[View], pc: PosesConfig) -> dict:
     """How well the given cameras of ``train`` fit their photos at their own size (recon/sfm/check.py), by the
-    features estimation would use (on the object where the views have masks and pc.use_masks; the long side at most
-    MAX_IMAGE_SIZE); warns in one line when they do not.
-    The result says why it could not judge (pycolmap missing, too few matches) rather than failing."""
+    feature settings estimation uses (on the object where the views have masks and pc.use_masks) with the long side
+    at most MAX_IMAGE_SIZE; one warning names the training views whose cameras do not fit. Never raises: the result
+    says why it could not judge (pycolmap missing, matching failed, too few matches)."""
     try:
         import pycolmap  # noqa: F401
     except ImportError:
@@ -181,22 +182,35 @@ def check_given(graph: SceneGraph, train: list[View], pc: PosesConfig) -> dict:
                        for v, s in zip(train, scales)]
             features = feature_options(pc, priors, min(pc.max_image_size, MAX_IMAGE_SIZE))
             fit = epipolar_fit(photos, priors, cameras, features, Path(tmp))
-        except (RuntimeError, ValueError) as exc:
-            return {"judged": False, "why": f"feature matching failed: {str(exc).strip().splitlines()[0]}"}
+        except Exception as exc:  # advisory: whatever goes wrong here must not stop a run with usable cameras
+            return {"judged": False, "why": f"feature matching failed: {first_line(exc)}"}
         bar.advance()
-    values: dict = {"judged": fit.matches >= FIT_MIN_MATCHES, "pairs": fit.pairs, "matches": fit.matches,
-              "consistent": fit.consistent, "share": round(fit.share, 4), "tolerance": TOLERANCE,
-              "min_share": FIT_MIN_SHARE,
-              "seconds": time.perf_counter() - start}
-    if not values["judged"]:
-        values["why"] = f"{fit.matches} verified matches between the training photos, fewer than {FIT_MIN_MATCHES}"
-    elif fit.share < FIT_MIN_SHARE:
-        warnings.warn(f"{graph.name}: the given cameras do not fit the photos: {fit.consistent} of {fit.matches} "
-                      f"feature matches between the training photos lie on the epipolar lines the cameras predict "
-                      f"(right cameras put nearly all there); check their convention (world-to-camera or "
-                      f"camera-to-world, OpenCV or OpenGL axes, rotations transposed) or use --poses estimate",
-                      stacklevel=2)
+    per_view = fit.per_photo()
+    judged = any(m >= FIT_MIN_MATCHES for m, _ in per_view)
+    values: dict = {"judged": judged, "pairs": len(fit.pairs), "matches": fit.matches, "consistent": fit.consistent,
+                    "share": round(fit.share, 4), "per_view": {v.name: list(mc) for v, mc in zip(train, per_view)},
+                    "tolerance": TOLERANCE, "min_matches": FIT_MIN_MATCHES, "min_share": FIT_MIN_SHARE,
+                    "seconds": time.perf_counter() - start}
+    if not judged:
+        values["why"] = f"no training view has {FIT_MIN_MATCHES} verified matches with the others"
+        return values
+    unfit = fit.unfit(FIT_MIN_MATCHES, FIT_MIN_SHARE)
+    values["unfit"] = [train[k].name for k in unfit]
+    if unfit:
+        named = [f"{train[k].name} {per_view[k][1]} of {per_view[k][0]}" for k in unfit]
+        shown = ", ".join(named[:6]) + (f" and {len(named) - 6} more" if len(named) > 6 else "")
+        warnings.warn(f"{graph.name}: the given cameras of {len(unfit)} of {len(train)} training views do not fit "
+                      f"the photos ({fit.consistent} of all {fit.matches} verified feature matches lie on the "
+                      f"cameras' epipolar lines and in front of them, per view {shown}; right cameras explain most); "
+                      f"check the cameras' convention (world-to-camera or "
+                      f"camera-to-world, OpenCV or OpenGL axes, rotations transposed), a background that stands "
+                      f"still while the object turns (masks), or use --poses estimate", stacklevel=2)
     return values
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _restore_given(graph: SceneGraph) -> None:
@@ -278,7 +292,7 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
         try:
             result = reconstruct(photos, cameras, features, mapper, Path(tmp))
         except (RuntimeError, ValueError) as exc:  # COLMAP's own errors become one line
-            raise InputError(f"{graph.name}: pose estimation failed: {str(exc).strip().splitlines()[0]}") from None
+            raise InputError(f"{graph.name}: pose estimation failed: {first_line(exc)}") from None
         bar.advance()
     model = result.model
     registered = model.cameras if model is not None else {}
