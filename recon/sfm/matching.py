@@ -179,6 +179,7 @@ def match(photos: list[Photo], cameras: list[CameraPrior], options: FeatureOptio
     matching.guided_matching = options.guided
     verification = pycolmap.TwoViewGeometryOptions()
     verification.min_num_inliers = options.min_inliers
+    verification.ransac.random_seed = 0  # repeatable: a random seed per run let a borderline photo in or out
     pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification,
                               device=pycolmap.Device.cpu)
     return _read(database, names, cameras, [p.camera for p in photos], image_dir)
