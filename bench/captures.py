@@ -16,6 +16,12 @@ from pathlib import Path
 TRANSPOSED_ROTATIONS = {"castle_p30"}
 
 
+def captures_under(root: Path, names: str = "") -> list[Path]:
+    """The capture folders under ``root``, sorted, only the comma-separated ``names`` if any are given."""
+    wanted = set(filter(None, names.split(",")))
+    return sorted(p for p in root.iterdir() if p.is_dir() and (not wanted or p.name in wanted))
+
+
 def corrected(capture: Path, scratch: Path) -> Path:
     """``capture`` itself, or for one with a known defect a corrected copy of the same name under ``scratch``.
 

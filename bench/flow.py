@@ -27,6 +27,7 @@ from PIL import Image
 from recon.sfm.fewview import fundamental, sampson_error
 
 sys.path.insert(0, str(Path(__file__).parent))
+from captures import captures_under  # noqa: E402
 from optimize import environment  # noqa: E402
 from poses import read_reference  # noqa: E402
 
@@ -45,7 +46,7 @@ def main() -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:  # corrected copies of captures with a known defect
-        for capture in sorted(p for p in args.data.iterdir() if p.is_dir()):
+        for capture in captures_under(args.data):
             photos = read_reference(capture, Path(scratch))
             if photos is None:
                 continue

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from captures import corrected  # noqa: E402
+from captures import captures_under, corrected  # noqa: E402
 from optimize import environment, record  # noqa: E402
 from real import DEFAULT_ROOT, scene_protocol  # noqa: E402
 
@@ -37,10 +37,9 @@ def main() -> int:
     from recon.scene.names import metrics_id
 
     progress.set_enabled(False)
-    wanted = set(filter(None, args.scenes.split(",")))
     report: dict = {"benchmark": "given-check", "environment": environment(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for capture in sorted(p for p in args.root.iterdir() if p.is_dir() and (not wanted or p.name in wanted)):
+        for capture in captures_under(args.root, args.scenes):
             fixed = corrected(capture, Path(tmp) / "fixed")
             for scene, cameras in [(capture, "as stored")] + ([(fixed, "corrected")] if fixed != capture else []):
                 protocol = scene_protocol(scene)

@@ -52,7 +52,7 @@ from recon.pipeline import run_scene
 from recon.scene.camera import intrinsics_matrix
 
 sys.path.insert(0, str(Path(__file__).parent))
-from captures import corrected  # noqa: E402
+from captures import captures_under, corrected  # noqa: E402
 from optimize import environment, parse_variant, record  # noqa: E402
 
 Reference = tuple[list[Path], list[Path], list[tuple[np.ndarray, np.ndarray]]]
@@ -77,10 +77,9 @@ def main() -> int:
     report = {"benchmark": "poses", "environment": {**environment(), "machine": platform.machine(),
                                                     "cpu_cores": os.cpu_count()},
               "variants": {name: {"preset": preset, "overrides": sets} for name, preset, sets in variants}, "runs": []}
-    wanted = set(filter(None, args.captures.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for capture in sorted(p for p in args.data.iterdir() if p.is_dir() and (not wanted or p.name in wanted)):
+        for capture in captures_under(args.data, args.captures):
             scene = as_idr(capture, work / "scenes", args.exif)
             if scene is None:
                 continue

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from captures import corrected  # noqa: E402
+from captures import captures_under, corrected  # noqa: E402
 from optimize import environment, parse_variant  # noqa: E402
 
 from recon.render import compile_kernels  # noqa: E402
@@ -201,10 +201,8 @@ def main() -> int:
 
     variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
     common = dict(parse_override(s) for s in args.set)
-    wanted = set(filter(None, args.scenes.split(",")))
     with tempfile.TemporaryDirectory() as fixes:
-        scenes = [corrected(p, Path(fixes)) for p in sorted(args.root.iterdir())
-                  if p.is_dir() and (not wanted or p.name in wanted)]
+        scenes = [corrected(p, Path(fixes)) for p in captures_under(args.root, args.scenes)]
         return run(args, variants, common, scenes)
 
 

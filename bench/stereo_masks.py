@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from captures import corrected  # noqa: E402
+from captures import captures_under, corrected  # noqa: E402
 from optimize import environment, parse_variant, record  # noqa: E402
 from real import DEFAULT_ROOT, scene_protocol  # noqa: E402
 
@@ -81,12 +81,11 @@ def main() -> int:
     from recon.scene.names import POINTS_MVS, metrics_id
 
     variants = [parse_variant(v) for v in (args.variant or ["default=default"])]
-    wanted = set(filter(None, args.scenes.split(",")))
     report: dict = {"benchmark": "stereo-masks", "environment": environment(), "note": args.note,
                     "slack": args.slack, "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants},
                     "runs": []}
     with tempfile.TemporaryDirectory() as fixes:  # corrected copies of captures with a known defect (bench/captures.py)
-        for capture in sorted(p for p in args.root.iterdir() if p.is_dir() and (not wanted or p.name in wanted)):
+        for capture in captures_under(args.root, args.scenes):
             scene = corrected(capture, Path(fixes))
             protocol = scene_protocol(scene)
             if protocol is None:

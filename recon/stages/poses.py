@@ -175,9 +175,7 @@ def check_given(graph: SceneGraph, train: list[View], pc: PosesConfig) -> dict:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="recon-check-") as tmp, progress.task("checking given cameras", 1) as bar:
         try:
-            paths, masks, scales = photos_of(graph, train, pc.use_masks)
-            priors, photo_cameras = camera_priors(paths)
-            photos = [Photo(path, mask, c) for path, mask, c in zip(paths, masks, photo_cameras)]
+            photos, priors, scales = sfm_photos(graph, train, pc.use_masks)
             cameras = [(np.diag([1 / s, 1 / s, 1.0]) @ graph.camera_of(v).K, graph.camera_of(v).world_to_camera)
                        for v, s in zip(train, scales)]
             features = feature_options(pc, priors, min(pc.max_image_size, MAX_IMAGE_SIZE))
@@ -202,9 +200,9 @@ def check_given(graph: SceneGraph, train: list[View], pc: PosesConfig) -> dict:
         warnings.warn(f"{graph.name}: the given cameras of {len(unfit)} of {len(train)} training views do not fit "
                       f"the photos ({fit.consistent} of all {fit.matches} verified feature matches lie on the "
                       f"cameras' epipolar lines and in front of them, per view {shown}; right cameras explain most); "
-                      f"check the cameras' convention (world-to-camera or "
-                      f"camera-to-world, OpenCV or OpenGL axes, rotations transposed), a background that stands "
-                      f"still while the object turns (masks), or use --poses estimate", stacklevel=2)
+                      f"check the cameras' convention (world-to-camera or camera-to-world, OpenCV or OpenGL axes, "
+                      f"rotations transposed), a background that stands still while the object turns (masks), or "
+                      f"use --poses estimate", stacklevel=2)
     return values
 
 
@@ -253,10 +251,11 @@ class Estimate:
     details: dict  # for metrics/poses: the mapper, feature settings, cameras, features per view
 
 
-def photos_of(graph: SceneGraph, views: list[View],
-              use_masks: bool) -> tuple[list[Path], list[Path | None], list[float]]:
-    """Per view, the photo at its own size (before data.downscale), its mask if ``use_masks`` and it has one, and the
-    scale from the photo's pixels to the trained image's."""
+def sfm_photos(graph: SceneGraph, views: list[View],
+               use_masks: bool) -> tuple[list[Photo], list[CameraPrior], list[float]]:
+    """Per view, the photo at its own size (before data.downscale) with its mask if ``use_masks`` and it has one, as
+    SfM reads it; the cameras the photos share (recon.sfm.matching.camera_priors); and each view's scale from the
+    photo's pixels to the trained image's."""
     full_size = graph.meta.get(FULL_SIZE, {})
     factor = int(graph.meta.get("downscale", 1))
     paths, masks, scales = [], [], []
@@ -266,7 +265,8 @@ def photos_of(graph: SceneGraph, views: list[View],
         mask = (original["mask"] if original else v.mask) if use_masks else None
         masks.append(None if mask is None else (Path(mask) if original else graph.resolve(mask)))
         scales.append(1.0 / factor if original else 1.0)
-    return paths, masks, scales
+    priors, photo_cameras = camera_priors(paths)
+    return [Photo(path, mask, c) for path, mask, c in zip(paths, masks, photo_cameras)], priors, scales
 
 
 def feature_options(pc: PosesConfig, cameras: list[CameraPrior], max_image_size: int) -> FeatureOptions:
@@ -283,9 +283,8 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
 
     Nothing of COLMAP's leaks out but the result; its errors become one line.
     """
-    paths, masks, scales = photos_of(graph, views, pc.use_masks)
-    cameras, photo_cameras = camera_priors(paths)
-    photos = [Photo(path, mask, c) for path, mask, c in zip(paths, masks, photo_cameras)]
+    photos, cameras, scales = sfm_photos(graph, views, pc.use_masks)
+    photo_cameras = [p.camera for p in photos]
     features = feature_options(pc, cameras, pc.max_image_size)
     mapper = pc.mapper if pc.mapper != "auto" else ("fewview" if len(views) <= pc.fewview_max_views else "incremental")
     with tempfile.TemporaryDirectory(prefix="recon-sfm-") as tmp, progress.task("estimating poses", 1) as bar:
@@ -304,7 +303,7 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
     focal = {photo_cameras[i]: float(K[0, 0]) for i, (K, _) in registered.items()}
     details = {
         "mapper": mapper, "features": features.describe(), "max_image_size": pc.max_image_size,
-        "masks": any(m is not None for m in masks), "verified_pairs": result.verified_pairs,
+        "masks": any(p.mask is not None for p in photos), "verified_pairs": result.verified_pairs,
         "features_per_view": {v.name: n for v, n in zip(views, result.features)},
         "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k), "focal_prior_px": c.focal,
                      "focal_prior_from_exif": c.from_exif,
