@@ -268,9 +268,13 @@ class OptimizeConfig:
     binocular_shift: float = 0.1
     """Largest sideways shift of the binocular camera, times its distance to the scene's centre (a random share of
     it, to either side, each step)."""
+    cross_view: float = 0.0
+    """Weight of cross-view consistency: another training photo, carried into the training view through its rendered
+    depth, against its photo (L1 where the render is opaque and the point is not hidden in the other view by the
+    depth last rendered there). The other view is drawn each step in proportion to the initial splats both see."""
     regularize_from: int = 500
     """Step from which the geometric regularisers (depth smoothness, distortion, normals, pseudo views, binocular,
-    co-regularisation) and opacity decay apply."""
+    cross-view, co-regularisation) and opacity decay apply."""
     pose_refine: Literal["auto", "on", "off"] = "off"
     """Refine the training cameras jointly with the splats (SE(3) per view, the first view fixed); auto: when the
     poses were estimated."""
@@ -516,6 +520,7 @@ LIMITS: dict[str, Limit] = {
     "optimize.opacity_entropy": AT_LEAST_0, "optimize.dropout": Limit(0, 1, high_open=True),
     "optimize.opacity_decay": Limit(0, 1, high_open=True), "optimize.co_prune": AT_LEAST_0,
     "optimize.co_reg": AT_LEAST_0, "optimize.binocular": AT_LEAST_0, "optimize.binocular_shift": AT_LEAST_0,
+    "optimize.cross_view": AT_LEAST_0,
     "optimize.pose_lr": AT_LEAST_0, "optimize.test_pose_steps": AT_LEAST_0, "optimize.test_pose_lr": AT_LEAST_0,
     "optimize.cpu_align_steps": AT_LEAST_0, "optimize.checkpoint_every": COUNT, "optimize.cpu_steps": COUNT,
     "optimize.cpu_max_width": COUNT, "optimize.cpu_points": COUNT,

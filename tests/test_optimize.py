@@ -151,6 +151,70 @@ def test_warp_consistency_is_zero_for_a_perfect_render_and_positive_otherwise():
     assert float(other) > 0.1
 
 
+def _plane_photo(eye: np.ndarray, K: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(viewmat, photo [H, W, 3], z-depth [H, W, 1]) of a camera at ``eye`` looking at the origin of the textured
+    ground plane z = 0."""
+    from recon.render import pixel_rays
+
+    vm = torch.tensor(look_at(eye, np.zeros(3)), dtype=torch.float32)
+    origin, dirs = pixel_rays(vm[None], K[None], w, h)
+    t = -origin[0, 2] / dirs[0, ..., 2]  # along the rays to z = 0
+    ground = origin[0] + t[..., None] * dirs[0]
+    x, y = ground[..., 0], ground[..., 1]
+    photo = torch.stack([0.5 + 0.5 * torch.sin(7 * x) * torch.cos(5 * y), 0.5 + 0.4 * torch.sin(11 * x + 3 * y),
+                         0.5 + 0.3 * torch.cos(9 * y - 2 * x)], -1)
+    camera_z = ground @ vm[:3, :3].T[:, 2] + vm[2, 3]
+    return vm, photo, camera_z[..., None]
+
+
+def test_cross_view_warp_of_a_real_second_photo_is_least_at_the_true_depth():
+    """Two photos of a textured plane: the second carried into the first through the true depth matches it, through
+    a depth 5% off it does not; a point the second camera's depth hides is left out."""
+    h, w = 60, 80
+    K = torch.tensor(intrinsics_matrix(70, 70, 40, 30), dtype=torch.float32)
+    vm_a, photo_a, depth_a = _plane_photo(np.array([0.0, -2.0, 3.0]), K, h, w)
+    vm_b, photo_b, depth_b = _plane_photo(np.array([0.8, -1.8, 3.0]), K, h, w)
+    alpha = torch.ones(h, w, 1)
+    true = float(reg.warp_consistency(photo_a, depth_a, alpha, vm_a, K, photo_b, depth_b, vm_b, K, tolerance=0.05))
+    off = float(reg.warp_consistency(photo_a, depth_a * 1.05, alpha, vm_a, K, photo_b, depth_b, vm_b, K,
+                                     tolerance=0.5))
+    assert true < 0.01 and off > 5 * true
+    hidden = float(reg.warp_consistency(photo_a, depth_a * 1.05, alpha, vm_a, K, photo_b, depth_b, vm_b, K,
+                                        tolerance=0.01))
+    assert hidden == 0  # every point lies behind the second camera's depth: none is compared
+    depth = depth_a.clone().requires_grad_()
+    reg.warp_consistency(photo_a, depth * 1.02, alpha, vm_a, K, photo_b, depth_b, vm_b, K, tolerance=0.5).backward()
+    assert torch.isfinite(depth.grad).all() and float(depth.grad.abs().sum()) > 0
+
+
+def test_cross_view_draws_only_views_that_share_splats_and_have_been_rendered():
+    from dataclasses import replace
+
+    from recon.optim.trainer import Trainer
+    from recon.scene.frames import Frames
+
+    rng = np.random.default_rng(0)
+    splats = init_splats(rng.normal(scale=0.3, size=(80, 3)), rng.random((80, 3)), sh_degree=0, init_opacity=0.5)
+    viewmats = torch.tensor(np.stack([look_at(np.array([0.0, -4.0, 1.0]), np.zeros(3)),
+                                      look_at(np.array([1.5, -4.0, 1.0]), np.zeros(3)),
+                                      look_at(np.array([0.0, 4.0, 1.0]), np.array([0.0, 8.0, 1.0]))]),
+                            dtype=torch.float32)  # the third looks away from every splat
+    Ks = torch.tensor(intrinsics_matrix(24, 24, 12, 9), dtype=torch.float32).expand(3, 3, 3)
+    frames = Frames(["a", "b", "c"], torch.rand(3, 18, 24, 3, generator=torch.Generator().manual_seed(0)), None,
+                    viewmats, Ks, 24, 18)
+    oc = replace(load_config("default").optimize, sh_degree=0, regularize_from=0, refine_start=1000,
+                 cross_view=0.5)
+    trainer = Trainer(oc, frames, splats, np.zeros(3), 1.0, torch.device("cpu"), seed=0)
+    assert trainer.covisible is not None
+    assert trainer.covisible[0, 1] == 80 and trainer.covisible[2].sum() == 0 and trainer.covisible[0, 0] == 0
+    assert trainer._cross_view_partner(0) is None  # no view rendered yet
+    assert math.isfinite(float(trainer.step(0, 0)))
+    assert trainer._cross_view_partner(1) == 0 and trainer._cross_view_partner(0) is None  # b not rendered yet
+    assert math.isfinite(float(trainer.step(1, 1)))  # with the term: a is drawn for b
+    trainer.rendered[2] = True
+    assert {trainer._cross_view_partner(0) for _ in range(20)} == {1} and trainer._cross_view_partner(2) is None
+
+
 def test_jittered_camera_stays_on_the_sphere_and_looks_at_the_centre():
     vm = torch.tensor(look_at(np.array([0.0, -4.0, 1.0]), np.zeros(3)), dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
@@ -210,7 +274,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
                 "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
                 "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
                 "optimize.binocular": 0.1, "optimize.co_prune": 0.02, "optimize.co_reg": 0.5,
-                "optimize.pseudo_views": 0.1, "optimize.depth_smooth": 0.1,
+                "optimize.pseudo_views": 0.1, "optimize.depth_smooth": 0.1, "optimize.cross_view": 0.1,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values

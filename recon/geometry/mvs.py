@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.render import depth_to_points, pixel_rays, rigid_inverse
+from recon.render import depth_to_points, pixel_rays, project_points, rigid_inverse
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,6 @@ def choose_sources(viewmats: Tensor, count: int) -> list[list[int]]:
     cos = axes @ axes.T
     order = torch.argsort(-cos, dim=1).tolist()
     return [[j for j in row if j != i][:count] for i, row in enumerate(order)]
-
-
-def _project(points: Tensor, viewmat: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
-    """Pixel coordinates [..., 2] and z-depth [...] of world points [..., 3] in one camera."""
-    cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
-    z = cam[..., 2]
-    uv = (cam @ K.T)[..., :2] / z.clamp_min(1e-8)[..., None]
-    return uv, z
 
 
 def _grid(uv: Tensor, width: int, height: int) -> Tensor:
@@ -180,7 +172,7 @@ def _sweep(g: Tensor, r: int, sources: list[int], origin: Tensor, dirs: Tensor, 
         points = origin + d[:, None, None, None] * dirs[None]  # [d, H, W, 3]
         per_source = []
         for s in sources:
-            uv, z = _project(points, viewmats[s], Ks[s])
+            uv, z = project_points(points, viewmats[s], Ks[s])
             warped = F.grid_sample(g[s : s + 1].expand(len(d), -1, -1, -1), _grid(uv, W, H),
                                    mode="bilinear", padding_mode="zeros", align_corners=False)
             seen = ((z > 0) & (uv[..., 0] >= 0.5) & (uv[..., 0] <= W - 0.5)
@@ -215,7 +207,7 @@ def plane_count(origin: Tensor, direction: Tensor, near: Tensor, far: Tensor, vi
     ends = torch.stack([origin + near * direction, origin + far * direction])  # [2, 3]
     travel = 0.0
     for vm, K in zip(viewmats, Ks):
-        uv, z = _project(ends, vm, K)
+        uv, z = project_points(ends, vm, K)
         if bool((z > 0).all()):
             travel = max(travel, float((uv[0] - uv[1]).norm()))
     return int(min(settings.max_planes, max(16, math.ceil(travel / settings.plane_step) + 1)))
@@ -233,12 +225,12 @@ def consistency(depth: Tensor, viewmats: Tensor, Ks: Tensor, settings: StereoSet
         for j in range(V):
             if j == r:
                 continue
-            uv, z = _project(points, viewmats[j], Ks[j])
+            uv, z = project_points(points, viewmats[j], Ks[j])
             d_j = F.grid_sample(depth[j][None, None], _grid(uv, W, H)[None], mode="nearest", padding_mode="zeros",
                                 align_corners=False)[0, 0]
             # Back from view j, through its own depth, into view r.
             back = depth_to_world(d_j, uv, viewmats[j], Ks[j])
-            uv_r, z_r = _project(back, viewmats[r], Ks[r])
+            uv_r, z_r = project_points(back, viewmats[r], Ks[r])
             error = (uv_r - pix).norm(dim=-1)
             agree = ((depth[r] > 0) & (z > 0) & (d_j > 0) & (error <= settings.max_reprojection)
                      & ((z_r - depth[r]).abs() <= settings.max_depth_ratio * depth[r]))

@@ -88,6 +88,12 @@ class Trainer:
         self.target_sum = torch.zeros((), device=device)
         self.target_losses: list[float] = []  # mean weighted target term per log_every steps (with targets)
         self.title = title or f"optimize ({oc.kind}, {self.backend})"
+        # cross_view: which other training views share splats with each (drawn in proportion), and the depth each
+        # view rendered last (for the occlusion test; a view is not drawn before it has one)
+        self.covisible = reg.covisibility(self.splats["means"].detach(), frames.viewmats, frames.Ks, frames.width,
+                                          frames.height).cpu() if oc.cross_view > 0 else None
+        self.last_depth: Tensor | None = None
+        self.rendered = torch.zeros(len(frames), dtype=torch.bool)
         self.partner: Trainer | None = None  # a second set of splats trained beside these (co_prune, co_reg)
         self.co_pruned = 0  # splats of this set removed for lack of a partner splat near them
 
@@ -133,6 +139,7 @@ class Trainer:
         pseudo = regularize and oc.pseudo_views > 0
         binocular = regularize and oc.binocular > 0
         co_reg = regularize and oc.co_reg > 0 and self.partner is not None
+        other = self._cross_view_partner(index) if regularize else None
         vm, K = f.viewmats[index : index + 1], f.Ks[index : index + 1]
         if self.refine_poses:
             vm, K = self.pose(slice(index, index + 1), vm, K)
@@ -161,6 +168,11 @@ class Trainer:
             bgs = torch.cat([bgs, torch.zeros(1, 3, device=self.device)])
         out = self._render(vm, K, bgs, sh_degree, distloss=oc.kind == "2dgs" and oc.distortion > 0)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.state, step, out.info)
+        if self.covisible is not None:
+            if self.last_depth is None:
+                self.last_depth = torch.zeros(len(f), *out.depth.shape[1:], device=self.device)
+            self.last_depth[index] = out.depth[0].detach()
+            self.rendered[index] = True
         target = self.images[index]
         mask = self.masks[index] if self.masks is not None else None
         if mask is not None:
@@ -204,6 +216,14 @@ class Trainer:
             loss = loss + oc.binocular * reg.warp_consistency(
                 target, out.depth[0], out.alpha[0], vm[0], K[0], out.rgb[b], out.depth[b].detach(), vm[b], K[b],
                 tolerance=0.03 * self.radius)
+        if other is not None:  # another training photo, carried into this view through its rendered depth
+            assert self.last_depth is not None
+            vm_o, K_o = f.viewmats[other : other + 1], f.Ks[other : other + 1]
+            if self.refine_poses:
+                vm_o, K_o = (x.detach() for x in self.pose(slice(other, other + 1), vm_o, K_o))
+            loss = loss + oc.cross_view * reg.warp_consistency(
+                self.images[index], out.depth[0], out.alpha[0], vm[0], K[0], self.images[other],
+                self.last_depth[other], vm_o[0], K_o[0], tolerance=0.03 * self.radius)
         if t is not None and extra is not None:
             term = t.weights[extra] * reg.photometric(out.rgb[-1:], t.images[extra : extra + 1], t.ssim_weight)
             self.target_sum += term.detach()
@@ -231,6 +251,15 @@ class Trainer:
             for group in self.pose_optimizer.param_groups:
                 group["lr"] = oc.pose_lr * decay
         return loss.detach()
+
+    def _cross_view_partner(self, index: int) -> int | None:
+        """The training view whose photo the cross-view term carries into view ``index`` this step (None: none)."""
+        if self.covisible is None:
+            return None
+        weights = self.covisible[index] * self.rendered
+        if float(weights.sum()) <= 0:
+            return None
+        return int(torch.multinomial(weights, 1, generator=self.generator))
 
     # --- pruning ----------------------------------------------------------------------------------
     @torch.no_grad()

@@ -173,6 +173,14 @@ def pixel_rays(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> tuple[T
     return c2w[:, :3, 3], dirs
 
 
+def project_points(points: Tensor, viewmat: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates [..., 2] (pixel centres at +0.5) and z-depth [...] of world points [..., 3] in one camera
+    (``viewmat`` [4, 4] world-to-camera, ``K`` [3, 3])."""
+    cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[..., 2]
+    return (cam @ K.T)[..., :2] / z.clamp_min(1e-8)[..., None], z
+
+
 def depth_to_points(depth: Tensor, viewmats: Tensor, Ks: Tensor) -> Tensor:
     """World points [C, H, W, 3] of a z-depth map [C, H, W, 1]."""
     origins, dirs = pixel_rays(viewmats, Ks, depth.shape[2], depth.shape[1])
