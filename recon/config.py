@@ -126,6 +126,9 @@ class InitConfig:
     depths that only one other view sees: at 4 views it gained on views far apart (the museum head +0.9 dB masked,
     castle-P30 +0.3) and lost on forward-facing fern (-0.3), an H3DS head (-0.5, one run) and at 6 views on the DTU
     scan (-1.9; real-ablation-8)."""
+    mvs_scales: int = 1
+    """Image scales stereo sweeps, each half the size of the last: a pixel that scores below ``mvs_min_score`` at its
+    own scale takes the depth of a coarser scale that scores enough (a wider patch, for faint texture)."""
     mvs_min_score: float = 0.7
     """Lowest NCC score a depth may have."""
     mvs_min_consistent: int = 1
@@ -500,7 +503,7 @@ LIMITS: dict[str, Limit] = {
     "poses.upsample_below": COUNT, "poses.fewview_max_views": Limit(2),
     "init.points": COUNT, "init.hull_resolution": Limit(2), "init.mvs_plane_step": POSITIVE,
     "init.mvs_max_planes": Limit(16), "init.mvs_window": Limit(3), "init.mvs_sources": COUNT,
-    "init.mvs_best_sources": AT_LEAST_0,
+    "init.mvs_best_sources": AT_LEAST_0, "init.mvs_scales": COUNT,
     "init.mvs_min_score": Limit(-1, 1), "init.mvs_min_consistent": COUNT, "init.mvs_max_side": Limit(16),
     "init.mvs_cpu_max_side": Limit(16), "init.mvs_points": COUNT, "init.mvs_min_points": AT_LEAST_0,
     "init.mvs_random": AT_LEAST_0,

@@ -84,6 +84,22 @@ def test_a_surface_one_source_of_three_sees_is_kept_when_the_best_source_scores_
     assert (best.depth[2:] > 0).float().mean() < 0.02  # the noise views keep next to nothing
 
 
+def test_a_coarser_scale_fills_in_where_noise_drowns_the_full_size_patches():
+    """Photos with heavy independent noise: full-size 7x7 patches score too low for most of the wall; the half-size
+    scale, whose patches average the noise, fills in over twice as much, its depths as right."""
+    images, vm, K, depth, on_wall = wall_views(128, 96)
+    noisy = images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
+    kept, median = [], []
+    for scales in (1, 2):
+        maps = mvs.estimate_depth(noisy, vm, K, torch.full((3,), 1.5), torch.full((3,), 6.0),
+                                  replace(SETTINGS, scales=scales))
+        found = maps.depth > 0
+        kept.append(float((found & on_wall).sum() / on_wall.sum()))
+        median.append(float(((maps.depth - depth).abs() / depth)[found].median()))
+    assert kept[0] < 0.25 and kept[1] > 2 * kept[0]
+    assert median[1] < 0.012 and median[1] <= median[0]
+
+
 def test_plane_count_follows_the_baseline():
     _, vm, K, _, _ = wall_views()
     origins, dirs = pixel_rays(vm, K, 64, 48)

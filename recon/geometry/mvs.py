@@ -14,6 +14,10 @@ Per pixel and plane, the best ``best_sources`` of the sources' scores are averag
 (by default the best half: a point can be hidden from some sources), the best plane
 wins, and a parabola through its neighbours refines the inverse depth.
 
+With ``scales`` above 1 the sweep runs again on images halved in size (and halved again): a
+pixel whose own scale scores below ``min_score`` takes the depth of the nearest coarser pixel that
+scores at least that, a wider patch for faint texture or noisy photos.
+
 A depth is kept only if
 
 * the reference patch has texture (its grey standard deviation is at least
@@ -61,6 +65,9 @@ class StereoSettings:
     min_consistent: int = 1
     max_reprojection: float = 1.0
     max_depth_ratio: float = 0.01
+    scales: int = 1
+    """Image scales swept, each half the size of the last: a pixel that scores too low at its own scale takes the
+    depth of a coarser one that scores enough (a wider patch, for faint texture); all are checked at full size."""
     chunk_pixels: int = 1 << 23
     """Planes are swept in chunks of about this many plane-pixels (memory against kernel launches)."""
 
@@ -247,10 +254,31 @@ def depth_to_world(depth: Tensor, uv: Tensor, viewmat: Tensor, K: Tensor) -> Ten
     return (cam - t) @ R
 
 
+def multiscale_sweep(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, far: Tensor,
+                     settings: StereoSettings = StereoSettings()) -> tuple[Tensor, Tensor]:
+    """:func:`plane_sweep` at ``settings.scales`` image scales, (depth, score) [V, H, W] at full size: where a pixel's
+    own scale scores below ``min_score``, the nearest coarser pixel that scores at least that gives both."""
+    depth, score = plane_sweep(images, viewmats, Ks, near, far, settings)
+    V, H, W = images.shape[:3]
+    for level in range(1, settings.scales):
+        h, w = H >> level, W >> level
+        if min(h, w) < settings.window:
+            break
+        small = F.interpolate(images.permute(0, 3, 1, 2), size=(h, w), mode="area").permute(0, 2, 3, 1)
+        Ks_small = Ks.clone()
+        Ks_small[:, 0] *= w / W
+        Ks_small[:, 1] *= h / H
+        d, s = (F.interpolate(t[:, None], size=(H, W), mode="nearest")[:, 0]
+                for t in plane_sweep(small, viewmats, Ks_small, near, far, settings))
+        fill = (score < settings.min_score) & (s >= settings.min_score)
+        depth, score = torch.where(fill, d, depth), torch.where(fill, s, score)
+    return depth, score
+
+
 def estimate_depth(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, far: Tensor,
                    settings: StereoSettings = StereoSettings()) -> DepthMaps:
     """Depth and confidence maps of every view, checked for texture, score, range and cross-view consistency."""
-    depth, score = plane_sweep(images, viewmats, Ks, near, far, settings)
+    depth, score = multiscale_sweep(images, viewmats, Ks, near, far, settings)
     depth = torch.where(score >= settings.min_score, depth, torch.zeros_like(depth))
     counts = consistency(depth, viewmats, Ks, settings)
     keep = (counts >= settings.min_consistent) & (depth > 0)

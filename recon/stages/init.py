@@ -141,7 +141,7 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     frames = load_frames(graph, train, factor, training=True).to(device)
     near, far = depth_range(graph, train, center, radius)
     settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
-                                  sources=ic.mvs_sources, best_sources=ic.mvs_best_sources,
+                                  sources=ic.mvs_sources, best_sources=ic.mvs_best_sources, scales=ic.mvs_scales,
                                   min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
     with torch.no_grad():
         images = frames.training_images()
