@@ -116,3 +116,25 @@ def test_lock_refuses_a_second_run_and_takes_over_a_stale_one(tmp_path):
     (tmp_path / "out" / ".lock").write_text(f"{dead.pid} {socket.gethostname()}\n")
     with store.lock():
         assert (tmp_path / "out" / ".lock").read_text().startswith(str(os.getpid()))
+
+
+@pytest.mark.parametrize("bounds", [(20.0, 100.0), None])
+def test_the_scene_lies_ahead_of_a_forward_facing_rig_whose_axes_spread_apart(bounds):
+    """Three cameras side by side, each turned 2 degrees outward: their axes meet behind them, yet the scene's centre
+    is ahead of every camera, where the inverse depth is midway between the bounds when the cameras have them."""
+    from recon.scene.camera import look_at
+    from recon.scene.frames import scene_bounds
+
+    g = SceneGraph(name="rig")
+    for i, x in enumerate((-1.0, 0.0, 1.0)):
+        turn = np.radians(2.0) * x
+        eye = np.array([x, 0.0, 0.0])
+        g.add(Camera(id=f"camera/{i}", K=np.array([[300.0, 0, 200], [0, 300, 150], [0, 0, 1]]),
+                     world_to_camera=look_at(eye, eye + np.array([np.sin(turn), np.cos(turn), 0.0])), width=400,
+                     height=300, near=bounds and bounds[0], far=bounds and bounds[1]))
+        g.add(View(id=f"view/{i}", name=str(i), index=i, image=None, camera=f"camera/{i}"))
+    centre, radius = scene_bounds(g, g.views())
+    depths = [float((c.world_to_camera[:3, :3] @ centre + c.world_to_camera[:3, 3])[2]) for c in g.cameras()]
+    assert min(depths) > 0 and radius > 0
+    if bounds is not None:
+        assert depths[1] == pytest.approx(2 / (1 / 20 + 1 / 100), rel=1e-3)

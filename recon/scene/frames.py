@@ -102,18 +102,25 @@ def _resized(pixels: np.ndarray, size: tuple[int, int], target: tuple[int, int])
 def scene_bounds(graph: SceneGraph, views: list[View]) -> tuple[np.ndarray, float]:
     """(centre [3], radius) of the region the cameras look at.
 
-    The centre is the point nearest (least squares) to the cameras' optical axes;
-    the radius is what fills each camera's narrower half field of view at its
-    distance, averaged over the cameras.
+    The centre is the point nearest (least squares) to the cameras' optical axes. Where the axes are parallel, or
+    spread apart so that point lies behind every camera (a forward-facing capture), it is straight ahead of the
+    cameras' mean centre instead: where the inverse depth is midway between the cameras' near and far bounds
+    (their median) when they have bounds, else one mean camera distance ahead. The radius is what fills each
+    camera's narrower half field of view at its distance, averaged over the cameras.
     """
     cams = [graph.camera_of(v) for v in views]
     centers = np.stack([camera_center(c.world_to_camera) for c in cams])
     dirs = np.stack([viewing_direction(c.world_to_camera) for c in cams])
     A, b = axes_normal_equations(centers, dirs)
-    if len(cams) > 1 and np.linalg.cond(A) < 1e8:
-        focus = np.linalg.solve(A, b)
-    else:  # parallel axes: look one mean camera distance ahead
-        focus = centers.mean(0) + dirs.mean(0) * np.linalg.norm(centers - centers.mean(0), axis=1).mean()
+    focus = np.linalg.solve(A, b) if len(cams) > 1 and np.linalg.cond(A) < 1e8 else None
+    if focus is None or bool((((focus - centers) * dirs).sum(1) <= 0).all()):
+        bounds = [(c.near, c.far) for c in cams if c.near and c.far]
+        if bounds:
+            ahead = float(np.median([2 / (1 / near + 1 / far) for near, far in bounds]))
+            mean_dir = dirs.mean(0)
+            focus = centers.mean(0) + mean_dir / max(float(np.linalg.norm(mean_dir)), 1e-8) * ahead
+        else:
+            focus = centers.mean(0) + dirs.mean(0) * np.linalg.norm(centers - centers.mean(0), axis=1).mean()
     radii = []
     for cam, c in zip(cams, centers):
         half_fov = min(np.arctan(0.5 * cam.width / cam.K[0, 0]), np.arctan(0.5 * cam.height / cam.K[1, 1]))
