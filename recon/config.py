@@ -98,6 +98,11 @@ class PosesConfig:
     transposed, camera-to-world read as world-to-camera, OpenGL axes read as OpenCV's. The counts are in
     metrics/poses (given_fit); skipped without pycolmap. Costs SIFT on the training photos (0.6 to 6.8 s on 2 cores
     for the real captures)."""
+    given_points: bool = False
+    """With given cameras and a scene without SfM points: the verified matches between the training photos that the
+    cameras explain (as ``check_given`` counts them, which this runs), triangulated with the given cameras into
+    ``points/sfm``, coloured from the photos (COLMAP's point triangulator with known poses, one point per matched
+    pair): what ``init.source sfm`` starts from, and 3DGS's usual initialisation."""
 
 
 @dataclass

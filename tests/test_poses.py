@@ -428,3 +428,31 @@ def test_refinement_reduces_a_perturbed_pose_error_reference_renderer():
 def test_refinement_reduces_a_perturbed_pose_error_gsplat(kind):
     before, after = perturbation_recovered("gsplat", kind, "cuda")
     assert before > 1.5 and after < 0.3 * before
+
+
+def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(textured_scene, tmp_path):
+    """poses.given_points: a scene without SfM points gets the explained matches between its training photos,
+    triangulated with the given cameras, within 1% of the object's size of its true surface, coloured, and init
+    starts from them; a scene with points of its own keeps them."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    from recon.io import ply
+
+    cfg = load_config("tiny", {"views.count": 6, "poses.given_points": True, "init.source": "sfm"})
+    graph = run_scene(textured_scene, cfg, tmp_path / "idr", until="init").graph
+    node = graph.nodes["points/sfm"]
+    assert node.provenance.stage == "poses" and node.count >= 50
+    assert graph.nodes["metrics/poses"].values["given_fit"]["points"] == node.count
+    assert graph.nodes["metrics/init"].values["source"] == "sfm"
+    points, colors = ply.read_points(graph.resolve(node.path))[:2]
+    in_dataset = points @ graph.to_dataset[:3, :3].T + graph.to_dataset[:3, 3]
+    mesh = trimesh.load(textured_scene / "gt" / "mesh.ply")
+    distance = cKDTree(mesh.sample(200_000, seed=0)).query(in_dataset)[0]
+    size = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
+    assert np.median(distance) < 0.005 * size and np.percentile(distance, 90) < 0.01 * size
+    assert colors.std() > 0.02  # from the photos, not one grey
+    root = build_colmap(textured_scene, tmp_path / "colmap", points=50)
+    own = run_scene(root, load_config("tiny", {"views.count": 6, "poses.given_points": True}), tmp_path / "own",
+                    until="poses").graph
+    assert own.nodes["points/sfm"].provenance.stage == "import" and own.nodes["points/sfm"].count == 50

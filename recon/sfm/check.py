@@ -15,7 +15,7 @@ Conventions are those of :mod:`recon.scene.camera` (OpenCV cameras, world_to_cam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,10 @@ class Fit:
 
     photos: int
     pairs: dict[tuple[int, int], tuple[int, int]]  # (i, j), i < j: (matches, consistent)
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """[P, 3] world points of the explained matches, one per match (a point several pairs see comes once per pair)."""
+    pixels: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    """Where ``points`` were seen, in order: (photo index, [n, 2] keypoints in that photo), one entry per pair."""
 
     @property
     def matches(self) -> int:
@@ -89,6 +93,8 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
     pycolmap.logging.minloglevel = 3  # COLMAP says nothing; the caller reports
     corr = match(photos, priors, features, work)
     pairs: dict[tuple[int, int], tuple[int, int]] = {}
+    explained: list[np.ndarray] = []
+    pixels: list[tuple[int, np.ndarray]] = []
     for (i, j), pair in corr.pairs.items():
         (K_i, pose_i), (K_j, pose_j) = cameras[i], cameras[j]
         if np.linalg.norm((pose_j @ np.linalg.inv(pose_i))[:3, 3]) < 1e-9 * max(1.0, np.abs(pose_i[:3, 3]).max()):
@@ -102,5 +108,8 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
             with np.errstate(invalid="ignore"):
                 in_front &= points @ pose[2, :3] + pose[2, 3] > 0
         sides = [max(priors[photos[k].camera].width, priors[photos[k].camera].height) for k in (i, j)]
-        pairs[(i, j)] = (len(error), int(((error <= TOLERANCE * max(sides)) & in_front).sum()))
-    return Fit(len(photos), pairs)
+        fits = (error <= TOLERANCE * max(sides)) & in_front
+        pairs[(i, j)] = (len(error), int(fits.sum()))
+        explained.append(points[fits])
+        pixels.append((i, x_i[fits]))
+    return Fit(len(photos), pairs, np.concatenate(explained) if explained else np.zeros((0, 3)), pixels)

@@ -51,7 +51,7 @@ from recon.metrics import poses as pose_eval
 from recon.scene.camera import transform_world_to_camera
 from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, Role, SceneGraph, View
 from recon.scene.names import POINTS_SFM, metrics_id
-from recon.sfm.check import MAX_IMAGE_SIZE, TOLERANCE, epipolar_fit
+from recon.sfm.check import MAX_IMAGE_SIZE, TOLERANCE, Fit, epipolar_fit
 from recon.sfm.matching import CameraPrior, FeatureOptions, Photo, camera_priors
 from recon.sfm.reconstruct import reconstruct
 
@@ -101,7 +101,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     _restore_given(graph)
     train = graph.views("train")
     if not _estimates(train, pc):
-        fit = {"given_fit": check_given(graph, train, pc)} if pc.check_given and len(train) >= 2 else {}
+        fit = ({"given_fit": check_given(graph, train, pc)} if (pc.check_given or pc.given_points) and len(train) >= 2
+               else {})
         graph.replace(Metrics(id=metrics_id(NAME), values={"source": "given", **fit}, provenance=Provenance(NAME)))
         return graph
     _check_estimable(graph, train, pc)
@@ -189,6 +190,8 @@ def check_given(graph: SceneGraph, train: list[View], pc: PosesConfig) -> dict:
                     "share": round(fit.share, 4), "per_view": {v.name: list(mc) for v, mc in zip(train, per_view)},
                     "tolerance": TOLERANCE, "min_matches": FIT_MIN_MATCHES, "min_share": FIT_MIN_SHARE,
                     "seconds": time.perf_counter() - start}
+    if pc.given_points:
+        values["points"] = given_points(graph, train, fit, scales)
     if not judged:
         values["why"] = f"no training view has {FIT_MIN_MATCHES} verified matches with the others"
         return values
@@ -204,6 +207,23 @@ def check_given(graph: SceneGraph, train: list[View], pc: PosesConfig) -> dict:
                       f"rotations transposed), a background that stands still while the object turns (masks), or "
                       f"use --poses estimate", stacklevel=2)
     return values
+
+
+def given_points(graph: SceneGraph, views: list[View], fit: Fit, scales: list[float]) -> int:
+    """The matches ``fit`` says the given cameras of ``views`` explain, as ``points/sfm`` coloured from the photo each
+    was seen in (keypoints at the photo's own size times ``scales``: the image's pixels); how many. None is written
+    when the scene has SfM points of its own or no match is explained."""
+    if POINTS_SFM in graph.nodes or not len(fit.points):
+        return 0
+    colors = []
+    for k, keypoints in fit.pixels:
+        image = image_io.read_image(graph.image_of(views[k]))
+        px = np.clip((keypoints * scales[k]).astype(int), 0, [image.shape[1] - 1, image.shape[0] - 1])
+        colors.append(image[px[:, 1], px[:, 0], :3])
+    graph.replace(PointCloud(id=POINTS_SFM, path=None, count=len(fit.points), kind="sfm", points=fit.points,
+                             colors=np.concatenate(colors).astype(np.float64),
+                             provenance=Provenance(NAME, made_from=[v.id for v in views])))
+    return len(fit.points)
 
 
 def first_line(exc: BaseException) -> str:
