@@ -44,7 +44,8 @@ class Run:
     out: Path = Path("out")
     """Output root; the scene is written to OUT/<name>/."""
     config: str = "default"
-    """Preset name in configs/ (default, fast, quality, object, dtu, llff, plain) or a path to a YAML file."""
+    """Preset name in configs/ (default, fast, quality, object, dtu, llff, plain, plain_sfm) or a path to a YAML
+    file."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to compute; auto uses CUDA when it is available."""
     downscale: int | None = None

@@ -456,3 +456,13 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     own = run_scene(root, load_config("tiny", {"views.count": 6, "poses.given_points": True}), tmp_path / "own",
                     until="poses").graph
     assert own.nodes["points/sfm"].provenance.stage == "import" and own.nodes["points/sfm"].count == 50
+
+
+def test_plain_from_sfm_points_falls_back_to_random_points_where_there_are_none(synthetic_scene, tmp_path):
+    """The plain_sfm preset triangulates the given cameras' explained matches; photos too small to match leave none,
+    and init says so and starts from random points."""
+    cfg = load_config("plain_sfm", {"views.count": 4, "optimize.steps": 5})
+    assert cfg.init.source == "sfm" and cfg.poses.given_points and cfg.optimize.depth_smooth == 0
+    with pytest.warns(UserWarning, match="init.source=sfm does not apply .the scene has no SfM points.; using random"):
+        graph = run_scene(synthetic_scene, cfg, tmp_path, until="init").graph
+    assert graph.nodes["metrics/init"].values["source"] == "random" and "points/sfm" not in graph.nodes
