@@ -3,7 +3,9 @@
 Every capture under ``--root`` runs up to the poses stage under its protocol (bench/real.py) at each view count:
 the verified feature matches between the training photos, how many lie on the epipolar lines the given cameras
 predict, and whether the stage warned. A capture with a known defect in its copy (bench/captures.py) runs twice:
-as stored and corrected. Prints one JSON line per run and writes the report.
+as stored and corrected. With ``poses.given_points`` on, each row also counts the explained matches triangulated into
+SfM points (``points``; 0 where the scene has points of its own), what ``plain_sfm`` starts from. Prints one JSON
+line per run and writes the report.
 
     python bench/given_check.py --root ../shared/realdata --views 3,4,6 --out bench/results/given-check-cpu.json
 """
@@ -46,7 +48,8 @@ def main() -> int:
                 if protocol is None:
                     continue
                 for n in [int(v) for v in args.views.split(",")]:
-                    cfg = load_config("default", {**protocol["overrides"], "views.count": n})
+                    cfg = load_config("default", {**protocol["overrides"], "views.count": n,
+                                                  "poses.given_points": True})
                     start = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
