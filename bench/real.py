@@ -145,13 +145,13 @@ def summarise(runs: list[dict]) -> list[dict]:
     """One row per (scene, views, variant) that ran, and each variant's gain in PSNR over each plain 3DGS baseline
     (``plain``: from random points; ``plain_sfm``: from SfM points) on the same views."""
     ok = [r for r in runs if "error" not in r]
+    baselines = {b: {(r["scene"], r["views"]): r for r in ok if r["variant"] == b} for b in ("plain", "plain_sfm")}
     rows = []
     for r in ok:
         row = {k: r.get(k) for k in ("scene", "views", "variant", "same_as", *METRICS, "seconds", "peak_memory_mb")}
-        for baseline in ("plain", "plain_sfm"):
-            base = next((b for b in ok if b["variant"] == baseline and (b["scene"], b["views"]) ==
-                         (r["scene"], r["views"])), None)
-            if base is None or r["variant"] in ("plain", "plain_sfm"):
+        for baseline, runs_of in baselines.items():
+            base = runs_of.get((r["scene"], r["views"]))
+            if base is None or r["variant"] in baselines:
                 continue
             row[f"psnr_gain_over_{baseline}"] = r["psnr"] - base["psnr"]
             if r.get("psnr_masked") is not None and base.get("psnr_masked") is not None:

@@ -215,9 +215,10 @@ def given_points(graph: SceneGraph, views: list[View], fit: Fit, scales: list[fl
     when the scene has SfM points of its own or no match is explained."""
     if POINTS_SFM in graph.nodes or not len(fit.points):
         return 0
+    images = {k: image_io.read_image(graph.image_of(views[k])) for k in {k for k, _ in fit.pixels}}  # each once
     colors = []
     for k, keypoints in fit.pixels:
-        image = image_io.read_image(graph.image_of(views[k]))
+        image = images[k]
         px = np.clip((keypoints * scales[k]).astype(int), 0, [image.shape[1] - 1, image.shape[0] - 1])
         colors.append(image[px[:, 1], px[:, 0], :3])
     graph.replace(PointCloud(id=POINTS_SFM, path=None, count=len(fit.points), kind="sfm", points=fit.points,
