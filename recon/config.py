@@ -149,6 +149,9 @@ class InitConfig:
     mvs_random: float = 0.0
     """Random points in the common view volume added to the MVS points, as a share of their number (for what no
     two views see)."""
+    mvs_sfm: bool = False
+    """Add the scene's SfM points to the MVS points (those of an estimate, a COLMAP model, or poses.given_points):
+    matched features reach surfaces that stereo's patches keep too little of."""
 
 
 @dataclass

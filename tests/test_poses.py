@@ -433,7 +433,7 @@ def test_refinement_reduces_a_perturbed_pose_error_gsplat(kind):
 def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(textured_scene, tmp_path):
     """poses.given_points: a scene without SfM points gets the explained matches between its training photos,
     triangulated with the given cameras, within 1% of the object's size of its true surface, coloured, and init
-    starts from them; a scene with points of its own keeps them."""
+    starts from them, or adds them to the stereo points (init.mvs_sfm); a scene with points of its own keeps them."""
     import trimesh
     from scipy.spatial import cKDTree
 
@@ -452,6 +452,12 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     size = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
     assert np.median(distance) < 0.005 * size and np.percentile(distance, 90) < 0.01 * size
     assert colors.std() > 0.02  # from the photos, not one grey
+    merged_cfg = load_config("tiny", {"views.count": 6, "poses.given_points": True, "init.mvs_sfm": True})
+    merged = run_scene(textured_scene, merged_cfg, tmp_path / "merged", until="init").graph
+    values = merged.nodes["metrics/init"].values
+    assert values["source"] == "mvs" and values["sfm_points"] == merged.nodes["points/sfm"].count
+    assert values["points"] == merged.nodes["points/mvs"].count + values["sfm_points"]
+    assert merged.nodes["points/init"].provenance.made_from == ["points/mvs", "points/sfm"]
     root = build_colmap(textured_scene, tmp_path / "colmap", points=50)
     own = run_scene(root, load_config("tiny", {"views.count": 6, "poses.given_points": True}), tmp_path / "own",
                     until="poses").graph

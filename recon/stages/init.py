@@ -66,18 +66,26 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     made_from = [v.id for v in train]
     values: dict = {}
     points = colors = None
-    for source in candidates(graph, train, cfg.init.source):
+    candidates_of = candidates(graph, train, cfg.init.source)
+    for source in candidates_of:
         why = None
         if source == "mvs":
             found = stereo(graph, train, cfg.init, center, radius, device, rng)
             values["mvs"] = found.metrics
             if len(found.points) >= cfg.init.mvs_min_points:
                 points, colors = found.points, found.colors
+                made_from = [POINTS_MVS]
+                if cfg.init.mvs_sfm and "sfm" in candidates_of:
+                    sfm_points, sfm_colors = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))
+                    if sfm_colors is None:
+                        sfm_colors = sample_colors(views(), sfm_points)
+                    points, colors = np.concatenate([points, sfm_points]), np.concatenate([colors, sfm_colors])
+                    made_from.append(POINTS_SFM)
+                    values["sfm_points"] = int(len(sfm_points))
                 if cfg.init.mvs_random > 0:
                     extra = random_in_frusta(views(), center, radius, int(cfg.init.mvs_random * len(points)), rng)
                     colors = np.concatenate([colors, sample_colors(views(), extra)])
                     points = np.concatenate([points, extra])
-                made_from = [POINTS_MVS]
             else:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
