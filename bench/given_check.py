@@ -4,10 +4,13 @@ Every capture under ``--root`` runs up to the poses stage under its protocol (be
 the verified feature matches between the training photos, how many lie on the epipolar lines the given cameras
 predict, and whether the stage warned. A capture with a known defect in its copy (bench/captures.py) runs twice:
 as stored and corrected. With ``poses.given_points`` on, each row also counts the explained matches triangulated into
-SfM points (``points``; 0 where the scene has points of its own), what ``plain_sfm`` starts from. Prints one JSON
-line per run and writes the report.
+SfM points (``points``; 0 where the scene has points of its own), what ``plain_sfm`` starts from. With ``--stereo``
+each run goes on through the init stage, its stereo at the size a CUDA run matches at (``init.mvs_max_side``), and
+records the share of each view's pixels stereo kept, the share of the SfM points it confirms and the source init
+chose (``init.mvs_min_confirmed``). Prints one JSON line per run and writes the report.
 
     python bench/given_check.py --root ../shared/realdata --views 3,4,6 --out bench/results/given-check-cpu.json
+    python bench/given_check.py --root ../shared/realdata --views 3,4 --stereo --out bench/results/stereo-check-cpu.json
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--scenes", default="", help="comma-separated folder names (default: every capture)")
     ap.add_argument("--views", default="3,4,6")
+    ap.add_argument("--stereo", action="store_true", help="go on through init (stereo at its CUDA size)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -48,17 +52,24 @@ def main() -> int:
                 if protocol is None:
                     continue
                 for n in [int(v) for v in args.views.split(",")]:
+                    stereo = {"init.mvs_cpu_max_side": load_config("default").init.mvs_max_side} if args.stereo else {}
                     cfg = load_config("default", {**protocol["overrides"], "views.count": n,
-                                                  "poses.given_points": True})
+                                                  "poses.given_points": True, **stereo})
                     start = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
                         graph = run_scene(scene, cfg, Path(tmp) / "out", name=f"{scene.name}-{cameras}-{n}",
-                                          until="poses").graph
+                                          until="init" if args.stereo else "poses").graph
                     said = [str(w.message) for w in caught if "given cameras" in str(w.message)]
                     row = {"scene": capture.name, "cameras": cameras, "views": n,
                            **graph.nodes[metrics_id("poses")].values["given_fit"],
                            "warning": said[0] if said else None, "run_seconds": time.perf_counter() - start}
+                    if args.stereo:
+                        init = graph.nodes[metrics_id("init")].values
+                        found = init.get("mvs", {})
+                        row.update(init_source=init["source"], stereo_kept=found.get("kept_share"),
+                                   sfm_seen=found.get("sfm_seen"), sfm_confirmed=found.get("sfm_confirmed"),
+                                   stereo_seconds=found.get("seconds"))
                     record(report, row, None, args.out)
     return 0
 

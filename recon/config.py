@@ -149,6 +149,10 @@ class InitConfig:
     mvs_random: float = 0.0
     """Random points in the common view volume added to the MVS points, as a share of their number (for what no
     two views see)."""
+    mvs_min_confirmed: float = 0.0
+    """Share of the scene's SfM points (those the training views see, at least 20) that stereo must confirm, a view
+    that sees one having kept a depth within 5% of its own; below it stereo is set aside, its points and depths,
+    and the SfM points seed the splats. 0: stereo is used whatever it confirms."""
     mvs_sfm: bool = False
     """Add the scene's SfM points to the MVS points (those of an estimate, a COLMAP model, or poses.given_points):
     matched features reach surfaces that stereo's patches keep too little of."""
@@ -514,7 +518,7 @@ LIMITS: dict[str, Limit] = {
     "init.mvs_best_sources": AT_LEAST_0, "init.mvs_scales": COUNT,
     "init.mvs_min_score": Limit(-1, 1), "init.mvs_min_consistent": COUNT, "init.mvs_max_side": Limit(16),
     "init.mvs_cpu_max_side": Limit(16), "init.mvs_points": COUNT, "init.mvs_min_points": AT_LEAST_0,
-    "init.mvs_random": AT_LEAST_0,
+    "init.mvs_random": AT_LEAST_0, "init.mvs_min_confirmed": Limit(0, 1),
     "optimize.steps": COUNT, "optimize.steps_per_view": AT_LEAST_0, "optimize.max_steps": AT_LEAST_0,
     "optimize.sh_degree": Limit(0, 3), "optimize.sh_degree_interval": COUNT,
     "optimize.ssim_weight": FRACTION, "optimize.lr_means": AT_LEAST_0, "optimize.lr_scales": AT_LEAST_0,

@@ -116,3 +116,21 @@ def test_window_means_by_running_sums_equal_average_pooling():
         pad = window // 2
         pooled = F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), window, stride=1)
         assert torch.allclose(mvs._box(x, window), pooled, atol=1e-6)
+
+
+def test_points_on_the_kept_depths_are_confirmed_and_points_off_them_are_not():
+    """mvs.confirmed: a point on the wall where a view kept the wall's depth is confirmed; the same point 10% nearer
+    the camera is seen but not confirmed; a point where no view kept a depth, or outside every mask, is neither."""
+    _, vm, K, depth, _ = wall_views()
+    kept = depth.clone()
+    kept[1:] = 0  # only the first view kept depths, and none in its 8 leftmost columns
+    kept[0, :, :8] = 0
+    maps = mvs.DepthMaps(kept, (kept > 0).float())
+    origins, dirs = pixel_rays(vm, K, 64, 48)
+    row, col = 24, torch.tensor([32, 32, 2])
+    on = origins[0] + depth[0, row, col, None] * dirs[0, row, col]
+    points = torch.cat([on[:1], origins[0] + 0.9 * (on[1:2] - origins[0]), on[2:]])
+    seen, agree = mvs.confirmed(maps, vm, K, points, 0.05)
+    assert seen.tolist() == [True, True, True] and agree.tolist() == [True, False, False]
+    seen, agree = mvs.confirmed(maps, vm, K, points, 0.05, torch.zeros_like(kept, dtype=torch.bool))
+    assert not bool(seen.any()) and not bool(agree.any())

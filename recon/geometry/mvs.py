@@ -293,3 +293,24 @@ def fuse(maps: DepthMaps, images: Tensor, viewmats: Tensor, Ks: Tensor) -> tuple
     """(points [N, 3], colours [N, 3], confidence [N]) of every kept pixel of every view."""
     keep = maps.depth > 0
     return depth_to_points(maps.depth[..., None], viewmats, Ks)[keep], images[keep], maps.confidence[keep]
+
+
+def confirmed(maps: DepthMaps, viewmats: Tensor, Ks: Tensor, points: Tensor, tolerance: float,
+              masks: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Of world points [N, 3]: (seen [N], confirmed [N]). A point is seen where it projects into a view (inside its
+    mask, with ``masks`` [V, H, W]), and confirmed where a view that sees it kept a depth at its pixel within
+    ``tolerance`` (relative) of the point's own."""
+    views, height, width = maps.depth.shape
+    seen = torch.zeros(len(points), dtype=torch.bool, device=points.device)
+    agree = torch.zeros_like(seen)
+    for v in range(views):
+        uv, z = project_points(points, viewmats[v], Ks[v])
+        px = torch.nan_to_num(uv).floor().long()
+        inside = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < width) & (px[:, 1] >= 0) & (px[:, 1] < height)
+        px = torch.where(inside[:, None], px, 0)
+        if masks is not None:
+            inside &= masks[v, px[:, 1], px[:, 0]]
+        depth = maps.depth[v, px[:, 1], px[:, 0]]
+        seen |= inside
+        agree |= inside & (depth > 0) & ((depth - z).abs() <= tolerance * z)
+    return seen, agree

@@ -12,7 +12,13 @@
 
 ``auto`` tries them in that order, each where it applies (stereo needs two
 views, the hull masks that may shape the model); a source that finds too
-little hands over to the next with a warning that says why.
+little hands over to the next with a warning that says why. Where the scene
+has SfM points (an estimate's, a COLMAP model's, or the given cameras'
+matches, poses.given_points), stereo must confirm enough of them
+(``init.mvs_min_confirmed``): a view that sees a point kept a depth within 5%
+of its own. Stereo that misses what the photos' matches see (views far apart,
+little texture) is set aside, its depths too, and the SfM points seed the
+splats.
 
 Colours are the mean of the training images where each point projects (inside
 the mask when there is one), grey where no view sees it; stereo points keep the
@@ -47,6 +53,8 @@ CONFIG = "init"
 ON_DEVICE = True  # computes on the run's device: a CPU run's results are not a GPU run's
 OUTPUTS = ("assets/mvs",)
 SOURCES = ("mvs", "sfm", "hull", "random")
+CONFIRM_TOLERANCE = 0.05  # an SfM point confirms a stereo depth within 5% of its own
+CONFIRM_MIN_POINTS = 20  # fewer SfM points than this judge nothing
 
 
 def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
@@ -67,12 +75,25 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     values: dict = {}
     points = colors = None
     candidates_of = candidates(graph, train, cfg.init.source)
+    own_points = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))[0] if "sfm" in candidates_of \
+        else np.zeros((0, 3))
     for source in candidates_of:
         why = None
         if source == "mvs":
-            found = stereo(graph, train, cfg.init, center, radius, device, rng)
+            check = own_points if len(own_points) >= CONFIRM_MIN_POINTS else None
+            found = stereo(graph, train, cfg.init, center, radius, device, rng, check)
             values["mvs"] = found.metrics
-            if len(found.points) >= cfg.init.mvs_min_points:
+            share = found.metrics.get("sfm_confirmed")
+            if len(found.points) < cfg.init.mvs_min_points:
+                keep_stereo(graph, train, found)  # its few depths still supervise where they are confident
+                why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
+                       f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
+            elif share is not None and share < cfg.init.mvs_min_confirmed:
+                why = (f"multi-view stereo confirms {share:.0%} of the {found.metrics['sfm_seen']} SfM points it "
+                       f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.0%}): its depths miss "
+                       f"what the photos' matches see, so neither its points nor its depths are used")
+            else:
+                keep_stereo(graph, train, found)
                 points, colors = found.points, found.colors
                 made_from = [POINTS_MVS]
                 if cfg.init.mvs_sfm and "sfm" in candidates_of:
@@ -86,9 +107,6 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                     extra = random_in_frusta(views(), center, radius, int(cfg.init.mvs_random * len(points)), rng)
                     colors = np.concatenate([colors, sample_colors(views(), extra)])
                     points = np.concatenate([points, extra])
-            else:
-                why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
-                       f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
         elif source == "sfm":
             points, colors = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))
             made_from = [POINTS_SFM]
@@ -132,16 +150,22 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
 
 @dataclass
 class StereoResult:
-    """Fused stereo points [N, 3], their colours [N, 3], and what was measured."""
+    """Fused stereo points [N, 3], their colours [N, 3], the depth and confidence maps [V, H, W] they came from (at
+    ``size``), and what was measured."""
 
     points: np.ndarray
     colors: np.ndarray
+    depth: np.ndarray
+    confidence: np.ndarray
+    size: tuple[int, int]
     metrics: dict
 
 
 def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndarray, radius: float,
-           device: torch.device, rng: np.random.Generator) -> StereoResult:
-    """Depth maps of the training views (kept as ``depth/mvs``) and their fused points (``points/mvs``)."""
+           device: torch.device, rng: np.random.Generator, check: np.ndarray | None = None) -> StereoResult:
+    """Depth maps of the training views and their fused points; with ``check`` (SfM points [P, 3]) also the share
+    of those the views see that the depths confirm (``sfm_confirmed``, within ``CONFIRM_TOLERANCE`` of their
+    depth)."""
     start = time.perf_counter()
     cam0 = graph.camera_of(train[0])
     max_side = ic.mvs_max_side if device.type == "cuda" else ic.mvs_cpu_max_side
@@ -151,6 +175,7 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
     settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
                                   sources=ic.mvs_sources, best_sources=ic.mvs_best_sources, scales=ic.mvs_scales,
                                   min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
+    checked = {}
     with torch.no_grad():
         images = frames.training_images()
         maps = mvs.estimate_depth(images, frames.viewmats, frames.Ks, torch.tensor(near, device=device).float(),
@@ -159,31 +184,44 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
             maps.depth[~frames.masks] = 0
             maps.confidence[~frames.masks] = 0
         fused = mvs.fuse(maps, images, frames.viewmats, frames.Ks)
+        if check is not None:
+            seen, agree = mvs.confirmed(maps, frames.viewmats, frames.Ks, torch.as_tensor(check).float().to(device),
+                                        CONFIRM_TOLERANCE, frames.masks)
+            n_seen = int(seen.sum())
+            checked = {"sfm_seen": n_seen, "sfm_confirmed": round(int(agree.sum()) / n_seen, 4) if n_seen else None}
     points, colors = (t.double().cpu().numpy() for t in fused[:2])
     if len(points) > ic.mvs_points:
         pick = rng.choice(len(points), ic.mvs_points, replace=False)
         points, colors = points[pick], colors[pick]
     depth = maps.depth.cpu().numpy().astype(np.float32)
-    confidence = maps.confidence.cpu().numpy().astype(np.float32)
-    rel = "assets/mvs/depth.npz"
-    atomic_write(graph.resolve(rel), lambda tmp: np.savez_compressed(tmp, depth=depth, confidence=confidence))
-    graph.replace(DepthMaps(id=DEPTH_MVS, path=rel, views=[v.id for v in train], width=frames.width,
-                            height=frames.height, provenance=Provenance(NAME, made_from=[v.id for v in train])))
-    graph.replace(PointCloud(id=POINTS_MVS, path=None, count=len(points), kind="mvs", points=points, colors=colors,
-                             provenance=Provenance(NAME, made_from=[DEPTH_MVS])))
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
                "kept_share": [round(float(k), 4) for k in kept], "near": [float(n) for n in near],
-               "far": [float(f) for f in far], "seconds": time.perf_counter() - start}
-    return StereoResult(points, colors, metrics)
+               "far": [float(f) for f in far], **checked, "seconds": time.perf_counter() - start}
+    return StereoResult(points, colors, depth, maps.confidence.cpu().numpy().astype(np.float32),
+                        (frames.width, frames.height), metrics)
+
+
+def keep_stereo(graph: SceneGraph, train: list[View], found: StereoResult) -> None:
+    """The depth and confidence maps as ``depth/mvs`` (which supervises optimize) and the fused points as
+    ``points/mvs``."""
+    rel = "assets/mvs/depth.npz"
+    atomic_write(graph.resolve(rel), lambda tmp: np.savez_compressed(tmp, depth=found.depth,
+                                                                     confidence=found.confidence))
+    graph.replace(DepthMaps(id=DEPTH_MVS, path=rel, views=[v.id for v in train], width=found.size[0],
+                            height=found.size[1], provenance=Provenance(NAME, made_from=[v.id for v in train])))
+    graph.replace(PointCloud(id=POINTS_MVS, path=None, count=len(found.points), kind="mvs", points=found.points,
+                             colors=found.colors, provenance=Provenance(NAME, made_from=[DEPTH_MVS])))
 
 
 def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
                 radius: float) -> tuple[list[float], list[float]]:
     """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
-    percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind it."""
+    percentile, widened likewise; not those of the given cameras' matches), else from two scene radii in front of
+    the scene's centre to five behind it."""
     sfm = graph.get(POINTS_SFM, PointCloud)
-    sfm_points = ply.read_points(graph.resolve(sfm.path))[0] if sfm is not None and sfm.path else None
+    sfm_points = (ply.read_points(graph.resolve(sfm.path))[0]
+                  if sfm is not None and sfm.path and not from_given_cameras(graph) else None)
     near, far = [], []
     for view in train:
         cam = graph.camera_of(view)
@@ -202,6 +240,17 @@ def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
         near.append(max(dz - 2 * radius, 0.1 * abs(dz)))
         far.append(max(dz + 5 * radius, 2 * near[-1]))
     return near, far
+
+
+def from_given_cameras(graph: SceneGraph) -> bool:
+    """Whether the scene's SfM points are the given cameras' explained matches (poses.given_points). They do not
+    set stereo's depth range: on castle-P30 they moved the default by -0.7 / +0.2 dB at 3 / 4 views
+    (real-ablation-10-h200.json, call D), and the range they would replace is the one every figure was measured
+    with."""
+    node = graph.get(POINTS_SFM, PointCloud)
+    poses = graph.get(metrics_id("poses"), Metrics)
+    return (node is not None and node.provenance.stage == "poses" and poses is not None
+            and poses.values.get("source") == "given")
 
 
 class _ViewData:
