@@ -14,11 +14,10 @@
 views, the hull masks that may shape the model); a source that finds too
 little hands over to the next with a warning that says why. Where the scene
 has SfM points (an estimate's, a COLMAP model's, or the given cameras'
-matches, poses.given_points), stereo must confirm enough of them
-(``init.mvs_min_confirmed``): a view that sees a point kept a depth within 5%
-of its own. Stereo that misses what the photos' matches see (views far apart,
-little texture) is set aside, its depths too, and the SfM points seed the
-splats.
+matches, poses.given_points), init measures the share of them stereo confirms
+(a view that sees a point kept a depth within 5% of its own); with
+``init.mvs_min_confirmed`` set, stereo that confirms fewer is set aside, its
+depths too, and the SfM points seed the splats.
 
 Colours are the mean of the training images where each point projects (inside
 the mask when there is one), grey where no view sees it; stereo points keep the
@@ -75,12 +74,11 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     values: dict = {}
     points = colors = None
     candidates_of = candidates(graph, train, cfg.init.source)
-    own_points = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))[0] if "sfm" in candidates_of \
-        else np.zeros((0, 3))
+    sfm = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud))) if "sfm" in candidates_of else None
     for source in candidates_of:
         why = None
         if source == "mvs":
-            check = own_points if len(own_points) >= CONFIRM_MIN_POINTS else None
+            check = sfm[0] if sfm is not None and len(sfm[0]) >= CONFIRM_MIN_POINTS else None
             found = stereo(graph, train, cfg.init, center, radius, device, rng, check)
             values["mvs"] = found.metrics
             share = found.metrics.get("sfm_confirmed")
@@ -96,8 +94,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 keep_stereo(graph, train, found)
                 points, colors = found.points, found.colors
                 made_from = [POINTS_MVS]
-                if cfg.init.mvs_sfm and "sfm" in candidates_of:
-                    sfm_points, sfm_colors = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))
+                if cfg.init.mvs_sfm and sfm is not None:
+                    sfm_points, sfm_colors = sfm
                     if sfm_colors is None:
                         sfm_colors = sample_colors(views(), sfm_points)
                     points, colors = np.concatenate([points, sfm_points]), np.concatenate([colors, sfm_colors])
@@ -108,7 +106,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                     colors = np.concatenate([colors, sample_colors(views(), extra)])
                     points = np.concatenate([points, extra])
         elif source == "sfm":
-            points, colors = ply.read_points(graph.file_of(graph.node(POINTS_SFM, PointCloud)))
+            assert sfm is not None  # a candidate only where the scene has them
+            points, colors = sfm
             made_from = [POINTS_SFM]
         elif source == "hull":
             points = carve_hull(views(), center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
