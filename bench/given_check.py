@@ -6,8 +6,9 @@ predict, and whether the stage warned. A capture with a known defect in its copy
 as stored and corrected. With ``poses.given_points`` on, each row also counts the explained matches triangulated into
 SfM points (``points``; 0 where the scene has points of its own), what ``plain_sfm`` starts from. With ``--stereo``
 each run goes on through the init stage, its stereo at the size a CUDA run matches at (``init.mvs_max_side``), and
-records the share of each view's pixels stereo kept, the share of the SfM points it confirms and the source init
-chose (``init.mvs_min_confirmed``). Prints one JSON line per run and writes the report.
+records the share of each view's pixels stereo kept and the share of the SfM points it confirms (what
+``init.mvs_min_confirmed`` judges by), with the source init chose under the default settings. Prints one JSON line
+per run and writes the report.
 
     python bench/given_check.py --root ../shared/realdata --views 3,4,6 --out bench/results/given-check-cpu.json
     python bench/given_check.py --root ../shared/realdata --views 3,4 --stereo --out bench/results/stereo-check-cpu.json
@@ -52,9 +53,10 @@ def main() -> int:
                 if protocol is None:
                     continue
                 for n in [int(v) for v in args.views.split(",")]:
-                    stereo = {"init.mvs_cpu_max_side": load_config("default").init.mvs_max_side} if args.stereo else {}
-                    cfg = load_config("default", {**protocol["overrides"], "views.count": n,
-                                                  "poses.given_points": True, **stereo})
+                    overrides = {**protocol["overrides"], "views.count": n, "poses.given_points": True}
+                    cfg = load_config("default", overrides)
+                    if args.stereo:
+                        cfg = load_config("default", {**overrides, "init.mvs_cpu_max_side": cfg.init.mvs_max_side})
                     start = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")

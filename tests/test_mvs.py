@@ -120,7 +120,8 @@ def test_window_means_by_running_sums_equal_average_pooling():
 
 def test_points_on_the_kept_depths_are_confirmed_and_points_off_them_are_not():
     """mvs.confirmed: a point on the wall where a view kept the wall's depth is confirmed; the same point 10% nearer
-    the camera is seen but not confirmed; a point where no view kept a depth, or outside every mask, is neither."""
+    the camera is seen but not confirmed; a point where no view kept a depth is seen but not confirmed, and one
+    outside every mask is neither."""
     _, vm, K, depth, _ = wall_views()
     kept = depth.clone()
     kept[1:] = 0  # only the first view kept depths, and none in its 8 leftmost columns

@@ -78,8 +78,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     for source in candidates_of:
         why = None
         if source == "mvs":
-            check = sfm[0] if sfm is not None and len(sfm[0]) >= CONFIRM_MIN_POINTS else None
-            found = stereo(graph, train, cfg.init, center, radius, device, rng, check)
+            bounding = None if sfm is None or from_given_cameras(graph) else sfm[0]
+            found = stereo(graph, train, cfg.init, depth_range(graph, train, center, radius, bounding), device, rng,
+                           None if sfm is None else sfm[0])
             values["mvs"] = found.metrics
             share = found.metrics.get("sfm_confirmed")
             if len(found.points) < cfg.init.mvs_min_points:
@@ -87,8 +88,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
             elif share is not None and share < cfg.init.mvs_min_confirmed:
-                why = (f"multi-view stereo confirms {share:.0%} of the {found.metrics['sfm_seen']} SfM points it "
-                       f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.0%}): its depths miss "
+                why = (f"multi-view stereo confirms {share:.1%} of the {found.metrics['sfm_seen']} SfM points it "
+                       f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.1%}): its depths miss "
                        f"what the photos' matches see, so neither its points nor its depths are used")
             else:
                 keep_stereo(graph, train, found)
@@ -160,17 +161,17 @@ class StereoResult:
     metrics: dict
 
 
-def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndarray, radius: float,
+def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: tuple[list[float], list[float]],
            device: torch.device, rng: np.random.Generator, check: np.ndarray | None = None) -> StereoResult:
-    """Depth maps of the training views and their fused points; with ``check`` (SfM points [P, 3]) also the share
-    of those the views see that the depths confirm (``sfm_confirmed``, within ``CONFIRM_TOLERANCE`` of their
-    depth)."""
+    """Depth maps of the training views over their (near, far) ``depth_bounds`` and their fused points; with
+    ``check`` (SfM points [P, 3]) also the share of those the views see that the depths confirm (``sfm_confirmed``,
+    within ``CONFIRM_TOLERANCE`` of their depth, where the views see at least ``CONFIRM_MIN_POINTS``)."""
     start = time.perf_counter()
     cam0 = graph.camera_of(train[0])
     max_side = ic.mvs_max_side if device.type == "cuda" else ic.mvs_cpu_max_side
     factor = max(1, math.ceil(max(cam0.width, cam0.height) / max_side))
     frames = load_frames(graph, train, factor, training=True).to(device)
-    near, far = depth_range(graph, train, center, radius)
+    near, far = depth_bounds
     settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
                                   sources=ic.mvs_sources, best_sources=ic.mvs_best_sources, scales=ic.mvs_scales,
                                   min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
@@ -187,7 +188,8 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, center: np.ndar
             seen, agree = mvs.confirmed(maps, frames.viewmats, frames.Ks, torch.as_tensor(check).float().to(device),
                                         CONFIRM_TOLERANCE, frames.masks)
             n_seen = int(seen.sum())
-            checked = {"sfm_seen": n_seen, "sfm_confirmed": round(int(agree.sum()) / n_seen, 4) if n_seen else None}
+            checked = {"sfm_seen": n_seen, "sfm_confirmed": round(int(agree.sum()) / n_seen, 4)
+                       if n_seen >= CONFIRM_MIN_POINTS else None}
     points, colors = (t.double().cpu().numpy() for t in fused[:2])
     if len(points) > ic.mvs_points:
         pick = rng.choice(len(points), ic.mvs_points, replace=False)
@@ -213,14 +215,11 @@ def keep_stereo(graph: SceneGraph, train: list[View], found: StereoResult) -> No
                              colors=found.colors, provenance=Provenance(NAME, made_from=[DEPTH_MVS])))
 
 
-def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray,
-                radius: float) -> tuple[list[float], list[float]]:
-    """(near, far) per training view: the dataset's bounds widened by 20%, else the SfM points' depths (1st to 99th
-    percentile, widened likewise; not those of the given cameras' matches), else from two scene radii in front of
-    the scene's centre to five behind it."""
-    sfm = graph.get(POINTS_SFM, PointCloud)
-    sfm_points = (ply.read_points(graph.resolve(sfm.path))[0]
-                  if sfm is not None and sfm.path and not from_given_cameras(graph) else None)
+def depth_range(graph: SceneGraph, train: list[View], center: np.ndarray, radius: float,
+                sfm_points: np.ndarray | None) -> tuple[list[float], list[float]]:
+    """(near, far) per training view: the dataset's bounds widened by 20%, else the depths of ``sfm_points`` (1st to
+    99th percentile, widened likewise), else from two scene radii in front of the scene's centre to five behind
+    it."""
     near, far = [], []
     for view in train:
         cam = graph.camera_of(view)
@@ -246,10 +245,8 @@ def from_given_cameras(graph: SceneGraph) -> bool:
     set stereo's depth range: on castle-P30 they moved the default by -0.7 / +0.2 dB at 3 / 4 views
     (real-ablation-10-h200.json, call D), and the range they would replace is the one every figure was measured
     with."""
-    node = graph.get(POINTS_SFM, PointCloud)
     poses = graph.get(metrics_id("poses"), Metrics)
-    return (node is not None and node.provenance.stage == "poses" and poses is not None
-            and poses.values.get("source") == "given")
+    return poses is not None and poses.values.get("given_fit", {}).get("points", 0) > 0
 
 
 class _ViewData:
