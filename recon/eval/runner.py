@@ -86,9 +86,9 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
     from recon.pipeline import run_scene
 
     start = time.perf_counter()
-    base = {"scene": task.name, "suite": suite_name, "key": key, "host": platform.node()}
+    host = platform.node()
     if task.problem is not None:
-        return {**base, "status": "failed", "error": task.problem}, {}
+        return _failure(suite_name, task.name, key, task.problem, host=host), {}
     assert task.path is not None  # only a task with a problem has no folder
     try:
         cfg = load_config(preset, {**task.overrides, **overrides, "device": device})
@@ -99,10 +99,10 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
         if submission == "spare":
             files.update(_spare_submission(graph, task.name, cfg.device))
     except ReconError as exc:
-        return {**base, "status": "failed", "error": f"{task.name}: {exc}"}, {}
+        return _failure(suite_name, task.name, key, f"{task.name}: {exc}", host=host), {}
     except Exception as exc:  # a bug, not bad input: keep the other scenes going, keep the trace
-        return {**base, "status": "failed", "error": f"{task.name}: {type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc()}, {}
+        return _failure(suite_name, task.name, key, f"{task.name}: {type(exc).__name__}: {exc}", host=host,
+                        traceback=traceback.format_exc()), {}
     stages = {name: rec.seconds for name, rec in graph.stages.items()}
     optimize = dict(graph.stages["optimize"].metrics) if "optimize" in graph.stages else {}
     prior = dict(graph.stages["prior"].metrics) if "prior" in graph.stages else {}
@@ -118,9 +118,10 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
         metrics.update(pose_rotation_deg=errors["rotation_error_deg"]["mean"],
                        pose_translation_relative=errors["translation_error_relative"])
     views = graph.stages["views"].metrics if "views" in graph.stages else {}
-    return {**base, "status": "ok", "metrics": metrics, "per_view": per_view, "stages": stages,
-            "seconds": time.perf_counter() - start, "train_views": views.get("train_indices"),
-            "test_views": views.get("test_indices"), "backend": optimize.get("backend"),
+    return {"scene": task.name, "suite": suite_name, "key": key, "host": host, "status": "ok", "metrics": metrics,
+            "per_view": per_view, "stages": stages, "seconds": time.perf_counter() - start,
+            "train_views": views.get("train_indices"), "test_views": views.get("test_indices"),
+            "backend": optimize.get("backend"),
             "gaussians": optimize.get("gaussians"), "lpips_status": optimize.get("lpips_status"),
             "run": str(result.out_dir)}, files
 
@@ -338,7 +339,12 @@ def _start_ray(ray: Any, address: str) -> None:
 
 def _failed(a: tuple, error: str) -> dict:
     """The result of the scene of :func:`evaluate_scene`'s arguments ``a`` that failed on Ray with ``error``."""
-    return {"scene": a[2].name, "suite": a[0], "key": a[3], "status": "failed", "error": f"{a[2].name}: {error}"}
+    return _failure(a[0], a[2].name, a[3], f"{a[2].name}: {error}")
+
+
+def _failure(suite: str, scene: str, key: str, error: str, **extra: Any) -> dict:
+    """A scene's result when it failed; ``error`` names the scene and says why."""
+    return {"scene": scene, "suite": suite, "key": key, "status": "failed", "error": error, **extra}
 
 
 def _kill(ray: Any, actor: Any) -> None:
