@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.render import depth_to_points, pixel_rays, project_points, rigid_inverse
+from recon.render import depth_to_points, image_pixels, pixel_rays, project_points, rigid_inverse
 
 
 @dataclass(frozen=True)
@@ -304,10 +304,7 @@ def confirmed(maps: DepthMaps, viewmats: Tensor, Ks: Tensor, points: Tensor, tol
     seen = torch.zeros(len(points), dtype=torch.bool, device=points.device)
     agree = torch.zeros_like(seen)
     for v in range(views):
-        uv, z = project_points(points, viewmats[v], Ks[v])
-        px = torch.nan_to_num(uv).floor().long()
-        inside = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < width) & (px[:, 1] >= 0) & (px[:, 1] < height)
-        px = torch.where(inside[:, None], px, 0)
+        px, inside, z = image_pixels(points, viewmats[v], Ks[v], width, height)
         if masks is not None:
             inside &= masks[v, px[:, 1], px[:, 0]]
         depth = maps.depth[v, px[:, 1], px[:, 0]]

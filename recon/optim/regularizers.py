@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recon.metrics.images import ssim_map
-from recon.render import depth_to_points, project_points, rigid_inverse
+from recon.render import depth_to_points, image_pixels, rigid_inverse
 
 
 def photometric(render: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
@@ -173,12 +173,8 @@ def outside_hull(means: Tensor, viewmats: Tensor, Ks: Tensor, masks: Tensor, dil
     m = m[:, 0] > 0.5
     out = torch.zeros(len(means), dtype=torch.bool, device=means.device)
     for c in range(C):
-        uv, z = project_points(means, viewmats[c], Ks[c])
-        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
-        inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        hit = torch.zeros_like(out)
-        hit[inside] = ~m[c, v[inside], u[inside]]
-        out |= hit
+        px, inside, _ = image_pixels(means, viewmats[c], Ks[c], W, H)
+        out |= inside & ~m[c, px[:, 1], px[:, 0]]
     return out
 
 
@@ -186,10 +182,7 @@ def outside_hull(means: Tensor, viewmats: Tensor, Ks: Tensor, masks: Tensor, dil
 def covisibility(points: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int) -> Tensor:
     """[V, V]: how many of ``points`` [N, 3] lie in front of and inside the images of both cameras of each pair (0 on
     the diagonal)."""
-    seen = []
-    for c in range(len(viewmats)):
-        uv, z = project_points(points, viewmats[c], Ks[c])
-        seen.append((z > 0) & (uv >= 0).all(-1) & (uv[:, 0] < width) & (uv[:, 1] < height))
-    both = torch.stack(seen).float()
+    both = torch.stack([image_pixels(points, viewmats[c], Ks[c], width, height)[1]
+                        for c in range(len(viewmats))]).float()
     counts = both @ both.T
     return counts.fill_diagonal_(0)

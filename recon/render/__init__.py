@@ -181,6 +181,16 @@ def project_points(points: Tensor, viewmat: Tensor, K: Tensor) -> tuple[Tensor, 
     return (cam @ K.T)[..., :2] / z.clamp_min(1e-8)[..., None], z
 
 
+def image_pixels(points: Tensor, viewmat: Tensor, K: Tensor, width: int,
+                 height: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Of world points [N, 3] in one camera: the integer pixel (col, row) [N, 2] each falls in (0 where it falls
+    outside), whether it lies in front of the camera and inside the image [N], and its z-depth [N]."""
+    uv, z = project_points(points, viewmat, K)
+    px = torch.nan_to_num(uv).floor().long()
+    inside = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < width) & (px[:, 1] >= 0) & (px[:, 1] < height)
+    return torch.where(inside[:, None], px, 0), inside, z
+
+
 def depth_to_points(depth: Tensor, viewmats: Tensor, Ks: Tensor) -> Tensor:
     """World points [C, H, W, 3] of a z-depth map [C, H, W, 1]."""
     origins, dirs = pixel_rays(viewmats, Ks, depth.shape[2], depth.shape[1])
