@@ -110,11 +110,13 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
         if poses.get("source") == "estimated":
             row["poses"] = poses
         m = graph.nodes[metrics_id("optimize")].values
+        init = graph.nodes[metrics_id("init")].values
+        stereo = init.get("mvs", {})
         row.update({k: m.get(k) for k in METRICS})
         row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
                    resolution=m.get("resolution"), seconds=time.perf_counter() - start,
-                   init=graph.nodes[metrics_id("init")].values.get("source"),
-                   stereo_kept=graph.nodes[metrics_id("init")].values.get("mvs", {}).get("kept_share"),
+                   init=init.get("source"), init_points=init.get("points"), stereo_kept=stereo.get("kept_share"),
+                   fill_points=stereo.get("fill_points"), fill_dropped=stereo.get("fill_dropped"),
                    train_views=graph.nodes[metrics_id("views")].values["train_indices"],
                    test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]))
         if images:

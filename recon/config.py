@@ -149,6 +149,12 @@ class InitConfig:
     mvs_random: float = 0.0
     """Random points in the common view volume added to the MVS points, as a share of their number (for what no
     two views see)."""
+    mvs_fill: float = 0.0
+    """Points where stereo kept no depth, as a share of the stereo points: pixels drawn from each view's holes (inside
+    its mask where masks shape the model), at depths interpolated in inverse depth from the depths around them that
+    stereo kept, less those another view's kept depth shows to be empty space. 0: none. At 3 views
+    (real-ablation-11-h200.json) 0.2 / 0.5 / 1.0 lowered every capture: the DTU scan -1.0 / -1.8 / -2.3 dB masked,
+    fern -0.1 / -0.2 / -0.5, horns 0.0 / -0.2 / -0.5, flower 0.0 / -0.2 / -0.2."""
     mvs_min_confirmed: float = 0.0
     """Share of the scene's SfM points (those the training views see, at least 20) that stereo must confirm, a view
     that sees one having kept a depth within 5% of its own; below it stereo is set aside, its points and depths,

@@ -135,3 +135,39 @@ def test_points_on_the_kept_depths_are_confirmed_and_points_off_them_are_not():
     assert seen.tolist() == [True, True, True] and agree.tolist() == [True, False, False]
     seen, agree = mvs.confirmed(maps, vm, K, points, 0.05, torch.zeros_like(kept, dtype=torch.bool))
     assert not bool(seen.any()) and not bool(agree.any())
+
+
+def test_depth_interpolated_into_a_hole_lies_on_the_surface_around_it():
+    """mvs.interpolate_depth: a hole in the middle of each view's kept depth takes depths within 2% of the wall's
+    (inverse depth is linear across a plane); kept depths stay; a view that kept none stays empty."""
+    _, vm, K, depth, _ = wall_views()
+    kept = depth.clone()
+    kept[:, 10:30, 20:44] = 0
+    kept[2] = 0
+    filled = mvs.interpolate_depth(mvs.DepthMaps(kept, (kept > 0).float()))
+    hole = ((filled - depth).abs() / depth)[:2, 10:30, 20:44]
+    assert float(hole.max()) < 0.02 and float(hole.median()) < 0.01
+    assert torch.equal(filled[:2][kept[:2] > 0], kept[:2][kept[:2] > 0])
+    assert not bool(filled[2].any())
+
+
+def test_points_filled_into_holes_lie_on_the_surface_unless_another_view_sees_through_them():
+    """mvs.fill_points: points drawn in the views' holes lie on the wall, coloured from the photo; masks limit where
+    they are drawn; where one view's depths are 30% short, its hole points float in front of the wall the other
+    views kept, and are dropped."""
+    images, vm, K, depth, _ = wall_views()
+    kept = depth.clone()
+    kept[:, 10:30, 20:44] = 0
+    maps = mvs.DepthMaps(kept, (kept > 0).float())
+    points, colours = mvs.fill_points(maps, images, vm, K, 300, torch.Generator().manual_seed(0))
+    assert len(points) == 300 and colours.shape == (300, 3) and float(colours.std()) > 0.05
+    off_wall = (points @ WALL).abs() / WALL.norm()
+    assert float(off_wall.max()) < 0.06  # 2% of the 3-unit viewing distance
+    nothing = torch.zeros_like(kept, dtype=torch.bool)
+    assert len(mvs.fill_points(maps, images, vm, K, 300, torch.Generator().manual_seed(0), nothing)[0]) == 0
+    short = kept.clone()
+    short[0] *= 0.7
+    short[1:] = depth[1:]  # the other views kept the whole wall: view 0's holes are the only ones
+    points, _ = mvs.fill_points(mvs.DepthMaps(short, (short > 0).float()), images, vm, K, 300,
+                                torch.Generator().manual_seed(0))
+    assert len(points) < 15

@@ -269,7 +269,8 @@ def test_held_out_cameras_can_be_fitted_to_their_photos_before_scoring(synthetic
 
 
 def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(synthetic_scene, tmp_path):
-    switches = {"init.source": "mvs", "init.mvs_min_points": 50, "init.mvs_max_planes": 32, "optimize.steps": 12,
+    switches = {"init.source": "mvs", "init.mvs_min_points": 50, "init.mvs_max_planes": 32, "init.mvs_fill": 0.5,
+                "optimize.steps": 12,
                 "optimize.cpu_steps": 12, "optimize.refine_start": 100, "optimize.regularize_from": 2,
                 "optimize.depth_weight": 0.1, "optimize.anisotropy": 0.1, "optimize.max_anisotropy": 2.0,
                 "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
@@ -282,6 +283,8 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
     depth = graph.nodes["depth/mvs"]
     assert len(depth.views) == 4 and (tmp_path / "mug" / depth.path).is_file()
     assert graph.nodes["points/mvs"].count == init["mvs"]["points"]
+    fill = init["mvs"]["fill_points"]  # points in stereo's holes, beside its own
+    assert 0 < fill <= round(0.5 * init["mvs"]["points"]) and init["points"] == init["mvs"]["points"] + fill
     metrics = graph.nodes["metrics/optimize"].values
     assert math.isfinite(metrics["psnr"]) and metrics["gaussians"] > 0
     co = metrics["co_training"]  # the partner set trained and was pruned against (at step 10)

@@ -300,14 +300,68 @@ def confirmed(maps: DepthMaps, viewmats: Tensor, Ks: Tensor, points: Tensor, tol
     """Of world points [N, 3]: (seen [N], confirmed [N]). A point is seen where it projects into a view (inside its
     mask, with ``masks`` [V, H, W]), and confirmed where a view that sees it kept a depth at its pixel within
     ``tolerance`` (relative) of the point's own."""
-    views, height, width = maps.depth.shape
     seen = torch.zeros(len(points), dtype=torch.bool, device=points.device)
     agree = torch.zeros_like(seen)
+    for inside, depth, z in _kept_depths(maps, viewmats, Ks, points, masks):
+        seen |= inside
+        agree |= inside & (depth > 0) & ((depth - z).abs() <= tolerance * z)
+    return seen, agree
+
+
+def _kept_depths(maps: DepthMaps, viewmats: Tensor, Ks: Tensor, points: Tensor, masks: Tensor | None = None):
+    """Per view, of world points [N, 3]: (whether the view sees each, inside its mask with ``masks`` [V, H, W]; the
+    depth the view kept at its pixel, 0 for none; the point's own depth in the view), each [N]."""
+    views, height, width = maps.depth.shape
     for v in range(views):
         px, inside, z = image_pixels(points, viewmats[v], Ks[v], width, height)
         if masks is not None:
             inside &= masks[v, px[:, 1], px[:, 0]]
-        depth = maps.depth[v, px[:, 1], px[:, 0]]
-        seen |= inside
-        agree |= inside & (depth > 0) & ((depth - z).abs() <= tolerance * z)
-    return seen, agree
+        yield inside, torch.where(inside, maps.depth[v, px[:, 1], px[:, 0]], 0), z
+
+
+def interpolate_depth(maps: DepthMaps) -> Tensor:
+    """Depth [V, H, W] at every pixel of each view that kept some, interpolated in inverse depth from the kept ones
+    (push-pull over an image pyramid: a pixel takes the mean kept inverse depth of the finest level at which its
+    neighbourhood holds one, blended bilinearly between levels); kept depths stay as they are; 0 throughout a view
+    that kept none."""
+    kept = (maps.depth > 0).float()[:, None]
+    inverse = torch.where(maps.depth > 0, 1 / maps.depth.clamp(min=1e-12), 0)[:, None]
+    pyramid = [(inverse * kept, kept)]  # sums of kept inverse depth and of kept pixels, level by level
+    while min(pyramid[-1][0].shape[-2:]) > 1:
+        total, count = pyramid[-1]
+        pyramid.append((F.avg_pool2d(total, 2, ceil_mode=True), F.avg_pool2d(count, 2, ceil_mode=True)))
+    total, count = pyramid[-1]
+    filled = total / count.clamp(min=1e-12)
+    for total, count in reversed(pyramid[:-1]):
+        coarse = F.interpolate(filled, size=total.shape[-2:], mode="bilinear", align_corners=False)
+        filled = torch.where(count > 0, total / count.clamp(min=1e-12), coarse)
+    known = kept.flatten(1).any(1)[:, None, None]
+    interpolated = torch.where(known & (filled[:, 0] > 0), 1 / filled[:, 0].clamp(min=1e-12), 0)
+    return torch.where(maps.depth > 0, maps.depth, interpolated)
+
+
+def fill_points(maps: DepthMaps, images: Tensor, viewmats: Tensor, Ks: Tensor, count: int, generator: torch.Generator,
+                masks: Tensor | None = None, tolerance: float = 0.05) -> tuple[Tensor, Tensor]:
+    """Up to ``count`` world points [N, 3] and their colours [N, 3] where stereo kept no depth (inside ``masks``
+    [V, H, W] where given): pixels drawn at random from every view's holes, placed at the depth
+    :func:`interpolate_depth` gives them. A point that would sit in front of a depth another view kept, by more than
+    ``tolerance`` of that depth, is dropped: that view sees through the space it would fill."""
+    filled = interpolate_depth(maps)
+    hole = (maps.depth <= 0) & (filled > 0)
+    if masks is not None:
+        hole &= masks
+    where = hole.flatten().nonzero()[:, 0]
+    if count <= 0 or len(where) == 0:
+        return images.new_zeros(0, 3), images.new_zeros(0, 3)
+    pick = where[torch.randperm(len(where), generator=generator)[:count].to(where.device)]
+    views, height, width = maps.depth.shape
+    v, row, col = pick // (height * width), pick // width % height, pick % width
+    uv = torch.stack([col, row], -1).to(images.dtype) + 0.5
+    points = torch.empty(len(pick), 3, dtype=images.dtype, device=images.device)
+    for k in range(views):
+        mine = v == k
+        points[mine] = depth_to_world(filled[k, row[mine], col[mine]], uv[mine], viewmats[k], Ks[k])
+    clear = torch.ones(len(pick), dtype=torch.bool, device=images.device)
+    for inside, depth, z in _kept_depths(maps, viewmats, Ks, points):
+        clear &= ~(inside & (depth > 0) & (z < (1 - tolerance) * depth))
+    return points[clear], images[v, row, col][clear]

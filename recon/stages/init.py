@@ -17,7 +17,9 @@ has SfM points (an estimate's, a COLMAP model's, or the given cameras'
 matches, poses.given_points), init measures the share of them stereo confirms
 (a view that sees a point kept a depth within 5% of its own); with
 ``init.mvs_min_confirmed`` set, stereo that confirms fewer is set aside, its
-depths too, and the SfM points seed the splats.
+depths too, and the SfM points seed the splats. With ``init.mvs_fill``, points
+drawn from stereo's holes, at depths interpolated from the depths around them,
+join the stereo points (off: they lowered every capture).
 
 Colours are the mean of the training images where each point projects (inside
 the mask when there is one), grey where no view sees it; stereo points keep the
@@ -95,6 +97,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 keep_stereo(graph, train, found)
                 points, colors = found.points, found.colors
                 made_from = [POINTS_MVS]
+                if len(found.fill_points):
+                    points = np.concatenate([points, found.fill_points])
+                    colors = np.concatenate([colors, found.fill_colors])
                 if cfg.init.mvs_sfm and sfm is not None:
                     sfm_points, sfm_colors = sfm
                     if sfm_colors is None:
@@ -159,6 +164,8 @@ class StereoResult:
     confidence: np.ndarray
     size: tuple[int, int]
     metrics: dict
+    fill_points: np.ndarray  # [F, 3] where stereo kept no depth (init.mvs_fill), and their colours [F, 3]
+    fill_colors: np.ndarray
 
 
 def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: tuple[list[float], list[float]],
@@ -190,17 +197,24 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
             n_seen = int(seen.sum())
             checked = {"sfm_seen": n_seen, "sfm_confirmed": round(int(agree.sum()) / n_seen, 4)
                        if n_seen >= CONFIRM_MIN_POINTS else None}
-    points, colors = (t.double().cpu().numpy() for t in fused[:2])
-    if len(points) > ic.mvs_points:
-        pick = rng.choice(len(points), ic.mvs_points, replace=False)
-        points, colors = points[pick], colors[pick]
+        points, colors = (t.double().cpu().numpy() for t in fused[:2])
+        if len(points) > ic.mvs_points:
+            pick = rng.choice(len(points), ic.mvs_points, replace=False)
+            points, colors = points[pick], colors[pick]
+        fill_points = fill_colors = np.zeros((0, 3))
+        count = round(ic.mvs_fill * len(points))
+        if count > 0:
+            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            filled = mvs.fill_points(maps, images, frames.viewmats, frames.Ks, count, generator, frames.masks)
+            fill_points, fill_colors = (t.double().cpu().numpy() for t in filled)
+            checked.update(fill_points=len(fill_points), fill_dropped=count - len(fill_points))
     depth = maps.depth.cpu().numpy().astype(np.float32)
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
                "kept_share": [round(float(k), 4) for k in kept], "near": [float(n) for n in near],
                "far": [float(f) for f in far], **checked, "seconds": time.perf_counter() - start}
     return StereoResult(points, colors, depth, maps.confidence.cpu().numpy().astype(np.float32),
-                        (frames.width, frames.height), metrics)
+                        (frames.width, frames.height), metrics, fill_points, fill_colors)
 
 
 def keep_stereo(graph: SceneGraph, train: list[View], found: StereoResult) -> None:
