@@ -374,6 +374,29 @@ def test_depth_smoothness_spares_colour_edges_and_has_finite_gradients():
     assert torch.isfinite(depth.grad).all() and float(depth.grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("kind", ["3dgs", "2dgs"])
+def test_a_training_view_that_sees_no_splat_trains_on_and_densifies(kind):
+    """On the reference rasterizer a view that draws no splat leaves the 2D means without a gradient; the
+    densification strategy reads zeros there, as gsplat's kernels give, and the other view's splats still grow."""
+    from dataclasses import replace
+
+    from recon.optim.trainer import Trainer
+    from recon.scene.frames import Frames
+
+    rng = np.random.default_rng(0)
+    splats = init_splats(rng.normal(scale=0.5, size=(60, 3)), rng.random((60, 3)), sh_degree=0, init_opacity=0.5)
+    eye = np.array([4.0, 0.0, 1.0])
+    viewmats = torch.tensor(np.stack([look_at(eye, np.zeros(3)), look_at(eye, np.array([8.0, 0.0, 1.0]))]),
+                            dtype=torch.float32)  # the second looks away from every splat
+    Ks = torch.tensor(intrinsics_matrix(24, 24, 12, 9), dtype=torch.float32).expand(2, 3, 3)
+    frames = Frames(["a", "b"], torch.rand(2, 18, 24, 3, generator=torch.Generator().manual_seed(0)), None,
+                    viewmats, Ks, 24, 18)
+    oc = replace(load_config("default").optimize, kind=kind, sh_degree=0, refine_start=0, refine_every=2, steps=20)
+    trainer = Trainer(oc, frames, splats, np.zeros(3), 1.0, torch.device("cpu"), seed=0)
+    losses = [float(trainer.step(step, step % 2)) for step in range(6)]
+    assert all(math.isfinite(x) for x in losses) and len(trainer.splats["means"]) > 60
+
+
 def test_a_binocular_partner_moves_sideways_only():
     from recon.render import rigid_inverse
 

@@ -232,6 +232,9 @@ class Trainer:
         bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
         self.first_bad_step = torch.where(bad, step, self.first_bad_step)
         loss.backward()
+        projected = out.info["gradient_2dgs" if oc.kind == "2dgs" else "means2d"]
+        if projected.grad is None:  # the reference rasterizer drew no splat: gsplat's kernels give zeros then
+            projected.grad = torch.zeros_like(projected)
         if oc.strategy == "mcmc":
             self.strategy.step_post_backward(self.splats, self.optimizers, self.state, step, out.info,
                                              lr=self.optimizers["means"].param_groups[0]["lr"])
