@@ -524,7 +524,7 @@ LIMITS: dict[str, Limit] = {
     "init.mvs_best_sources": AT_LEAST_0, "init.mvs_scales": COUNT,
     "init.mvs_min_score": Limit(-1, 1), "init.mvs_min_consistent": COUNT, "init.mvs_max_side": Limit(16),
     "init.mvs_cpu_max_side": Limit(16), "init.mvs_points": COUNT, "init.mvs_min_points": AT_LEAST_0,
-    "init.mvs_random": AT_LEAST_0, "init.mvs_min_confirmed": Limit(0, 1),
+    "init.mvs_random": AT_LEAST_0, "init.mvs_fill": AT_LEAST_0, "init.mvs_min_confirmed": Limit(0, 1),
     "optimize.steps": COUNT, "optimize.steps_per_view": AT_LEAST_0, "optimize.max_steps": AT_LEAST_0,
     "optimize.sh_degree": Limit(0, 3), "optimize.sh_degree_interval": COUNT,
     "optimize.ssim_weight": FRACTION, "optimize.lr_means": AT_LEAST_0, "optimize.lr_scales": AT_LEAST_0,
