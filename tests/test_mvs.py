@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from recon.geometry import mvs
-from recon.render import pixel_rays
+from recon.render import image_pixels, pixel_rays
 from recon.scene.camera import intrinsics_matrix, look_at
 
 WALL = torch.tensor([-0.3, 1.0, 0.0])  # the wall y = 0.3 x, facing the cameras
@@ -149,6 +149,10 @@ def test_depth_interpolated_into_a_hole_lies_on_the_surface_around_it():
     assert float(hole.max()) < 0.02 and float(hole.median()) < 0.01
     assert torch.equal(filled[:2][kept[:2] > 0], kept[:2][kept[:2] > 0])
     assert not bool(filled[2].any())
+    wide = torch.zeros(1, 16, 64)  # a pyramid that ends on a side of 1 before the other
+    wide[0, :, :16] = 2.0
+    filled = mvs.interpolate_depth(mvs.DepthMaps(wide, (wide > 0).float()))
+    assert torch.allclose(filled, torch.full_like(filled, 2.0))
 
 
 def test_points_filled_into_holes_lie_on_the_surface_unless_another_view_sees_through_them():
@@ -159,8 +163,13 @@ def test_points_filled_into_holes_lie_on_the_surface_unless_another_view_sees_th
     kept = depth.clone()
     kept[:, 10:30, 20:44] = 0
     maps = mvs.DepthMaps(kept, (kept > 0).float())
-    points, colours = mvs.fill_points(maps, images, vm, K, 300, torch.Generator().manual_seed(0))
-    assert len(points) == 300 and colours.shape == (300, 3) and float(colours.std()) > 0.05
+    points, colours, drawn = mvs.fill_points(maps, images, vm, K, 300, torch.Generator().manual_seed(0))
+    assert drawn == len(points) == 300 and colours.shape == (300, 3) and float(colours.std()) > 0.05
+    in_hole = torch.zeros(len(points), dtype=torch.bool)  # each lies on a pixel of a view's hole
+    for v in range(3):
+        px, inside, _ = image_pixels(points, vm[v], K[v], 64, 48)
+        in_hole |= inside & (kept[v, px[:, 1], px[:, 0]] == 0)
+    assert bool(in_hole.all())
     off_wall = (points @ WALL).abs() / WALL.norm()
     assert float(off_wall.max()) < 0.06  # 2% of the 3-unit viewing distance
     nothing = torch.zeros_like(kept, dtype=torch.bool)
@@ -168,6 +177,6 @@ def test_points_filled_into_holes_lie_on_the_surface_unless_another_view_sees_th
     short = kept.clone()
     short[0] *= 0.7
     short[1:] = depth[1:]  # the other views kept the whole wall: view 0's holes are the only ones
-    points, _ = mvs.fill_points(mvs.DepthMaps(short, (short > 0).float()), images, vm, K, 300,
-                                torch.Generator().manual_seed(0))
-    assert len(points) < 15
+    points, _, drawn = mvs.fill_points(mvs.DepthMaps(short, (short > 0).float()), images, vm, K, 300,
+                                       torch.Generator().manual_seed(0))
+    assert drawn == 300 and len(points) < 15

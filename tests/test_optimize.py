@@ -116,11 +116,12 @@ def test_nan_stops_the_stage_and_keeps_the_last_good_checkpoint(synthetic_scene,
     assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "reused", "ran"]
 
 
-def test_mcmc_needs_cuda_and_fails_before_writing(synthetic_scene, tmp_path):
+@pytest.mark.parametrize("setting", [{"optimize.strategy": "mcmc"}, {"optimize.absgrad": True}])
+def test_mcmc_and_absgrad_need_cuda_and_fail_before_writing(synthetic_scene, tmp_path, setting):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    with pytest.raises(InputError, match="mcmc needs CUDA"):
-        run_scene(synthetic_scene, tiny(**{"optimize.strategy": "mcmc"}), tmp_path, until="optimize")
+    with pytest.raises(InputError, match=r"(mcmc|absgrad) needs CUDA"):
+        run_scene(synthetic_scene, tiny(**setting), tmp_path, until="optimize")
     assert not (tmp_path / "mug").exists()
 
 

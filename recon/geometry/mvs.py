@@ -40,6 +40,7 @@ along the optical axis. Everything is batched torch and runs on the images' devi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -308,7 +309,8 @@ def confirmed(maps: DepthMaps, viewmats: Tensor, Ks: Tensor, points: Tensor, tol
     return seen, agree
 
 
-def _kept_depths(maps: DepthMaps, viewmats: Tensor, Ks: Tensor, points: Tensor, masks: Tensor | None = None):
+def _kept_depths(maps: DepthMaps, viewmats: Tensor, Ks: Tensor, points: Tensor,
+                 masks: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Per view, of world points [N, 3]: (whether the view sees each, inside its mask with ``masks`` [V, H, W]; the
     depth the view kept at its pixel, 0 for none; the point's own depth in the view), each [N]."""
     views, height, width = maps.depth.shape
@@ -327,9 +329,10 @@ def interpolate_depth(maps: DepthMaps) -> Tensor:
     kept = (maps.depth > 0).float()[:, None]
     inverse = torch.where(maps.depth > 0, 1 / maps.depth.clamp(min=1e-12), 0)[:, None]
     pyramid = [(inverse * kept, kept)]  # sums of kept inverse depth and of kept pixels, level by level
-    while min(pyramid[-1][0].shape[-2:]) > 1:
+    while max(pyramid[-1][0].shape[-2:]) > 1:  # down to one cell, which holds every kept pixel of its view
         total, count = pyramid[-1]
-        pyramid.append((F.avg_pool2d(total, 2, ceil_mode=True), F.avg_pool2d(count, 2, ceil_mode=True)))
+        kernel = tuple(2 if side > 1 else 1 for side in total.shape[-2:])  # a side of 1 stays
+        pyramid.append((F.avg_pool2d(total, kernel, ceil_mode=True), F.avg_pool2d(count, kernel, ceil_mode=True)))
     total, count = pyramid[-1]
     filled = total / count.clamp(min=1e-12)
     for total, count in reversed(pyramid[:-1]):
@@ -341,18 +344,19 @@ def interpolate_depth(maps: DepthMaps) -> Tensor:
 
 
 def fill_points(maps: DepthMaps, images: Tensor, viewmats: Tensor, Ks: Tensor, count: int, generator: torch.Generator,
-                masks: Tensor | None = None, tolerance: float = 0.05) -> tuple[Tensor, Tensor]:
-    """Up to ``count`` world points [N, 3] and their colours [N, 3] where stereo kept no depth (inside ``masks``
-    [V, H, W] where given): pixels drawn at random from every view's holes, placed at the depth
-    :func:`interpolate_depth` gives them. A point that would sit in front of a depth another view kept, by more than
-    ``tolerance`` of that depth, is dropped: that view sees through the space it would fill."""
+                masks: Tensor | None = None, tolerance: float = 0.05) -> tuple[Tensor, Tensor, int]:
+    """World points [N, 3] where stereo kept no depth, their colours [N, 3] (the pixels they were drawn at, of
+    ``images`` [V, H, W, 3]), and how many were drawn: up to ``count`` pixels at random from every view's holes
+    (inside ``masks`` [V, H, W] where given), placed at the depth :func:`interpolate_depth` gives them. A point that
+    would sit in front of a depth another view kept, by more than ``tolerance`` of that depth, is dropped: that view
+    sees through the space it would fill."""
     filled = interpolate_depth(maps)
     hole = (maps.depth <= 0) & (filled > 0)
     if masks is not None:
         hole &= masks
     where = hole.flatten().nonzero()[:, 0]
     if count <= 0 or len(where) == 0:
-        return images.new_zeros(0, 3), images.new_zeros(0, 3)
+        return images.new_zeros(0, 3), images.new_zeros(0, 3), 0
     pick = where[torch.randperm(len(where), generator=generator)[:count].to(where.device)]
     views, height, width = maps.depth.shape
     v, row, col = pick // (height * width), pick // width % height, pick % width
@@ -364,4 +368,4 @@ def fill_points(maps: DepthMaps, images: Tensor, viewmats: Tensor, Ks: Tensor, c
     clear = torch.ones(len(pick), dtype=torch.bool, device=images.device)
     for inside, depth, z in _kept_depths(maps, viewmats, Ks, points):
         clear &= ~(inside & (depth > 0) & (z < (1 - tolerance) * depth))
-    return points[clear], images[v, row, col][clear]
+    return points[clear], images[v, row, col][clear], len(pick)

@@ -233,7 +233,9 @@ class Trainer:
         self.first_bad_step = torch.where(bad, step, self.first_bad_step)
         loss.backward()
         projected = out.info["gradient_2dgs" if oc.kind == "2dgs" else "means2d"]
-        if projected.grad is None:  # the reference rasterizer drew no splat: gsplat's kernels give zeros then
+        if oc.strategy != "mcmc" and projected.grad is None:  # the default strategy reads it (MCMC does not)
+            # The reference rasterizer drew no splat, so nothing made the gradient: gsplat's kernels give zeros then.
+            assert not bool((out.info["radii"] > 0).any()), "splats were drawn but their 2D means have no gradient"
             projected.grad = torch.zeros_like(projected)
         if oc.strategy == "mcmc":
             self.strategy.step_post_backward(self.splats, self.optimizers, self.state, step, out.info,

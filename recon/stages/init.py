@@ -19,7 +19,7 @@ matches, poses.given_points), init measures the share of them stereo confirms
 ``init.mvs_min_confirmed`` set, stereo that confirms fewer is set aside, its
 depths too, and the SfM points seed the splats. With ``init.mvs_fill``, points
 drawn from stereo's holes, at depths interpolated from the depths around them,
-join the stereo points (off: they lowered every capture).
+join the stereo points (off: they lowered the captures' mean).
 
 Colours are the mean of the training images where each point projects (inside
 the mask when there is one), grey where no view sees it; stereo points keep the
@@ -108,7 +108,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                     made_from.append(POINTS_SFM)
                     values["sfm_points"] = int(len(sfm_points))
                 if cfg.init.mvs_random > 0:
-                    extra = random_in_frusta(views(), center, radius, int(cfg.init.mvs_random * len(points)), rng)
+                    extra = random_in_frusta(views(), center, radius, int(cfg.init.mvs_random * len(found.points)),
+                                             rng)
                     colors = np.concatenate([colors, sample_colors(views(), extra)])
                     points = np.concatenate([points, extra])
         elif source == "sfm":
@@ -156,7 +157,7 @@ def candidates(graph: SceneGraph, train: list[View], requested: str) -> list[str
 @dataclass
 class StereoResult:
     """Fused stereo points [N, 3], their colours [N, 3], the depth and confidence maps [V, H, W] they came from (at
-    ``size``), and what was measured."""
+    ``size``), what was measured, and the points drawn in stereo's holes with their colours (``init.mvs_fill``)."""
 
     points: np.ndarray
     colors: np.ndarray
@@ -172,7 +173,8 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
            device: torch.device, rng: np.random.Generator, check: np.ndarray | None = None) -> StereoResult:
     """Depth maps of the training views over their (near, far) ``depth_bounds`` and their fused points; with
     ``check`` (SfM points [P, 3]) also the share of those the views see that the depths confirm (``sfm_confirmed``,
-    within ``CONFIRM_TOLERANCE`` of their depth, where the views see at least ``CONFIRM_MIN_POINTS``)."""
+    within ``CONFIRM_TOLERANCE`` of their depth, where the views see at least ``CONFIRM_MIN_POINTS``); with
+    ``ic.mvs_fill``, points in the depths' holes (:func:`recon.geometry.mvs.fill_points`)."""
     start = time.perf_counter()
     cam0 = graph.camera_of(train[0])
     max_side = ic.mvs_max_side if device.type == "cuda" else ic.mvs_cpu_max_side
@@ -205,9 +207,9 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
         count = round(ic.mvs_fill * len(points))
         if count > 0:
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            filled = mvs.fill_points(maps, images, frames.viewmats, frames.Ks, count, generator, frames.masks)
+            *filled, drawn = mvs.fill_points(maps, images, frames.viewmats, frames.Ks, count, generator, frames.masks)
             fill_points, fill_colors = (t.double().cpu().numpy() for t in filled)
-            checked.update(fill_points=len(fill_points), fill_dropped=count - len(fill_points))
+            checked.update(fill_points=len(fill_points), fill_dropped=drawn - len(fill_points))
     depth = maps.depth.cpu().numpy().astype(np.float32)
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],

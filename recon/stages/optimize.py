@@ -65,11 +65,14 @@ OUTPUTS = (RENDERS_DIR, "assets/optimize", LIVE_DIR)
 
 def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
     """At the size they are trained at, the training views fit the SSIM loss's window (views of another size than
-    most are resampled to it, see :func:`load_frames`); mcmc has CUDA."""
+    most are resampled to it, see :func:`load_frames`); mcmc and absgrad have CUDA."""
     on_gpu = device.type == "cuda"
     if cfg.optimize.strategy == "mcmc" and not on_gpu:
         raise InputError("optimize.strategy=mcmc needs CUDA (gsplat's relocation kernel); "
                          "use strategy=default on the CPU")
+    if cfg.optimize.absgrad and not on_gpu:
+        raise InputError("optimize.absgrad needs CUDA (gsplat's rasterizer gives the absolute gradients); "
+                         "use absgrad=false on the CPU")
     where = graph.source.get("path", graph.name)
     for width, height in {_size(graph, v) for v in graph.views("train")}:
         factor = downsample_factor(width, cfg.optimize, on_gpu)
