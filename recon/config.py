@@ -153,8 +153,8 @@ class InitConfig:
     """Points where stereo kept no depth, as a share of the stereo points: pixels drawn from each view's holes (inside
     its mask where masks shape the model), at depths interpolated in inverse depth from the depths around them that
     stereo kept, less those another view's kept depth shows to be empty space. 0: none. At 3 views
-    (real-ablation-11-h200.json) 0.2 / 0.5 / 1.0 lowered every capture: the DTU scan -1.0 / -1.8 / -2.3 dB masked,
-    fern -0.1 / -0.2 / -0.5, horns 0.0 / -0.2 / -0.5, flower 0.0 / -0.2 / -0.2."""
+    (real-ablation-11-h200.json) 0.2 / 0.5 / 1.0 lowered the mean, every capture at 0.5 and 1.0: the DTU scan -1.0 /
+    -1.8 / -2.3 dB masked, fern -0.1 / -0.2 / -0.5, horns 0.0 / -0.2 / -0.5, flower 0.0 / -0.2 / -0.2."""
     mvs_min_confirmed: float = 0.0
     """Share of the scene's SfM points (those the training views see, at least 20) that stereo must confirm, a view
     that sees one having kept a depth within 5% of its own; below it stereo is set aside, its points and depths,
@@ -189,10 +189,10 @@ class OptimizeConfig:
     use_masks: bool = True
     """Train on the masked object (target composited on the background) when the training views have masks."""
     background: Literal["auto", "random", "black", "white"] = "auto"
-    """auto: random behind masked targets when masks exist, else black. Random behind whole photos gained 0.0 to
-    +0.6 dB on real captures with textured backgrounds and lost 11.5 dB masked on the bundled example, whose backdrop
-    is featureless black (real-ablation-11-h200.json): splats that cover such a backdrop in one view can sit anywhere
-    along its rays, in front of the object in another."""
+    """auto: random behind masked targets when masks exist, else black. Random behind whole photos moved real captures
+    with textured backgrounds by -0.06 to +0.62 dB (real-ablation-11-h200.json) and lost 11.5 dB masked on the bundled
+    example at 6 views, whose backdrop is featureless black (background-example-h200.json): splats that cover such a
+    backdrop in one view can sit anywhere along its rays, in front of the object in another."""
     ssim_weight: float = 0.2
     """Share of (1 - SSIM) in the photometric loss; the rest is L1."""
     lr_means: float = 1.6e-4
