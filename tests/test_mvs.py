@@ -156,9 +156,9 @@ def test_depth_interpolated_into_a_hole_lies_on_the_surface_around_it():
 
 
 def test_points_filled_into_holes_lie_on_the_surface_unless_another_view_sees_through_them():
-    """mvs.fill_points: points drawn in the views' holes lie on the wall, coloured from the photo; masks limit where
-    they are drawn; where one view's depths are 30% short, its hole points float in front of the wall the other
-    views kept, and are dropped."""
+    """mvs.fill_points: points drawn in the views' holes lie on the wall, on hole pixels, coloured from the photo;
+    masks limit where they are drawn; where one view's depths are 30% short, its hole points float in front of the
+    wall the other views kept, and are dropped."""
     images, vm, K, depth, _ = wall_views()
     kept = depth.clone()
     kept[:, 10:30, 20:44] = 0
@@ -174,6 +174,14 @@ def test_points_filled_into_holes_lie_on_the_surface_unless_another_view_sees_th
     assert float(off_wall.max()) < 0.06  # 2% of the 3-unit viewing distance
     nothing = torch.zeros_like(kept, dtype=torch.bool)
     assert len(mvs.fill_points(maps, images, vm, K, 300, torch.Generator().manual_seed(0), nothing)[0]) == 0
+    left = torch.zeros_like(nothing)
+    left[..., :32] = True  # only the left half of each view may be filled
+    points, _, drawn = mvs.fill_points(maps, images, vm, K, 300, torch.Generator().manual_seed(0), left)
+    in_left_hole = torch.zeros(len(points), dtype=torch.bool)
+    for v in range(3):
+        px, inside, _ = image_pixels(points, vm[v], K[v], 64, 48)
+        in_left_hole |= inside & (kept[v, px[:, 1], px[:, 0]] == 0) & (px[:, 0] < 32)
+    assert drawn == len(points) == 300 and bool(in_left_hole.all())
     short = kept.clone()
     short[0] *= 0.7
     short[1:] = depth[1:]  # the other views kept the whole wall: view 0's holes are the only ones
