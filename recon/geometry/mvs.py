@@ -338,8 +338,7 @@ def interpolate_depth(maps: DepthMaps) -> Tensor:
     for total, count in reversed(pyramid[:-1]):
         coarse = F.interpolate(filled, size=total.shape[-2:], mode="bilinear", align_corners=False)
         filled = torch.where(count > 0, total / count.clamp(min=1e-12), coarse)
-    known = kept.flatten(1).any(1)[:, None, None]
-    interpolated = torch.where(known & (filled[:, 0] > 0), 1 / filled[:, 0].clamp(min=1e-12), 0)
+    interpolated = torch.where(filled[:, 0] > 0, 1 / filled[:, 0].clamp(min=1e-12), 0)  # 0: the view kept none
     return torch.where(maps.depth > 0, maps.depth, interpolated)
 
 
@@ -358,13 +357,9 @@ def fill_points(maps: DepthMaps, images: Tensor, viewmats: Tensor, Ks: Tensor, c
     if count <= 0 or len(where) == 0:
         return images.new_zeros(0, 3), images.new_zeros(0, 3), 0
     pick = where[torch.randperm(len(where), generator=generator)[:count].to(where.device)]
-    views, height, width = maps.depth.shape
+    _, height, width = maps.depth.shape
     v, row, col = pick // (height * width), pick // width % height, pick % width
-    uv = torch.stack([col, row], -1).to(images.dtype) + 0.5
-    points = torch.empty(len(pick), 3, dtype=images.dtype, device=images.device)
-    for k in range(views):
-        mine = v == k
-        points[mine] = depth_to_world(filled[k, row[mine], col[mine]], uv[mine], viewmats[k], Ks[k])
+    points = depth_to_points(filled[..., None], viewmats, Ks)[v, row, col]
     clear = torch.ones(len(pick), dtype=torch.bool, device=images.device)
     for inside, depth, z in _kept_depths(maps, viewmats, Ks, points):
         clear &= ~(inside & (depth > 0) & (z < (1 - tolerance) * depth))
