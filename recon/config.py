@@ -188,11 +188,18 @@ class OptimizeConfig:
     """Steps between raising the active spherical-harmonics degree by one."""
     use_masks: bool = True
     """Train on the masked object (target composited on the background) when the training views have masks."""
-    background: Literal["auto", "random", "black", "white"] = "auto"
+    background: Literal["auto", "random", "random_unless_black", "black", "white"] = "auto"
     """auto: random behind masked targets when masks exist, else black. Random behind whole photos moved real captures
     with textured backgrounds by -0.06 to +0.62 dB (real-ablation-11-h200.json) and lost 11.5 dB masked on the bundled
     example at 6 views, whose backdrop is featureless black (background-example-h200.json): splats that cover such a
-    backdrop in one view can sit anywhere along its rays, in front of the object in another."""
+    backdrop in one view can sit anywhere along its rays, in front of the object in another. random_unless_black: a
+    random colour behind the photo's pixels that are not black and black behind those that are (the brightest channel
+    below 0.02, random above 0.08, blended between), so that every lit pixel must be covered by splats while a black
+    backdrop may stay empty; the other cameras of a step (binocular, pseudo) render on black. With masks, random."""
+    coarse_to_fine: float = 0.0
+    """Standard deviation, in pixels of the training size, of a Gaussian blur of the render and the photo in the
+    photometric term at step 0, shrinking linearly to none at half the run: the splats fit the photos' coarse
+    structure before their detail; 0: off."""
     ssim_weight: float = 0.2
     """Share of (1 - SSIM) in the photometric loss; the rest is L1."""
     lr_means: float = 1.6e-4
@@ -530,7 +537,8 @@ LIMITS: dict[str, Limit] = {
     "init.mvs_random": AT_LEAST_0, "init.mvs_fill": AT_LEAST_0, "init.mvs_min_confirmed": Limit(0, 1),
     "optimize.steps": COUNT, "optimize.steps_per_view": AT_LEAST_0, "optimize.max_steps": AT_LEAST_0,
     "optimize.sh_degree": Limit(0, 3), "optimize.sh_degree_interval": COUNT,
-    "optimize.ssim_weight": FRACTION, "optimize.lr_means": AT_LEAST_0, "optimize.lr_scales": AT_LEAST_0,
+    "optimize.ssim_weight": FRACTION, "optimize.coarse_to_fine": AT_LEAST_0, "optimize.lr_means": AT_LEAST_0,
+    "optimize.lr_scales": AT_LEAST_0,
     "optimize.lr_quats": AT_LEAST_0, "optimize.lr_opacities": AT_LEAST_0, "optimize.lr_sh0": AT_LEAST_0,
     "optimize.lr_shN": AT_LEAST_0, "optimize.init_opacity": Limit(0, 1, low_open=True, high_open=True),
     "optimize.init_scale": POSITIVE, "optimize.refine_start": AT_LEAST_0, "optimize.refine_stop": AT_LEAST_0,

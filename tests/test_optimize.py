@@ -277,6 +277,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
                 "optimize.opacity_entropy": 0.01, "optimize.dropout": 0.2, "optimize.opacity_decay": 0.005,
                 "optimize.binocular": 0.1, "optimize.co_prune": 0.02, "optimize.co_reg": 0.5,
                 "optimize.pseudo_views": 0.1, "optimize.depth_smooth": 0.1, "optimize.cross_view": 0.1,
+                "optimize.background": "random_unless_black", "optimize.coarse_to_fine": 1.5,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values
@@ -355,6 +356,46 @@ def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():
     assert float(term) == pytest.approx(0.25 * 0.5 / 1.5)  # only the pixel off by 25% counts, at half weight
     assert float(depth.grad[0, 1]) == 0 and torch.isfinite(depth.grad).all()
     assert float(reg.depth_agreement(depth, torch.zeros(2, 2), confidence)) == 0
+
+
+def test_blur_keeps_flat_images_and_spreads_a_point_without_losing_it():
+    flat = torch.full((2, 9, 12, 3), 0.3)
+    assert torch.allclose(reg.blur(flat, 1.5), flat)
+    point = torch.zeros(1, 21, 21, 3)
+    point[0, 10, 10] = 1.0
+    spread = reg.blur(point.requires_grad_(), 2.0)
+    assert spread.shape == point.shape and float(spread.sum()) == pytest.approx(3.0, rel=1e-5)
+    assert float(spread[0, 10, 10, 0]) < 0.1 and float(spread[0, 10, 13, 0]) > 0.01  # 1.5 sigma off, still lit
+    spread[..., 0].sum().backward()
+    assert torch.isfinite(point.grad).all()
+    assert reg.blur(point, 0.0) is point
+    assert reg.lit(torch.tensor([[0.0, 0.01, 0.0], [0.05, 0.0, 0.0], [0.0, 0.3, 0.9]])).flatten().tolist() == \
+        pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_a_random_background_unless_black_leaves_black_photos_as_black_does():
+    """random_unless_black puts a random colour only behind the photo's pixels that are not black: on a black photo
+    the step's loss is the black background's; on a grey one the splats must cover every pixel, so it is not."""
+    from dataclasses import replace
+
+    from recon.optim.trainer import Trainer
+    from recon.scene.frames import Frames
+
+    rng = np.random.default_rng(0)
+    splats = init_splats(rng.normal(scale=0.3, size=(40, 3)), rng.random((40, 3)), sh_degree=0, init_opacity=0.3)
+    viewmats = torch.tensor(np.stack([look_at(np.array([4.0, 0.0, 1.0]), np.zeros(3))]), dtype=torch.float32)
+    Ks = torch.tensor(intrinsics_matrix(24, 24, 12, 9), dtype=torch.float32)[None]
+    oc = replace(load_config("default").optimize, sh_degree=0, refine_start=1000, regularize_from=1000)
+    cpu = torch.device("cpu")
+
+    def first_loss(value: float, background: str, masks: torch.Tensor | None = None) -> tuple[float, str]:
+        frames = Frames(["a"], torch.full((1, 18, 24, 3), value), masks, viewmats, Ks, 24, 18)
+        trainer = Trainer(replace(oc, background=background), frames, splats, np.zeros(3), 1.0, cpu, seed=0)
+        return float(trainer.step(0, 0)), trainer.background
+
+    assert first_loss(0.0, "random_unless_black")[0] == pytest.approx(first_loss(0.0, "black")[0], abs=1e-7)
+    assert abs(first_loss(0.6, "random_unless_black")[0] - first_loss(0.6, "black")[0]) > 1e-3
+    assert first_loss(0.6, "random_unless_black", torch.ones(1, 18, 24, dtype=torch.bool))[1] == "random"
 
 
 def test_depth_smoothness_spares_colour_edges_and_has_finite_gradients():

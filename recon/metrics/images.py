@@ -50,7 +50,8 @@ def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
 SSIM_WINDOW = 11  # pixels: images smaller than this on a side have no SSIM
 
 
-def _gaussian_1d(size: int = SSIM_WINDOW, sigma: float = 1.5, device=None, dtype=torch.float32) -> Tensor:
+def gaussian_1d(size: int = SSIM_WINDOW, sigma: float = 1.5, device=None, dtype=torch.float32) -> Tensor:
+    """A normalised Gaussian window [size] of standard deviation ``sigma`` samples, centred."""
     x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -63,7 +64,7 @@ def ssim_map(a: Tensor, b: Tensor) -> Tensor:
     single-channel separable passes, cuDNN's backward pass was 50 times slower
     on an H100: bench/results/profile-ssim-h100.txt.)
     """
-    g = _gaussian_1d(device=a.device, dtype=a.dtype)
+    g = gaussian_1d(device=a.device, dtype=a.dtype)
     stats = torch.cat([a, b, a * a, b * b, a * b], 1)
     n = stats.shape[1]
     window = (g[:, None] @ g[None, :]).expand(n, 1, len(g), len(g))

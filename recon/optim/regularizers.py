@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.metrics.images import ssim_map
+from recon.metrics.images import gaussian_1d, ssim_map
 from recon.render import depth_to_points, image_pixels, rigid_inverse
 
 
@@ -24,6 +24,25 @@ def photometric(render: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
         return l1
     s = ssim_map(render.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)).mean()
     return (1 - ssim_weight) * l1 + ssim_weight * (1 - s)
+
+
+def blur(images: Tensor, sigma: float) -> Tensor:
+    """Images [C, H, W, 3] blurred by a Gaussian of standard deviation ``sigma`` pixels (separable, edges reflected;
+    the kernel reaches 3 sigma, at most to the image's edge)."""
+    radius = min(math.ceil(3 * sigma), images.shape[1] - 1, images.shape[2] - 1)
+    if sigma <= 0 or radius < 1:
+        return images
+    g = gaussian_1d(2 * radius + 1, sigma, device=images.device, dtype=images.dtype)
+    x = F.pad(images.permute(0, 3, 1, 2), (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    x = F.conv2d(x, g.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    return x.permute(0, 2, 3, 1)
+
+
+def lit(images: Tensor, low: float = 0.02, high: float = 0.08) -> Tensor:
+    """How far each pixel of images [..., H, W, 3] is from black, [..., H, W, 1] in [0, 1]: 0 where its brightest
+    channel is below ``low``, 1 above ``high``, linear between."""
+    return ((images.amax(-1, keepdim=True) - low) / (high - low)).clamp(0, 1)
 
 
 def depth_agreement(depth: Tensor, target: Tensor, confidence: Tensor) -> Tensor:

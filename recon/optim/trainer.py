@@ -81,7 +81,11 @@ class Trainer:
         self.images = frames.training_images()  # [V, H, W, 3]
         self.masks = frames.masks if oc.use_masks else None  # [V, H, W]: None when masks do not shape the model
         bg = oc.background if oc.background != "auto" else ("random" if self.masks is not None else "black")
+        if bg == "random_unless_black" and self.masks is not None:  # the masks say what is empty
+            bg = "random"
         self.background = bg
+        # random_unless_black: the weight [V, H, W, 1] of the random colour behind each photo pixel
+        self.lit = reg.lit(self.images) if bg == "random_unless_black" else None
         self.live: SnapshotWriter | None = None
         self.live_every = 0
         self.targets: Targets | None = None
@@ -126,7 +130,8 @@ class Trainer:
                       antialiased=self.oc.antialiased, absgrad=self.oc.absgrad, distloss=distloss, opacity_scale=keep)
 
     def _background(self) -> torch.Tensor:
-        """This step's background colour [1, 3]."""
+        """This step's background colour [1, 3] (random_unless_black: black; the photo's render gets its colour in
+        :meth:`step`)."""
         if self.background == "random":
             return torch.rand(1, 3, generator=self.device_generator, device=self.device)
         value = 1.0 if self.background == "white" else 0.0
@@ -178,7 +183,14 @@ class Trainer:
         if mask is not None:
             m = mask[..., None].float()
             target = target * m + bgs[0] * (1 - m)
-        loss = reg.photometric(out.rgb[:1], target[None], oc.ssim_weight)
+        rgb, photo = out.rgb[:1], target[None]
+        if self.lit is not None:  # composited as the rasterizer does: colour x transmittance, per pixel
+            colour = torch.rand(1, 1, 1, 3, generator=self.device_generator, device=self.device)
+            rgb = rgb + (1 - out.alpha[:1]) * colour * self.lit[index]
+        sigma = oc.coarse_to_fine * (1 - step / (0.5 * self.steps))
+        if sigma > 0:
+            rgb, photo = reg.blur(rgb, sigma), reg.blur(photo, sigma)
+        loss = reg.photometric(rgb, photo, oc.ssim_weight)
         self.photometric_sum += loss.detach()
         if mask is not None and oc.mask_weight > 0:
             loss = loss + oc.mask_weight * (out.alpha[0, ..., 0] - mask.float()).abs().mean()
