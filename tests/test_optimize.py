@@ -466,7 +466,8 @@ def test_co_regularisation_is_zero_for_identical_sets_and_positive_when_they_dif
     frames = Frames(["a", "b"], torch.rand(2, 18, 24, 3, generator=torch.Generator().manual_seed(0)), None,
                     viewmats, Ks, 24, 18)
     oc = replace(load_config("default").optimize, sh_degree=0, regularize_from=0, binocular=0.0, depth_weight=0.0,
-                 anisotropy=0.0, opacity_reg=0.0, opacity_decay=0.0, refine_start=1000, co_reg=1.0)
+                 anisotropy=0.0, opacity_reg=0.0, opacity_decay=0.0, refine_start=1000, co_reg=1.0,
+                 dropout=0.0)
     cpu = torch.device("cpu")
 
     def first_loss(partner_splats: dict | None, co_reg: float) -> float:
