@@ -369,33 +369,46 @@ def test_blur_keeps_flat_images_and_spreads_a_point_without_losing_it():
     spread[..., 0].sum().backward()
     assert torch.isfinite(point.grad).all()
     assert reg.blur(point, 0.0) is point
+    small = torch.rand(1, 5, 5, 3)  # a kernel wider than the image stops at its edge
+    assert torch.allclose(reg.blur(small, 10.0).mean((1, 2)), small.mean((1, 2)), atol=0.05)
+    assert float(reg.blur(small, 10.0).std()) < float(small.std())
     assert reg.lit(torch.tensor([[0.0, 0.01, 0.0], [0.05, 0.0, 0.0], [0.0, 0.3, 0.9]])).flatten().tolist() == \
         pytest.approx([0.0, 0.5, 1.0])
 
 
-def test_a_random_background_unless_black_leaves_black_photos_as_black_does():
-    """random_unless_black puts a random colour only behind the photo's pixels that are not black: on a black photo
-    the step's loss is the black background's; on a grey one the splats must cover every pixel, so it is not."""
+def test_a_random_background_unless_black_shows_behind_lit_pixels_only():
+    """random_unless_black composites the step's random colour behind the render in proportion to how far each photo
+    pixel is from black: on a black photo the step's loss is the black background's; with nothing in view the
+    photometric term is that of the colour times the photo's lit weight alone."""
     from dataclasses import replace
 
     from recon.optim.trainer import Trainer
     from recon.scene.frames import Frames
 
     rng = np.random.default_rng(0)
-    splats = init_splats(rng.normal(scale=0.3, size=(40, 3)), rng.random((40, 3)), sh_degree=0, init_opacity=0.3)
     viewmats = torch.tensor(np.stack([look_at(np.array([4.0, 0.0, 1.0]), np.zeros(3))]), dtype=torch.float32)
     Ks = torch.tensor(intrinsics_matrix(24, 24, 12, 9), dtype=torch.float32)[None]
-    oc = replace(load_config("default").optimize, sh_degree=0, refine_start=1000, regularize_from=1000)
+    oc = replace(load_config("default").optimize, sh_degree=0, refine_start=1000, regularize_from=1000, dropout=0.0)
     cpu = torch.device("cpu")
 
-    def first_loss(value: float, background: str, masks: torch.Tensor | None = None) -> tuple[float, str]:
-        frames = Frames(["a"], torch.full((1, 18, 24, 3), value), masks, viewmats, Ks, 24, 18)
+    def first_step(photo: torch.Tensor, background: str, splats: dict, masks: torch.Tensor | None = None) -> Trainer:
+        frames = Frames(["a"], photo, masks, viewmats, Ks, 24, 18)
         trainer = Trainer(replace(oc, background=background), frames, splats, np.zeros(3), 1.0, cpu, seed=0)
-        return float(trainer.step(0, 0)), trainer.background
+        trainer.step(0, 0)
+        return trainer
 
-    assert first_loss(0.0, "random_unless_black")[0] == pytest.approx(first_loss(0.0, "black")[0], abs=1e-7)
-    assert abs(first_loss(0.6, "random_unless_black")[0] - first_loss(0.6, "black")[0]) > 1e-3
-    assert first_loss(0.6, "random_unless_black", torch.ones(1, 18, 24, dtype=torch.bool))[1] == "random"
+    in_view = init_splats(rng.normal(scale=0.3, size=(40, 3)), rng.random((40, 3)), sh_degree=0, init_opacity=0.3)
+    black = torch.zeros(1, 18, 24, 3)
+    assert float(first_step(black, "random_unless_black", in_view).photometric_sum) == \
+        pytest.approx(float(first_step(black, "black", in_view).photometric_sum), abs=1e-7)
+    # Nothing in view (every splat behind the camera): the render is the background alone.
+    behind = init_splats(rng.normal(scale=0.1, size=(40, 3)) + [8.0, 0.0, 1.0], rng.random((40, 3)), sh_degree=0)
+    photo = torch.linspace(0.0, 0.2, 24).view(1, 1, 24, 1).expand(1, 18, 24, 3).contiguous()  # black to lit
+    colour = torch.rand(1, 1, 1, 3, generator=torch.Generator().manual_seed(0))  # the trainer's first draw
+    expected = reg.photometric(colour * reg.lit(photo), photo, oc.ssim_weight)
+    assert float(first_step(photo, "random_unless_black", behind).photometric_sum) == pytest.approx(float(expected))
+    assert first_step(photo, "random_unless_black", in_view, torch.ones(1, 18, 24, dtype=torch.bool)).background == \
+        "random"  # with masks the mask says what is empty
 
 
 def test_depth_smoothness_spares_colour_edges_and_has_finite_gradients():

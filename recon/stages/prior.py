@@ -410,10 +410,12 @@ def distill(ctx: PriorContext, splats: dict, model: RepairModel, title: str = "p
     pc, oc = cfg.prior, cfg.optimize
     steps = ctx.steps(pc.distill_steps)
     rounds = max(1, min(pc.distill_rounds, steps))
-    # No densification; every SH degree and regulariser from the start (the splats are trained ones); positions at a
-    # fraction of their learning rate.
+    # No densification; every SH degree and regulariser from the start (the splats are trained ones), but no early
+    # blur, which is for splats that have not yet found the photos' coarse structure; positions at a fraction of their
+    # learning rate.
     distill_oc = dataclasses.replace(oc, steps=steps, refine_stop=0, sh_degree_interval=0, regularize_from=0,
-                                     pose_refine="off", lr_means=oc.lr_means * pc.distill_lr_means)
+                                     coarse_to_fine=0.0, pose_refine="off",
+                                     lr_means=oc.lr_means * pc.distill_lr_means)
     trainer = Trainer(distill_oc, frames, splats, center, ctx.radius, device, cfg.seed, title=title)
     viewmats, distance = path_cameras(frames.viewmats.double().cpu().numpy(), center, pc.pseudo_views, pc.elevation)
     summary = {"count": len(viewmats),
