@@ -301,11 +301,11 @@ def test_one_schedule_scales_to_any_length_and_view_count():
     assert (long.refine_every, long.prune_every, long.checkpoint_every) == \
         (default.refine_every, default.prune_every, default.checkpoint_every)  # intervals are kept
     assert default.scaled_to(default.steps) is default
-    # 333 steps per training view, never fewer than the 1000 of 3 views, nor more than 3000
-    assert [default.for_views(n).steps for n in (2, 3, 4, 6, 9, 49)] == [1000, 1000, 1332, 1998, 2997, 3000]
-    assert default.for_views(9) == default.scaled_to(2997)
+    # 500 steps per training view, never fewer than 1000, nor more than 3000
+    assert [default.for_views(n).steps for n in (2, 3, 4, 6, 9, 49)] == [1000, 1500, 2000, 3000, 3000, 3000]
+    assert default.for_views(3) == default.scaled_to(1500)
     fast, quality = load_config("fast").optimize, load_config("quality").optimize
-    assert fast == dataclasses.replace(default, steps_per_view=0)  # fast: the 3-view schedule at any count
+    assert fast == dataclasses.replace(default, steps_per_view=0, dropout=0.2)  # fast: 1000 steps at any count
     assert [quality.for_views(n).steps for n in (3, 9, 49)] == [3000, 9000, 9000]
 
 
@@ -318,7 +318,7 @@ def test_asking_for_a_number_of_steps_gets_that_many_at_any_view_count(tmp_path)
     preset = tmp_path / "long.yaml"  # a preset file is a layer of its own
     preset.write_text("base: default\noptimize:\n  steps: 2500\n")
     assert load_config(str(preset)).optimize.for_views(9).steps == 2500
-    assert load_config("default", {"optimize.lr_means": 1e-4}).optimize.steps_per_view == 333
+    assert load_config("default", {"optimize.lr_means": 1e-4}).optimize.steps_per_view == 500
 
 
 def test_regularisers_are_zero_where_they_should_be_and_have_finite_gradients():
