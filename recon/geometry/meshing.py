@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from recon.errors import StageError
 from recon.geometry.tsdf import TSDFVolume
-from recon.scene.camera import project
+from recon.render import image_pixels
 
 
 def extract(volume: TSDFVolume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,9 +59,12 @@ def keep_large_components(vertices: np.ndarray, faces: np.ndarray, ratio: float)
 
 
 def framed(points: np.ndarray, K: np.ndarray, w2c: np.ndarray, width: int, height: int):
-    """The points' pixel coordinates [N, 2] in a camera, and Bool [N]: in front of it and inside its image."""
-    uv, z = project(points, K, w2c)
-    return uv, (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+    """The integer pixel (col, row) [N, 2] each point falls in within a camera's image (0 where it falls outside),
+    and Bool [N]: in front of the camera and inside its image (the rule of :func:`recon.render.image_pixels`)."""
+    px, inside, _ = image_pixels(torch.as_tensor(np.asarray(points, dtype=np.float64)),
+                                 torch.as_tensor(np.asarray(w2c, dtype=np.float64)),
+                                 torch.as_tensor(np.asarray(K, dtype=np.float64)), width, height)
+    return px.numpy(), inside.numpy()
 
 
 def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -70,10 +74,9 @@ def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, 
     for K, w2c, mask in cameras:
         m = ndimage.binary_dilation(mask, iterations=dilate) if dilate else mask
         h, w = mask.shape
-        uv, seen = framed(points, K, w2c, w, h)
-        px = np.floor(uv[seen]).astype(int)
+        px, seen = framed(points, K, w2c, w, h)
         inside = np.ones(len(points), dtype=bool)
-        inside[seen] = m[px[:, 1], px[:, 0]]
+        inside[seen] = m[px[seen, 1], px[seen, 0]]
         keep &= inside
     return keep
 
