@@ -293,8 +293,9 @@ class OptimizeConfig:
     dropout: float = 0.0
     """Share of splats left out of each training render, the others' opacity scaled by 1 / (1 - share)
     (DropGaussian): no splat can lean on the ones in front of it. 0.2: +0.1 to +0.6 dB on every real capture measured
-    at 3 and 4 views (bench/results/real-ablation-12-h200.json); the default preset's 0.3 with 500 steps per view
-    (1500 at 3 views) gained more, and the fast preset's 1000 steps keep 0.2 (real-ablation-13-h200.json)."""
+    at 3 and 4 views (bench/results/real-ablation-12-h200.json). The default preset's 0.3 with 500 steps per view
+    (1500 at 3 views) against 0.2 with 333: -0.33 to +0.88 dB on nine captures, +0.12 on the 3-view mean; 0.3 at
+    1000 steps was level with 0.2 (-0.03), so the fast preset keeps 0.2 (real-ablation-13-h200.json)."""
     binocular: float = 0.0
     """Weight of binocular consistency (Binocular3DGS): a camera shifted sideways from the training camera is
     rendered, warped back into the training view through its rendered depth, and compared with the photo."""
