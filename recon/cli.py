@@ -29,6 +29,9 @@ from recon.errors import InputError, OutputError, ReconError
 if TYPE_CHECKING:
     from viewer.app import ViewerApp
 
+# --set a=1 b=2 and --set a=1 --set b=2 alike: each --set adds its group (one flag would otherwise keep only the last)
+Overrides = Annotated[tuple[tuple[str, ...], ...], tyro.conf.UseAppendAction]
+
 
 @dataclass
 class Run:
@@ -64,8 +67,8 @@ class Run:
     """Redo every stage even when a finished one could be reused."""
     until: str | None = None
     """Stop after this stage (views, init, optimize, ...)."""
-    set: tuple[str, ...] = ()
-    """Config overrides, section.key=value (e.g. views.strategy=even)."""
+    set: Overrides = ()
+    """Config overrides, section.key=value (e.g. views.strategy=even); several after one --set or one per --set."""
     view: bool = False
     """Serve the web viewer while the run goes on (splats refresh every --view-every steps); keeps serving after it."""
     view_every: int = 200
@@ -147,8 +150,8 @@ class EvalCommon:
     """Run one task per scene on a Ray cluster at this address; `--ray` alone starts a local one."""
     ray_gpus: float = 1.0
     """With --ray: GPUs each scene holds; 1 gives every scene a GPU to itself, 0.5 lets two share one."""
-    set: tuple[str, ...] = ()
-    """Config overrides for every scene, section.key=value."""
+    set: Overrides = ()
+    """Config overrides for every scene, section.key=value; several after one --set or one per --set."""
 
 
 @dataclass
@@ -251,7 +254,7 @@ def run_command(args: Run) -> None:
     from recon.pipeline import run_scene
     from recon.report import summarise
 
-    overrides = dict(parse_override(s) for s in args.set)
+    overrides = dict(parse_override(s) for group in args.set for s in group)
     overrides.update(flag_settings(args))
     cfg = load_config(args.config, overrides)
     viewers = []
@@ -348,7 +351,7 @@ def eval_command(args: EvalDTU | EvalSpaRe | EvalLLFF | EvalSynthetic | EvalFold
     tag = (f"track{suite.protocol['track']}" if "track" in suite.protocol
            else f"{suite.views}v" if suite.views else "all")
     out = args.out or Path("results") / f"{suite.name}-{tag}"
-    overrides = dict(parse_override(s) for s in args.set)
+    overrides = dict(parse_override(s) for group in args.set for s in group)
     results = run_suite(suite, EvalOptions(out, args.device, overrides, args.force, args.ray, args.ray_gpus))
     title = f"recon on {suite.name} ({tag}, preset {suite.preset})"
     summary = write_aggregates(out, title, results, suite.anchors, suite.views, suite.protocol)

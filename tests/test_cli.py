@@ -28,6 +28,17 @@ def test_run_writes_scene_config_and_metrics(synthetic_scene, tmp_path, capsys):
     assert "views" in capsys.readouterr().err  # the summary table
 
 
+def test_overrides_after_one_set_or_one_per_set_all_count(synthetic_scene, tmp_path):
+    import yaml
+
+    argv = [("--set", "optimize.dropout=0.1", "seed=3", "--set", "init.points=321"),
+            ("--set", "optimize.dropout=0.1", "--set", "seed=3", "init.points=321")]
+    for k, sets in enumerate(argv):
+        assert run("run", synthetic_scene, "--views", 3, "--out", tmp_path / str(k), "--until", "views", *sets) == 0
+        cfg = yaml.safe_load((tmp_path / str(k) / "mug" / "config.yaml").read_text())
+        assert (cfg["optimize"]["dropout"], cfg["seed"], cfg["init"]["points"]) == (0.1, 3, 321)
+
+
 def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkeypatch):
     import torch
 
