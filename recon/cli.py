@@ -47,10 +47,10 @@ class Run:
     out: Path = Path("out")
     """Output root; the scene is written to OUT/<name>/."""
     config: str = "default"
-    """Preset name in configs/ (default, fast, quality, object, dtu, llff, plain, plain_sfm) or a path to a YAML
-    file."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where to compute; auto uses CUDA when it is available."""
+    """Preset name in configs/ (default, fast, quality, object, dtu, llff, spare, plain, plain_sfm, tiny) or a path
+    to a YAML file."""
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    """Where to compute; auto uses CUDA when it is available (default: the preset's or --set's, else auto)."""
     downscale: int | None = None
     """Integer image down-sampling (overrides the preset's data.downscale)."""
     poses: Literal["auto", "given", "estimate"] | None = None
@@ -141,7 +141,8 @@ class EvalCommon:
     """Results folder (default: results/<suite>-<views>v)."""
     config: str | None = None
     """Preset (default: the suite's own: dtu, spare, llff, or default)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    """Where to compute (default: the preset's or --set's, else auto: CUDA when it is available)."""
     scenes: str | None = None
     """Comma-separated scene names to run (default: all of the suite's)."""
     force: bool = False
@@ -266,7 +267,7 @@ def run_command(args: Run) -> None:
         listen_port(args.host, args.port)  # before anything is written
 
     def start_viewer(folder: Path) -> None:
-        viewers.append(start_viewer_app(folder, args.host, args.port, args.device))
+        viewers.append(start_viewer_app(folder, args.host, args.port, cfg.device))
         progress.console.print(f"recon view: {viewers[0].url}")
 
     try:

@@ -585,6 +585,8 @@ def load_config(preset: str = "default", overrides: dict[str, Any] | None = None
     _apply_preset(cfg, preset, seen=())
     cfg.preset = preset
     for key, value in (overrides or {}).items():
+        if key == "preset":  # the name of the preset applied above, recorded: setting it would apply nothing
+            raise InputError(f"preset={value}: a preset is chosen with --config {value}, not set")
         _apply(cfg, _nest(key, value), "command line")
     _fix_length(cfg, overrides or {})
     return cfg
@@ -626,12 +628,32 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _PresetLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+
+def _unique_mapping(loader: _PresetLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_PresetLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_preset(path: Path) -> dict[str, Any]:
     """The mapping a preset file holds (``base`` and its sections); one line if it is not one."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_PresetLoader) or {}  # noqa: S506 (a safe loader)
+    except yaml.MarkedYAMLError as exc:
+        where = f", line {exc.problem_mark.line + 1}" if exc.problem_mark else ""
+        raise InputError(f"{path}{where}: not valid YAML ({exc.problem or exc.context})") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+        raise InputError(f"{path}: not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a preset must be a mapping of sections")
     return data

@@ -35,6 +35,7 @@ import yaml
 from recon import stages as stage_registry
 from recon.config import RunConfig, digest, to_dict
 from recon.devices import resolve_device
+from recon.errors import InputError
 from recon.files import atomic_write, write_json
 from recon.io import ImportOptions, import_scene
 from recon.scene.graph import Metrics, SceneGraph, StageRecord
@@ -71,6 +72,9 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
     ``on_start(folder)`` is called once the output folder is locked, before the first stage (the live viewer);
     ``on_stage(name)`` as each stage starts to run (not when it is reused).
     """
+    if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):
+        raise InputError(f"--name {name}: a folder name is wanted, without a path separator (the folder goes in "
+                         f"{out_root})")
     running = stage_registry.load(until)
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()

@@ -39,6 +39,16 @@ def test_overrides_after_one_set_or_one_per_set_all_count(synthetic_scene, tmp_p
         assert (cfg["optimize"]["dropout"], cfg["seed"], cfg["init"]["points"]) == (0.1, 3, 321)
 
 
+def test_the_device_of_a_preset_or_set_holds_unless_the_flag_is_given(synthetic_scene, tmp_path):
+    import yaml
+
+    cases = [((), "auto"), (("--config", "tiny"), "cpu"), (("--set", "device=cpu"), "cpu"),
+             (("--config", "tiny", "--device", "auto"), "auto"), (("--set", "device=cpu", "--device", "auto"), "auto")]
+    for k, (flags, device) in enumerate(cases):
+        assert run("run", synthetic_scene, "--views", 3, "--out", tmp_path / str(k), "--until", "views", *flags) == 0
+        assert yaml.safe_load((tmp_path / str(k) / "mug" / "config.yaml").read_text())["device"] == device, flags
+
+
 def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkeypatch):
     import torch
 
@@ -141,6 +151,16 @@ def test_synth_command_writes_the_idr_layout_and_refuses_to_overwrite(tmp_path, 
     assert not (out / "depth").exists()
     assert run("data", "synth", out, "--scene", "knot") == 2
     assert "already exists" in capsys.readouterr().err
+    small = ("--views", 2, "--width", 16, "--height", 12, "--no-aux")
+    assert run("data", "synth", out, "--scene", "mug", *small, "--force") == 0  # its own earlier output: replaced
+    assert len(list((out / "image").iterdir())) == 2
+    capsys.readouterr()
+    photos = tmp_path / "photos"  # not a synthetic scene: --force leaves it be
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"mine")
+    expect_error(capsys, ["data", "synth", photos, *small, "--force"], "is not a synthetic scene recon wrote")
+    assert (photos / "a.jpg").read_bytes() == b"mine"
+    expect_error(capsys, ["data", "synth", tmp_path / "s", *small, "--seed", -1], "a seed of 0 or more, not -1")
 
 
 def test_synthetic_ground_truth_agrees_with_masks_and_depth(synthetic_scene):
@@ -257,10 +277,23 @@ def test_bad_output_folder_held_by_another_run(synthetic_scene, tmp_path, capsys
                  out)
 
 
-def test_bad_preset_and_override(synthetic_scene, tmp_path, capsys):
+def test_bad_preset_override_and_name(synthetic_scene, tmp_path, capsys):
     expect_error(capsys, ["run", synthetic_scene, "--config", "nope", "--out", tmp_path / "o"], "unknown preset 'nope'")
     expect_error(capsys, ["run", synthetic_scene, "--set", "views.nope=1", "--out", tmp_path / "o"],
                  "unknown config key views.nope")
+    twice = tmp_path / "twice.yaml"  # YAML itself would keep the second section and drop optimize.steps
+    twice.write_text("base: default\noptimize:\n  steps: 10\ninit:\n  points: 5\noptimize:\n  dropout: 0.1\n")
+    expect_error(capsys, ["run", synthetic_scene, "--config", twice, "--out", tmp_path / "o"],
+                 "twice.yaml, line 6: not valid YAML ('optimize' is given twice)")
+    expect_error(capsys, ["run", synthetic_scene, "--set", "preset=quality", "--out", tmp_path / "o"],
+                 "a preset is chosen with --config quality")
+    for name in ("../escaped", "a/b", ".."):
+        expect_error(capsys, ["run", synthetic_scene, "--name", name, "--out", tmp_path / "o"],
+                     f"--name {name}: a folder name is wanted")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "o" / "a").exists()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("base: default\noptimize:\n  steps: [10\n")
+    expect_error(capsys, ["run", synthetic_scene, "--config", broken, "--out", tmp_path / "o"], "broken.yaml, line 4")
 
 
 def test_photos_without_cameras_given_poses_or_unregistered_views_fail_in_one_line(synthetic_scene, tmp_path, capsys):

@@ -234,6 +234,35 @@ def test_split_ids_of_the_protocols():
     assert hold_out_split(list(range(34)), 8, 9)[0] == [1, 5, 9, 12, 17, 21, 25, 28, 33]
 
 
+def test_bad_settings_or_results_folder_stop_an_evaluation_before_it_writes(dtu_root, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert evaluate("dtu", "--root", dtu_root, "--views", 3, "--out", out, sets=("optimize.dropuot=0.1",)) == 2
+    assert "optimize.dropuot" in capsys.readouterr().err and not out.exists()
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    assert evaluate("dtu", "--root", dtu_root, "--views", 3, "--out", taken) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err and taken.read_text() == "mine"
+
+
+def test_an_evaluation_runs_on_the_device_its_settings_name_unless_one_is_given(tmp_path, monkeypatch):
+    from recon import pipeline
+    from recon.eval.runner import evaluate_scene
+    from recon.eval.suites import SceneTask
+
+    seen = []
+
+    def stop(path, cfg, *args, **kwargs):
+        seen.append(cfg.device)
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(pipeline, "run_scene", stop)
+    task = SceneTask("scan8", tmp_path)
+    for device, overrides in ((None, {"device": "cpu"}), (None, {}), ("auto", {"device": "cpu"})):
+        result, _ = evaluate_scene("dtu", "default", task, "key", str(tmp_path), device, overrides, None)
+        assert result["status"] != "ok"
+    assert seen == ["cpu", "auto", "auto"]
+
+
 def test_a_result_is_reused_only_under_the_settings_it_was_made_with(tmp_path):
     from recon.config import load_config
     from recon.eval.runner import EvalOptions, scene_key

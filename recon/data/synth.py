@@ -239,6 +239,19 @@ def ground_truth_points(scene: Scene, spec: SynthSpec, rng: np.random.Generator)
     return t[:, 0] + a[:, None] * (t[:, 1] - t[:, 0]) + b[:, None] * (t[:, 2] - t[:, 0])
 
 
+def _replaceable(out: Path) -> bool:
+    """Whether --force may replace ``out``: an empty folder, or a scene this module wrote (its gt/scene.json)."""
+    if not out.is_dir():
+        return False
+    if not any(out.iterdir()):
+        return True
+    try:
+        meta = json.loads((out / "gt" / "scene.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and str(meta.get("generator", "")).startswith("recon ")
+
+
 def synthesize(out: Path, spec: SynthSpec, force: bool = False) -> Path:
     """Render the scene into ``out`` (written to a temporary folder, then renamed into place)."""
     if spec.shape not in SHAPES:
@@ -247,9 +260,14 @@ def synthesize(out: Path, spec: SynthSpec, force: bool = False) -> Path:
         raise InputError(f"unknown camera layout {spec.layout!r}; layouts: dtu, sphere")
     if spec.views < 1 or spec.width < 8 or spec.height < 8 or spec.supersample < 1:
         raise InputError("synth needs at least 1 view, an image of at least 8x8 pixels and supersample >= 1")
+    if spec.seed < 0:
+        raise InputError(f"synth needs a seed of 0 or more, not {spec.seed}")
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
+    if out.exists() and not _replaceable(out):
+        raise InputError(f"{out}: exists and is not a synthetic scene recon wrote (gt/scene.json); --force replaces "
+                         f"only those")
     platform = spec.platform if spec.platform is not None else spec.layout == "dtu"
     scene = Scene(SHAPES[spec.shape](), platform)
     distance = camera_distance(spec.width, spec.height)

@@ -46,7 +46,7 @@ GRID_WIDTH = 320
 @dataclass
 class EvalOptions:
     out: Path
-    device: str = "auto"
+    device: str | None = None  # None: the preset's or the overrides' (auto unless they set it)
     overrides: dict[str, Any] | None = None
     force: bool = False
     ray: str | None = None  # None: in this process; "local" or an address: a Ray cluster
@@ -76,7 +76,7 @@ def finished(out: Path, name: str, key: str) -> dict | None:
     return result if result.get("status") == "ok" and result.get("key") == key else None
 
 
-def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out: str, device: str,
+def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out: str, device: str | None,
                    overrides: dict[str, Any], submission: str | None, *,
                    report: Callable[[str, str], None] | None = None) -> tuple[dict, dict[str, bytes]]:
     """Run one scene end to end; (result, files relative to ``out``). Never raises for a scene's own failure.
@@ -91,7 +91,7 @@ def evaluate_scene(suite_name: str, preset: str, task: SceneTask, key: str, out:
         return _failure(suite_name, task.name, key, task.problem, host=host), {}
     assert task.path is not None  # only a task with a problem has no folder
     try:
-        cfg = load_config(preset, {**task.overrides, **overrides, "device": device})
+        cfg = load_config(preset, {**task.overrides, **overrides, **({} if device is None else {"device": device})})
         result = run_scene(task.path, cfg, Path(out) / "runs", name=task.name,
                            on_stage=None if report is None else lambda stage: report(task.name, stage))
         graph = result.graph
@@ -190,9 +190,11 @@ def spare_image_name(graph, index: int) -> str:
 def run_suite(suite: Suite, options: EvalOptions) -> list[dict]:
     """Evaluate every scene of ``suite`` (reusing finished ones); returns every scene's result, in suite order."""
     out = Path(options.out)
+    keys = {t.name: scene_key(suite, t, options) for t in suite.tasks}  # settings checked before anything is written
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder (--out names the results folder)")
     out.mkdir(parents=True, exist_ok=True)
     overrides = options.overrides or {}
-    keys = {t.name: scene_key(suite, t, options) for t in suite.tasks}
     results: dict[str, dict] = {}
     todo = []
     for t in suite.tasks:
