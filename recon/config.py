@@ -607,6 +607,10 @@ def _apply_preset(cfg: RunConfig, preset: str, seen: tuple[str, ...]) -> None:
     data = _read_preset(path)
     base = data.pop("base", None)
     if base is not None:
+        try:
+            preset_path(str(base))
+        except InputError as exc:
+            raise InputError(f"{path}: base: {exc}") from None
         _apply_preset(cfg, str(base), seen + (str(path),))
     _apply(cfg, data, str(path))
     _fix_length(cfg, data)

@@ -291,6 +291,10 @@ def test_bad_preset_override_and_name(synthetic_scene, tmp_path, capsys):
         expect_error(capsys, ["run", synthetic_scene, "--name", name, "--out", tmp_path / "o"],
                      f"--name {name}: a folder name is wanted")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o" / "a").exists()
+    orphan = tmp_path / "orphan.yaml"
+    orphan.write_text("base: defualt\n")
+    expect_error(capsys, ["run", synthetic_scene, "--config", orphan, "--out", tmp_path / "o"],
+                 "orphan.yaml: base: unknown preset 'defualt'")
     broken = tmp_path / "broken.yaml"
     broken.write_text("base: default\noptimize:\n  steps: [10\n")
     expect_error(capsys, ["run", synthetic_scene, "--config", broken, "--out", tmp_path / "o"], "broken.yaml, line 4")
