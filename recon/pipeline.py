@@ -108,13 +108,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
 
             key = graph.source["digest"]
             for i, module in enumerate(running):
-                section = getattr(cfg, module.CONFIG) if module.CONFIG else None
-                on = getattr(module, "enabled", lambda _: True)(cfg)
-                # The settings of a stage that is off do not matter; what a stage computes on a device differs
-                # between the CPU and CUDA.
-                on_device = (device.type,) if getattr(module, "ON_DEVICE", False) else ()
-                config_digest = digest(section, cfg.seed, *on_device) if on else "off"
-                key = hashlib.sha256(f"{key}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
+                on, config_digest, key = _stage_key(module, cfg, device, key)
                 record = graph.stages.get(module.NAME)
                 if record is not None and record.key == key:
                     outcomes.append(StageOutcome(module.NAME, "reused" if on else "off", record.seconds,
@@ -139,12 +133,33 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
                 store.save(graph)
                 outcomes.append(StageOutcome(module.NAME, "ran", seconds, metrics))
 
+            # The stages after --until keep what an earlier run made only if these settings would reuse it too:
+            # config.yaml then describes every result in the folder.
+            for j, name in enumerate(stage_registry.PIPELINE[len(running):], start=len(running)):
+                record = graph.stages.get(name)
+                if record is not None:
+                    _, _, key = _stage_key(stage_registry.module(name), cfg, device, key)
+                if record is None or record.key != key:
+                    _drop_results(store, graph, list(stage_registry.PIPELINE[j:]))
+                    break
             write_run_files(store, graph, cfg)
         except BaseException:
             if fresh and not store.exists():  # nothing was finished: no folder is left behind
                 shutil.rmtree(store.root, ignore_errors=True)
             raise
     return RunResult(graph, store.root, outcomes)
+
+
+def _stage_key(module: Any, cfg: RunConfig, device: Any, previous: str) -> tuple[bool, str, str]:
+    """Whether the stage is on, the digest of its settings, and its key: the digest chained to the key of the stages
+    before it (``previous``), so that a stage is reused only when it and every stage before it would be."""
+    section = getattr(cfg, module.CONFIG) if module.CONFIG else None
+    on = getattr(module, "enabled", lambda _: True)(cfg)
+    # The settings of a stage that is off do not matter; what a stage computes on a device differs between the CPU
+    # and CUDA.
+    on_device = (device.type,) if getattr(module, "ON_DEVICE", False) else ()
+    config_digest = digest(section, cfg.seed, *on_device) if on else "off"
+    return on, config_digest, hashlib.sha256(f"{previous}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
 
 
 def _drop_results(store: SceneStore, graph: SceneGraph, names: list[str]) -> None:

@@ -67,6 +67,18 @@ def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkey
                           tmp_path, until="init")
     assert [o.status for o in init_only.outcomes] == ["reused", "reused", "reused", "ran"]
     assert len(changed.graph.views("train")) == 5
+    # A shorter run keeps the later stages' results only where its settings would reuse them (config.yaml says so).
+    kept = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
+                     tmp_path, until="views")
+    assert "init" in kept.graph.stages and "points/init" in kept.graph.nodes
+    stale = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 250}),
+                      tmp_path, until="views")
+    assert "init" not in stale.graph.stages and "points/init" not in stale.graph.nodes
+    saved = json.loads((stale.out_dir / "metrics.json").read_text())["stages"]
+    assert "init" not in saved and SceneStore(stale.out_dir).load().stages.keys() == {"views", "poses"}
+    assert [o.status for o in run_scene(synthetic_scene, load_config(
+        "default", {"views.count": 5, **small, "init.points": 300}), tmp_path, until="init").outcomes] == \
+        ["reused", "reused", "reused", "ran"]
     # The same run on CUDA (the hull is carved on the CPU either way): what was computed on the CPU is not reused.
     monkeypatch.setattr(pipeline, "resolve_device", lambda name: torch.device("cuda"))
     on_gpu = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
