@@ -129,8 +129,9 @@ class Export:
     """transforms: nerfstudio transforms.json; colmap: COLMAP text model; ply/obj/glb: the mesh."""
     to: Path | None = None
     """Destination (default: SCENE/export/transforms.json, SCENE/export/colmap/ or SCENE/export/mesh.<format>)."""
-    frame: Literal["dataset", "world"] = "dataset"
-    """Coordinates of the mesh: the dataset's own frame (DTU's millimetres) or recon's normalised world frame."""
+    frame: Literal["dataset", "world"] | None = None
+    """Coordinates of the mesh: the dataset's own frame (DTU's millimetres; the default) or recon's normalised world
+    frame. transforms and colmap are written in the dataset's frame."""
 
 
 @dataclass
@@ -427,6 +428,9 @@ def export_command(args: Export) -> None:
     from recon.io import colmap, transforms
     from recon.scene.store import SceneStore
 
+    if args.frame is not None and args.format in ("transforms", "colmap"):
+        raise InputError(f"--frame applies to the mesh (--format ply, obj or glb); --format {args.format} is written "
+                         f"in the dataset's frame")
     graph = SceneStore(args.scene).load()
     default = {"transforms": "transforms.json", "colmap": "colmap"}.get(args.format, f"mesh.{args.format}")
     to = export_destination(args.to or args.scene / "export" / default, args.format)
@@ -437,7 +441,7 @@ def export_command(args: Export) -> None:
     else:
         from recon.io import meshes
 
-        written = meshes.export(graph, to, args.frame)
+        written = meshes.export(graph, to, args.frame or "dataset")
     progress.console.print(f"wrote {written}")
 
 

@@ -101,8 +101,12 @@ def test_transforms_round_trip_through_run_and_export(synthetic_scene, tmp_path)
         assert (tmp_path / "back" / a["file_path"]).resolve() == (root / b["file_path"]).resolve()
 
 
-def test_synthetic_scene_round_trips_through_export(synthetic_scene, tmp_path):
+def test_synthetic_scene_round_trips_through_export(synthetic_scene, tmp_path, capsys):
     assert run("run", synthetic_scene, "--views", 3, "--out", tmp_path / "out", "--until", "views") == 0
+    capsys.readouterr()
+    expect_error(capsys, ["export", tmp_path / "out" / "mug", "--frame", "world"],
+                 "--frame applies to the mesh (--format ply, obj or glb); --format transforms is written in the "
+                 "dataset's frame")
     assert run("export", tmp_path / "out" / "mug") == 0
     exported = import_scene(tmp_path / "out" / "mug" / "export" / "transforms.json")
     truth = import_scene(synthetic_scene)
