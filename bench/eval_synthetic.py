@@ -40,7 +40,7 @@ def main() -> int:
     compile_seconds = compile_kernels()
     suite = suites.synthetic(args.data, args.views, args.config)
     start = time.perf_counter()
-    results = run_suite(suite, EvalOptions(args.out))
+    results = run_suite(suite, EvalOptions(args.out, device="auto"))
     wall = time.perf_counter() - start
     summary = write_aggregates(args.out, f"recon on synthetic ({args.views}v, preset {args.config})", results,
                                None, args.views, suite.protocol)

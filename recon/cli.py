@@ -66,7 +66,8 @@ class Run:
     force: bool = False
     """Redo every stage even when a finished one could be reused."""
     until: str | None = None
-    """Stop after this stage (views, init, optimize, ...)."""
+    """Stop after this stage (views, init, optimize, ...); an earlier run's results of the later stages stay only
+    where these settings (and device) would reuse them."""
     set: Overrides = ()
     """Config overrides, section.key=value (e.g. views.strategy=even); several after one --set or one per --set."""
     view: bool = False
@@ -402,16 +403,18 @@ def _warn_if_exposed(host: str) -> None:
 
 def synth_command(args: Synth) -> None:
     from recon.data.shapes import SHAPES
-    from recon.data.synth import SynthSpec, synthesize
+    from recon.data.synth import SynthSpec, check_synth_target, synthesize
 
     names = list(SHAPES) if args.scene == "all" else [args.scene]
+    outs = {name: args.out / name if args.scene == "all" else args.out for name in names}
+    specs = {name: SynthSpec(shape=name, layout=args.layout, views=args.views, width=args.width, height=args.height,
+                             platform=None if args.platform == "auto" else args.platform == "on", aux=args.aux,
+                             seed=args.seed) for name in names}
+    for name in names:  # every folder checked before any is rendered or replaced
+        check_synth_target(outs[name], specs[name], args.force)
     for name in names:
-        out = args.out / name if args.scene == "all" else args.out
-        spec = SynthSpec(shape=name, layout=args.layout, views=args.views, width=args.width, height=args.height,
-                         platform=None if args.platform == "auto" else args.platform == "on", aux=args.aux,
-                         seed=args.seed)
-        synthesize(out, spec, force=args.force)
-        progress.console.print(f"wrote {out}")
+        synthesize(outs[name], specs[name], force=args.force)
+        progress.console.print(f"wrote {outs[name]}")
 
 
 def list_command() -> None:
@@ -428,7 +431,7 @@ def export_command(args: Export) -> None:
     from recon.io import colmap, transforms
     from recon.scene.store import SceneStore
 
-    if args.frame is not None and args.format in ("transforms", "colmap"):
+    if args.frame == "world" and args.format in ("transforms", "colmap"):
         raise InputError(f"--frame applies to the mesh (--format ply, obj or glb); --format {args.format} is written "
                          f"in the dataset's frame")
     graph = SceneStore(args.scene).load()

@@ -639,6 +639,8 @@ class _PresetLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _PresetLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue  # a merge (<<: its keys may be given again) or a key construct_mapping refuses itself
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from recon.scene.store import SceneStore
 @dataclass
 class StageOutcome:
     name: str
-    status: str  # "ran", "reused", or "off" (a stage its config switches off)
+    status: str  # "ran", "reused", "off" (a stage its config switches off), or "dropped" (past --until, stale)
     seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -72,7 +73,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
     ``on_start(folder)`` is called once the output folder is locked, before the first stage (the live viewer);
     ``on_stage(name)`` as each stage starts to run (not when it is reused).
     """
-    if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):
+    if name is not None and (not name.strip() or name in (".", "..") or any(sep in name for sep in ("/", "\\"))):
         raise InputError(f"--name {name}: a folder name is wanted, without a path separator (the folder goes in "
                          f"{out_root})")
     running = stage_registry.load(until)
@@ -135,12 +136,20 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
 
             # The stages after --until keep what an earlier run made only if these settings would reuse it too:
             # config.yaml then describes every result in the folder.
-            for j, name in enumerate(stage_registry.PIPELINE[len(running):], start=len(running)):
-                record = graph.stages.get(name)
+            later = list(stage_registry.PIPELINE[len(running):])
+            for j, stage in enumerate(later):
+                record = graph.stages.get(stage)
                 if record is not None:
-                    _, _, key = _stage_key(stage_registry.module(name), cfg, device, key)
+                    _, _, key = _stage_key(stage_registry.module(stage), cfg, device, key)
                 if record is None or record.key != key:
-                    _drop_results(store, graph, list(stage_registry.PIPELINE[j:]))
+                    stale = [s for s in later[j:] if s in graph.stages and graph.stages[s].config_digest != "off"]
+                    _drop_results(store, graph, later[j:])
+                    outcomes += [StageOutcome(s, "dropped", 0.0) for s in stale]
+                    if stale:
+                        warnings.warn(f"{graph.name}: the results of {', '.join(stale)} came from other settings or "
+                                      f"another device than this run's and are removed (config.yaml describes what "
+                                      f"is left); a run past --until {running[-1].NAME} makes them again",
+                                      stacklevel=2)
                     break
             write_run_files(store, graph, cfg)
         except BaseException:

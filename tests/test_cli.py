@@ -71,9 +71,11 @@ def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkey
     kept = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
                      tmp_path, until="views")
     assert "init" in kept.graph.stages and "points/init" in kept.graph.nodes
-    stale = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 250}),
-                      tmp_path, until="views")
+    with pytest.warns(UserWarning, match="the results of init came from other settings or another device"):
+        stale = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 250}),
+                          tmp_path, until="views")
     assert "init" not in stale.graph.stages and "points/init" not in stale.graph.nodes
+    assert [(o.name, o.status) for o in stale.outcomes][-1] == ("init", "dropped")
     saved = json.loads((stale.out_dir / "metrics.json").read_text())["stages"]
     assert "init" not in saved and SceneStore(stale.out_dir).load().stages.keys() == {"views", "poses"}
     assert [o.status for o in run_scene(synthetic_scene, load_config(
@@ -107,7 +109,7 @@ def test_synthetic_scene_round_trips_through_export(synthetic_scene, tmp_path, c
     expect_error(capsys, ["export", tmp_path / "out" / "mug", "--frame", "world"],
                  "--frame applies to the mesh (--format ply, obj or glb); --format transforms is written in the "
                  "dataset's frame")
-    assert run("export", tmp_path / "out" / "mug") == 0
+    assert run("export", tmp_path / "out" / "mug", "--frame", "dataset") == 0
     exported = import_scene(tmp_path / "out" / "mug" / "export" / "transforms.json")
     truth = import_scene(synthetic_scene)
     from recon.scene.camera import transform_world_to_camera
@@ -177,6 +179,11 @@ def test_synth_command_writes_the_idr_layout_and_refuses_to_overwrite(tmp_path, 
     expect_error(capsys, ["data", "synth", photos, *small, "--force"], "is not a synthetic scene recon wrote")
     assert (photos / "a.jpg").read_bytes() == b"mine"
     expect_error(capsys, ["data", "synth", tmp_path / "s", *small, "--seed", -1], "a seed of 0 or more, not -1")
+    every = tmp_path / "every"  # --scene all checks each scene's folder before it renders any
+    (every / "knot").mkdir(parents=True)
+    (every / "knot" / "notes.txt").write_text("mine")
+    expect_error(capsys, ["data", "synth", every, "--scene", "all", *small, "--force"], "every/knot: exists")
+    assert sorted(p.name for p in every.iterdir()) == ["knot"]
 
 
 def test_synthetic_ground_truth_agrees_with_masks_and_depth(synthetic_scene):
@@ -303,7 +310,7 @@ def test_bad_preset_override_and_name(synthetic_scene, tmp_path, capsys):
                  "twice.yaml, line 6: not valid YAML ('optimize' is given twice)")
     expect_error(capsys, ["run", synthetic_scene, "--set", "preset=quality", "--out", tmp_path / "o"],
                  "a preset is chosen with --config quality")
-    for name in ("../escaped", "a/b", ".."):
+    for name in ("../escaped", "a/b", "..", ""):
         expect_error(capsys, ["run", synthetic_scene, "--name", name, "--out", tmp_path / "o"],
                      f"--name {name}: a folder name is wanted")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o" / "a").exists()
@@ -311,6 +318,11 @@ def test_bad_preset_override_and_name(synthetic_scene, tmp_path, capsys):
     orphan.write_text("base: defualt\n")
     expect_error(capsys, ["run", synthetic_scene, "--config", orphan, "--out", tmp_path / "o"],
                  "orphan.yaml: base: unknown preset 'defualt'")
+    merged = tmp_path / "merged.yaml"  # a merge key's values may be given again: that is not a key given twice
+    merged.write_text("base: default\noptimize:\n  <<: {steps: 10, dropout: 0.1}\n  steps: 20\n")
+    from recon.config import load_config
+
+    assert (load_config(str(merged)).optimize.steps, load_config(str(merged)).optimize.dropout) == (20, 0.1)
     broken = tmp_path / "broken.yaml"
     broken.write_text("base: default\noptimize:\n  steps: [10\n")
     expect_error(capsys, ["run", synthetic_scene, "--config", broken, "--out", tmp_path / "o"], "broken.yaml, line 4")

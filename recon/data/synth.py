@@ -252,8 +252,8 @@ def _replaceable(out: Path) -> bool:
     return isinstance(meta, dict) and str(meta.get("generator", "")).startswith("recon ")
 
 
-def synthesize(out: Path, spec: SynthSpec, force: bool = False) -> Path:
-    """Render the scene into ``out`` (written to a temporary folder, then renamed into place)."""
+def check_synth_target(out: Path, spec: SynthSpec, force: bool = False) -> None:
+    """What :func:`synthesize` refuses, checked before anything is rendered: one line each."""
     if spec.shape not in SHAPES:
         raise InputError(f"unknown synthetic scene {spec.shape!r}; scenes: {', '.join(SHAPES)}")
     if spec.layout not in ("dtu", "sphere"):
@@ -268,6 +268,12 @@ def synthesize(out: Path, spec: SynthSpec, force: bool = False) -> Path:
     if out.exists() and not _replaceable(out):
         raise InputError(f"{out}: exists and is not a synthetic scene recon wrote (gt/scene.json); --force replaces "
                          f"only those")
+
+
+def synthesize(out: Path, spec: SynthSpec, force: bool = False) -> Path:
+    """Render the scene into ``out`` (written to a temporary folder, then renamed into place)."""
+    check_synth_target(out, spec, force)
+    out = Path(out)
     platform = spec.platform if spec.platform is not None else spec.layout == "dtu"
     scene = Scene(SHAPES[spec.shape](), platform)
     distance = camera_distance(spec.width, spec.height)
