@@ -66,8 +66,8 @@ class Run:
     force: bool = False
     """Redo every stage even when a finished one could be reused."""
     until: str | None = None
-    """Stop after this stage (views, init, optimize, ...); an earlier run's results of the later stages stay only
-    where these settings (and device) would reuse them."""
+    """Stop after this stage (views, init, optimize, ...); an earlier run's results of the later stages stay where
+    these settings would reuse them (made on the CPU or CUDA alike) and are dropped, with a warning, where not."""
     set: Overrides = ()
     """Config overrides, section.key=value (e.g. views.strategy=even); several after one --set or one per --set."""
     view: bool = False

@@ -137,20 +137,14 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
             # The stages after --until keep what an earlier run made only if these settings would reuse it too:
             # config.yaml then describes every result in the folder.
             later = list(stage_registry.PIPELINE[len(running):])
-            for j, stage in enumerate(later):
-                record = graph.stages.get(stage)
-                if record is not None:
-                    _, _, key = _stage_key(stage_registry.module(stage), cfg, device, key)
-                if record is None or record.key != key:
-                    stale = [s for s in later[j:] if s in graph.stages and graph.stages[s].config_digest != "off"]
-                    _drop_results(store, graph, later[j:])
-                    outcomes += [StageOutcome(s, "dropped", 0.0) for s in stale]
-                    if stale:
-                        warnings.warn(f"{graph.name}: the results of {', '.join(stale)} came from other settings or "
-                                      f"another device than this run's and are removed (config.yaml describes what "
-                                      f"is left); a run past --until {running[-1].NAME} makes them again",
-                                      stacklevel=2)
-                    break
+            kept = _still_described(graph, later, cfg, key)
+            stale = [s for s in later[kept:] if s in graph.stages and graph.stages[s].config_digest != "off"]
+            _drop_results(store, graph, later[kept:])
+            outcomes += [StageOutcome(s, "dropped", 0.0) for s in stale]
+            if stale:
+                warnings.warn(f"{graph.name}: the results of {', '.join(stale)} came from settings other than this "
+                              f"run's and are removed (config.yaml describes what is left); a run past --until "
+                              f"{running[-1].NAME} makes them again", stacklevel=2)
             write_run_files(store, graph, cfg)
         except BaseException:
             if fresh and not store.exists():  # nothing was finished: no folder is left behind
@@ -169,6 +163,26 @@ def _stage_key(module: Any, cfg: RunConfig, device: Any, previous: str) -> tuple
     on_device = (device.type,) if getattr(module, "ON_DEVICE", False) else ()
     config_digest = digest(section, cfg.seed, *on_device) if on else "off"
     return on, config_digest, hashlib.sha256(f"{previous}:{module.NAME}:{config_digest}".encode()).hexdigest()[:16]
+
+
+def _still_described(graph: SceneGraph, later: list[str], cfg: RunConfig, key: str) -> int:
+    """How many of the stages ``later`` (past --until, in order) hold results that ``cfg`` would reuse, chained from
+    ``key``: on the CPU or on CUDA alike, since config.yaml names the settings, not the device they ran on."""
+    import torch
+
+    best = 0
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        chained, count = key, 0
+        for stage in later:
+            record = graph.stages.get(stage)
+            if record is None:
+                break
+            _, _, chained = _stage_key(stage_registry.module(stage), cfg, device, chained)
+            if record.key != chained:
+                break
+            count += 1
+        best = max(best, count)
+    return best
 
 
 def _drop_results(store: SceneStore, graph: SceneGraph, names: list[str]) -> None:

@@ -71,7 +71,7 @@ def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkey
     kept = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
                      tmp_path, until="views")
     assert "init" in kept.graph.stages and "points/init" in kept.graph.nodes
-    with pytest.warns(UserWarning, match="the results of init came from other settings or another device"):
+    with pytest.warns(UserWarning, match="the results of init came from settings other than this run's"):
         stale = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 250}),
                           tmp_path, until="views")
     assert "init" not in stale.graph.stages and "points/init" not in stale.graph.nodes
@@ -86,6 +86,11 @@ def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkey
     on_gpu = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
                        tmp_path, until="init")
     assert [o.status for o in on_gpu.outcomes] == ["reused", "reused", "reused", "ran"]
+    # A shorter run on the CPU keeps what CUDA made with the same settings: config.yaml names no device.
+    monkeypatch.undo()
+    check = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),
+                      tmp_path, until="views")
+    assert check.graph.stages["init"].key == on_gpu.graph.stages["init"].key
 
 
 def test_transforms_round_trip_through_run_and_export(synthetic_scene, tmp_path):
