@@ -218,13 +218,19 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
     """Every variant on every scene at every view count; the exit status."""
     from recon.config import digest, load_config, to_dict
 
-    protocols = {p: scene_protocol(p) for p in scenes}
+    protocols, unreadable = {}, {}
+    for path in scenes:  # one capture that cannot be read (a missing package, a broken file) stops no other
+        try:
+            protocols[path] = scene_protocol(path)
+        except Exception as exc:  # noqa: BLE001 (reported in the JSON and on stderr)
+            unreadable[path.name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            print(f"{path.name}: not read ({unreadable[path.name]})", file=sys.stderr, flush=True)
     compile_seconds = compile_kernels()
     report = {"benchmark": "real", "environment": {**environment(), "gsplat_compile_seconds": compile_seconds},
               "note": args.note, "jobs": args.jobs, "root": str(args.root),
               "variants": {n: {"preset": p, "overrides": o} for n, p, o in variants}, "common_overrides": common,
               "protocols": {p.name: v for p, v in protocols.items() if v is not None},
-              "skipped": [p.name for p, v in protocols.items() if v is None], "runs": []}
+              "skipped": [p.name for p, v in protocols.items() if v is None], "unreadable": unreadable, "runs": []}
     tasks, aliases = [], []
     # View counts outermost: an interrupted run has every scene at the first view counts.
     for n in [int(v) for v in args.views.split(",")]:
@@ -257,7 +263,7 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
                 write(report, args.out, aliases, wall)
     write(report, args.out, aliases, wall)
     print(markdown(report), end="")
-    return 0 if not any("error" in r for r in report["runs"]) else 1
+    return 0 if not unreadable and not any("error" in r for r in report["runs"]) else 1
 
 
 def write(report: dict, out: Path, aliases: list[dict], wall: float) -> None:
