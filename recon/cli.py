@@ -72,12 +72,13 @@ class Run:
     """Config overrides, section.key=value (e.g. views.strategy=even); several after one --set or one per --set."""
     view: bool = False
     """Serve the web viewer while the run goes on (splats refresh every --view-every steps); keeps serving after it."""
-    view_every: int = 200
-    """With --view: optimisation steps between splat snapshots."""
-    host: str = "127.0.0.1"
-    """With --view: address to serve on (anything but loopback exposes the viewer to the network)."""
-    port: int = 8080
-    """With --view: port to serve on."""
+    view_every: int | None = None
+    """With --view: optimisation steps between splat snapshots (default: 200)."""
+    host: str | None = None
+    """With --view: address to serve on (default: 127.0.0.1; anything but loopback exposes the viewer to the
+    network)."""
+    port: int | None = None
+    """With --view: port to serve on (default: 8080)."""
 
 
 @dataclass
@@ -238,6 +239,11 @@ RUN_FLAGS: dict[str, tuple[str, object]] = {
 }
 
 
+# The live viewer's flags of ``recon run``, and their values when --view is given without them.
+LIVE_FLAGS = ("view_every", "host", "port")
+LIVE_EVERY, LIVE_HOST, LIVE_PORT = 200, "127.0.0.1", 8080
+
+
 def flag_settings(args: Run) -> dict[str, object]:
     """The config keys the flags of ``recon run`` set (:data:`RUN_FLAGS`), and live_every with --view."""
     out: dict[str, object] = {}
@@ -246,7 +252,7 @@ def flag_settings(args: Run) -> dict[str, object]:
         if given is not None and given is not False:
             out[key] = given if value is None else value
     if args.view:
-        out["live_every"] = args.view_every
+        out["live_every"] = LIVE_EVERY if args.view_every is None else args.view_every
     return out
 
 
@@ -257,19 +263,24 @@ def run_command(args: Run) -> None:
     from recon.pipeline import run_scene
     from recon.report import summarise
 
+    given = [f"--{name.replace('_', '-')}" for name in LIVE_FLAGS if getattr(args, name) is not None]
+    if given and not args.view:
+        raise InputError(f"{', '.join(given)}: for the live viewer, which only --view starts")
     overrides = dict(parse_override(s) for group in args.set for s in group)
     overrides.update(flag_settings(args))
     cfg = load_config(args.config, overrides)
     viewers = []
+    host = LIVE_HOST if args.host is None else args.host
+    port = LIVE_PORT if args.port is None else args.port
 
     if args.view:
         from viewer.app import listen_port
 
-        _warn_if_exposed(args.host)
-        listen_port(args.host, args.port)  # before anything is written
+        _warn_if_exposed(host)
+        listen_port(host, port)  # before anything is written
 
     def start_viewer(folder: Path) -> None:
-        viewers.append(start_viewer_app(folder, args.host, args.port, cfg.device))
+        viewers.append(start_viewer_app(folder, host, port, cfg.device))
         progress.console.print(f"recon view: {viewers[0].url}")
 
     try:
