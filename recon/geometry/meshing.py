@@ -58,13 +58,15 @@ def keep_large_components(vertices: np.ndarray, faces: np.ndarray, ratio: float)
     return sizes[face_label] >= ratio * sizes.max()
 
 
-def framed(points: np.ndarray, K: np.ndarray, w2c: np.ndarray, width: int, height: int):
-    """The integer pixel (col, row) [N, 2] each point falls in within a camera's image (0 where it falls outside),
-    and Bool [N]: in front of the camera and inside its image (the rule of :func:`recon.render.image_pixels`)."""
-    px, inside, _ = image_pixels(torch.as_tensor(np.asarray(points, dtype=np.float64)),
+def framed(points: np.ndarray, K: np.ndarray, w2c: np.ndarray, width: int,
+           height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`recon.render.image_pixels` on arrays: of world points [N, 3] in a camera, the integer pixel (col, row)
+    [N, 2] each falls in (0 where it falls outside), Bool [N]: in front of the camera and inside its image, and the
+    z-depth [N]."""
+    px, inside, z = image_pixels(torch.as_tensor(np.asarray(points, dtype=np.float64)),
                                  torch.as_tensor(np.asarray(w2c, dtype=np.float64)),
                                  torch.as_tensor(np.asarray(K, dtype=np.float64)), width, height)
-    return px.numpy(), inside.numpy()
+    return px.numpy(), inside.numpy(), z.numpy()
 
 
 def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -74,7 +76,7 @@ def inside_hull(points: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, 
     for K, w2c, mask in cameras:
         m = ndimage.binary_dilation(mask, iterations=dilate) if dilate else mask
         h, w = mask.shape
-        px, seen = framed(points, K, w2c, w, h)
+        px, seen, _ = framed(points, K, w2c, w, h)
         inside = np.ones(len(points), dtype=bool)
         inside[seen] = m[px[seen, 1], px[seen, 0]]
         keep &= inside

@@ -42,9 +42,9 @@ from recon.config import InitConfig, RunConfig
 from recon.errors import InputError
 from recon.files import atomic_write
 from recon.geometry import mvs
+from recon.geometry.meshing import framed
 from recon.io import images as image_io
 from recon.io import ply
-from recon.render import image_pixels
 from recon.scene.camera import project as project_to_pixels
 from recon.scene.frames import load_frames, scene_bounds
 from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
@@ -275,11 +275,8 @@ class _ViewData:
         self.mask = image_io.read_mask(graph.resolve(mask)) if mask else None
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Of world points [N, 3]: integer pixel (col, row) [N, 2], inside-image flag [N], camera depth [N]
-        (recon.render.image_pixels on arrays)."""
-        px, inside, z = image_pixels(torch.from_numpy(np.asarray(points, dtype=np.float64)), torch.from_numpy(self.w2c),
-                                     torch.from_numpy(self.K), self.width, self.height)
-        return px.numpy(), inside.numpy(), z.numpy()
+        """Of world points [N, 3]: integer pixel (col, row) [N, 2], inside-image flag [N], camera depth [N]."""
+        return framed(points, self.K, self.w2c, self.width, self.height)
 
 
 def carve_hull(views: list[_ViewData], center: np.ndarray, radius: float, resolution: int, count: int,
