@@ -474,6 +474,23 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     assert own.nodes["points/sfm"].provenance.stage == "import" and own.nodes["points/sfm"].count == 50
 
 
+def test_settings_that_check_stereo_against_sfm_points_say_when_the_scene_has_none(synthetic_scene, tmp_path):
+    """init.mvs_min_confirmed and init.mvs_sfm need SfM points; given cameras come without them, so with neither
+    poses.given_points nor an estimate they do nothing, and init says so instead of keeping stereo silently."""
+    from recon.config import InitConfig
+    from recon.stages.init import CONFIRM_MIN_POINTS, unused_sfm_settings
+
+    cfg = load_config("tiny", {"views.count": 4, "init.mvs_min_confirmed": 0.5, "init.mvs_sfm": True})
+    with pytest.warns(UserWarning, match=r"init.mvs_min_confirmed and init.mvs_sfm need the scene's SfM points and "
+                                         r"it has none .*poses.given_points=true.: they do not apply"):
+        graph = run_scene(synthetic_scene, cfg, tmp_path, until="init").graph
+    assert graph.nodes["metrics/init"].values["source"] == "mvs" and "points/sfm" not in graph.nodes
+    assert unused_sfm_settings(InitConfig(), has_sfm=False, sfm_seen=0) is None  # both off: nothing to say
+    few = unused_sfm_settings(InitConfig(mvs_min_confirmed=0.5), has_sfm=True, sfm_seen=CONFIRM_MIN_POINTS - 1)
+    assert few is not None and f"see {CONFIRM_MIN_POINTS - 1} SfM points, fewer than the {CONFIRM_MIN_POINTS}" in few
+    assert unused_sfm_settings(InitConfig(mvs_min_confirmed=0.5, mvs_sfm=True), True, CONFIRM_MIN_POINTS) is None
+
+
 def test_plain_from_sfm_points_falls_back_to_random_points_where_there_are_none(synthetic_scene, tmp_path):
     """The plain_sfm preset triangulates the given cameras' explained matches; photos too small to match leave none,
     and init says so and starts from random points."""
