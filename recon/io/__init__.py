@@ -51,6 +51,9 @@ def import_scene(path: Path, options: ImportOptions = ImportOptions()) -> SceneG
     """Read and check the scene at ``path``; raises :class:`InputError` on bad input."""
     path = Path(path).resolve()
     layout = detect_layout(path)
+    if options.spare_split is not None and layout.name != "spare":
+        raise InputError(f"{path}: --spare-split (data.spare_split) chooses among a SpaRe scene's split files, and "
+                         f"this scene is in the {layout.name} layout")
     graph = layout.read(path, options)
     graph.source.setdefault("path", str(path))
     graph.source["layout"] = layout.name

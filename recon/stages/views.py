@@ -33,6 +33,8 @@ CONFIG = "views"
 
 def load_split(name: str) -> dict:
     path = Path(name) if name.endswith(".json") else SPLITS_DIR / f"{name}.json"
+    if name.endswith(".json") and not path.is_file():
+        raise InputError(f"split file {name} not found" if not path.exists() else f"split {name} is not a file")
     if not path.is_file():
         known = sorted(p.stem for p in SPLITS_DIR.glob("*.json"))
         raise InputError(f"unknown split {name!r}; splits: {', '.join(known)} (or a path to a .json file)")
