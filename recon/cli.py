@@ -267,7 +267,11 @@ def run_command(args: Run) -> None:
     if given and not args.view:
         raise InputError(f"{', '.join(given)}: for the live viewer, which only --view starts")
     overrides = dict(parse_override(s) for group in args.set for s in group)
-    overrides.update(flag_settings(args))
+    flags = flag_settings(args)
+    for key in sorted(k for k in flags.keys() & overrides.keys() if flags[k] != overrides[k]):
+        flag = next((f"--{a.replace('_', '-')}" for a, (k, _) in RUN_FLAGS.items() if k == key), key)
+        warnings.warn(f"{flag} {flags[key]} and --set {key}={overrides[key]} disagree: the flag wins", stacklevel=2)
+    overrides.update(flags)
     cfg = load_config(args.config, overrides)
     viewers = []
     host = LIVE_HOST if args.host is None else args.host

@@ -49,6 +49,18 @@ def test_the_device_of_a_preset_or_set_holds_unless_the_flag_is_given(synthetic_
         assert yaml.safe_load((tmp_path / str(k) / "mug" / "config.yaml").read_text())["device"] == device, flags
 
 
+def test_a_flag_that_disagrees_with_a_set_of_the_same_key_wins_and_says_so(synthetic_scene, tmp_path, capsys):
+    import yaml
+
+    assert run("run", synthetic_scene, "--views", 3, "--set", "views.count=5", "--out", tmp_path / "a",
+               "--until", "views") == 0
+    assert yaml.safe_load((tmp_path / "a" / "mug" / "config.yaml").read_text())["views"]["count"] == 3
+    assert "--views 3 and --set views.count=5 disagree: the flag wins" in capsys.readouterr().err
+    assert run("run", synthetic_scene, "--views", 3, "--set", "views.count=3", "--out", tmp_path / "b",
+               "--until", "views") == 0
+    assert "the flag wins" not in capsys.readouterr().err  # the same value twice is no conflict
+
+
 def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkeypatch):
     import torch
 
