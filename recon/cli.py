@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -245,14 +245,14 @@ LIVE_EVERY, LIVE_HOST, LIVE_PORT = 200, "127.0.0.1", 8080
 
 
 def flag_settings(args: Run) -> dict[str, object]:
-    """The config keys the flags of ``recon run`` set (:data:`RUN_FLAGS`), and live_every with --view."""
+    """The config keys the flags of ``recon run`` set (:data:`RUN_FLAGS`), and live_every with --view --view-every."""
     out: dict[str, object] = {}
     for attr, (key, value) in RUN_FLAGS.items():
         given = getattr(args, attr)
         if given is not None and given is not False:
             out[key] = given if value is None else value
-    if args.view:
-        out["live_every"] = LIVE_EVERY if args.view_every is None else args.view_every
+    if args.view and args.view_every is not None:
+        out["live_every"] = args.view_every
     return out
 
 
@@ -269,10 +269,14 @@ def run_command(args: Run) -> None:
     overrides = dict(parse_override(s) for group in args.set for s in group)
     flags = flag_settings(args)
     for key in sorted(k for k in flags.keys() & overrides.keys() if flags[k] != overrides[k]):
-        flag = next((f"--{a.replace('_', '-')}" for a, (k, _) in RUN_FLAGS.items() if k == key), key)
-        warnings.warn(f"{flag} {flags[key]} and --set {key}={overrides[key]} disagree: the flag wins", stacklevel=2)
+        attr = next((a for a, (k, _) in RUN_FLAGS.items() if k == key), "view_every")
+        value = getattr(args, attr)
+        flag = f"--{attr.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
+        warnings.warn(f"{flag} and --set {key}={overrides[key]} disagree: the flag wins", stacklevel=2)
     overrides.update(flags)
     cfg = load_config(args.config, overrides)
+    if args.view and "live_every" not in overrides and cfg.live_every == 0:  # no --view-every, --set or preset's
+        cfg = replace(cfg, live_every=LIVE_EVERY)
     viewers = []
     host = LIVE_HOST if args.host is None else args.host
     port = LIVE_PORT if args.port is None else args.port

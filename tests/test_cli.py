@@ -177,12 +177,17 @@ def test_views_split_and_strategies(synthetic_scene, tmp_path):
         run_scene(synthetic_scene, load_config("default", {"views.count": 2, "views.split": "dtu"}), tmp_path / "c")
     assert not (tmp_path / "c").exists()
     missing = tmp_path / "nowhere" / "split.json"
-    with pytest.raises(InputError, match=f"split file {missing} not found"):
+    with pytest.raises(InputError, match=f"split file {missing} not found; the bundled splits: dtu, llff"):
         run_scene(synthetic_scene, load_config("default", {"views.split": str(missing)}), tmp_path / "d")
     with pytest.raises(InputError, match="--spare-split .* chooses among a SpaRe scene's split files, and this scene "
                                          "is in the dtu-idr layout"):
         run_scene(synthetic_scene, load_config("default", {"data.spare_split": "sparse_3"}), tmp_path / "e")
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+    for text, message in (("[25, 22]", "a split is a JSON object"), ("{'train'", "not a JSON split file")):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(InputError, match=message):
+            run_scene(synthetic_scene, load_config("default", {"views.split": str(tmp_path / "bad.json")}),
+                      tmp_path / "f")
 
 
 def test_synth_command_writes_the_idr_layout_and_refuses_to_overwrite(tmp_path, capsys):

@@ -150,6 +150,10 @@ def test_spare_scene(synthetic_scene, tmp_path):
     assert roles == {1: ("train", True), 4: ("train", True), 7: ("train", True), 2: ("test", False), 9: ("test", False)}
     assert graph.meta["spare"]["track"] == 1
     assert_same_cameras(graph, dataset_cameras(synthetic_scene), indices=[1, 2, 4, 7, 9], atol=1e-5)
+    # A SpaRe folder that also holds another layout's file is read as SpaRe when a SpaRe split is asked for.
+    (scene / "transforms.json").write_text("{}")
+    split = graph.meta["split"]["name"]
+    assert import_scene(scene, ImportOptions(spare_split=split)).source["layout"] == "spare"
 
 
 def test_images_only_folder(synthetic_scene, tmp_path):

@@ -489,6 +489,9 @@ def test_settings_that_check_stereo_against_sfm_points_say_when_the_scene_has_no
     few = unused_sfm_settings(InitConfig(mvs_min_confirmed=0.5), has_sfm=True, sfm_seen=CONFIRM_MIN_POINTS - 1)
     assert few is not None and f"see {CONFIRM_MIN_POINTS - 1} SfM points, fewer than the {CONFIRM_MIN_POINTS}" in few
     assert unused_sfm_settings(InitConfig(mvs_min_confirmed=0.5, mvs_sfm=True), True, CONFIRM_MIN_POINTS) is None
+    found_none = unused_sfm_settings(InitConfig(mvs_sfm=True), has_sfm=False, sfm_seen=0, given_points=True)
+    assert found_none is not None and "init.mvs_sfm needs the scene's SfM points" in found_none
+    assert "poses.given_points found none" in found_none
 
 
 def test_plain_from_sfm_points_falls_back_to_random_points_where_there_are_none(synthetic_scene, tmp_path):

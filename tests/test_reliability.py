@@ -732,6 +732,7 @@ def test_every_numeric_setting_has_a_range_its_default_is_in():
     (["--views", 0], "views.count = 0 must be at least 1"),
     (["--downscale", 0], "data.downscale = 0 must be at least 1"),
     (["--view", "--view-every", -1], "live_every = -1 must be at least 0"),
+    (["--view", "--set", "live_every=-1"], "live_every = -1 must be at least 0"),  # --view alone leaves --set's
     (["--port", 8081], "--port: for the live viewer, which only --view starts"),
     (["--view-every", 50, "--host", "0.0.0.0"], "--view-every, --host: for the live viewer, which only --view starts"),
 ])

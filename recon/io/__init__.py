@@ -52,8 +52,13 @@ def import_scene(path: Path, options: ImportOptions = ImportOptions()) -> SceneG
     path = Path(path).resolve()
     layout = detect_layout(path)
     if options.spare_split is not None and layout.name != "spare":
-        raise InputError(f"{path}: --spare-split (data.spare_split) chooses among a SpaRe scene's split files, and "
-                         f"this scene is in the {layout.name} layout")
+        from recon.io import spare
+
+        if not spare.LAYOUT.detect(path):  # a SpaRe folder may also hold another layout's files: the split decides
+            raise InputError(f"{path}: --spare-split (data.spare_split) chooses among a SpaRe scene's split files, "
+                             f"and this scene is in the {layout.name} layout, not beside a Track*_split_*.json that "
+                             f"lists it")
+        layout = spare.LAYOUT
     graph = layout.read(path, options)
     graph.source.setdefault("path", str(path))
     graph.source["layout"] = layout.name

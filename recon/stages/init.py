@@ -86,9 +86,6 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                            None if sfm is None else sfm[0])
             values["mvs"] = found.metrics
             share = found.metrics.get("sfm_confirmed")
-            unchecked = unused_sfm_settings(cfg.init, sfm is not None, found.metrics.get("sfm_seen", 0))
-            if unchecked:
-                warnings.warn(f"{graph.name}: init: {unchecked}", stacklevel=2)
             if len(found.points) < cfg.init.mvs_min_points:
                 keep_stereo(graph, train, found)  # its few depths still supervise where they are confident
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
@@ -98,6 +95,10 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                        f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.1%}): its depths miss "
                        f"what the photos' matches see, so neither its points nor its depths are used")
             else:
+                unchecked = unused_sfm_settings(cfg.init, sfm is not None, found.metrics.get("sfm_seen", 0),
+                                                cfg.poses.given_points)
+                if unchecked:
+                    warnings.warn(f"{graph.name}: init: {unchecked}; stereo is used as it is", stacklevel=2)
                 keep_stereo(graph, train, found)
                 points, colors = found.points, found.colors
                 made_from = [POINTS_MVS]
@@ -139,7 +140,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     return graph
 
 
-def unused_sfm_settings(ic: InitConfig, has_sfm: bool, sfm_seen: int) -> str | None:
+def unused_sfm_settings(ic: InitConfig, has_sfm: bool, sfm_seen: int, given_points: bool = False) -> str | None:
     """Why init.mvs_min_confirmed or init.mvs_sfm, set, cannot apply to this scene (None where they apply or are
     off): both need the scene's SfM points, which given cameras come without unless poses.given_points."""
     asked = [name for name, on in (("init.mvs_min_confirmed", ic.mvs_min_confirmed > 0), ("init.mvs_sfm", ic.mvs_sfm))
@@ -147,8 +148,10 @@ def unused_sfm_settings(ic: InitConfig, has_sfm: bool, sfm_seen: int) -> str | N
     if not asked:
         return None
     if not has_sfm:
-        return (f"{' and '.join(asked)} need the scene's SfM points and it has none (given cameras come without "
-                f"them unless poses.given_points=true): {'they do' if len(asked) > 1 else 'it does'} not apply")
+        why = ("poses.given_points found none (metrics/poses, given_fit)" if given_points else
+               "given cameras come without them unless poses.given_points=true")
+        return (f"{' and '.join(asked)} need{'' if len(asked) > 1 else 's'} the scene's SfM points and it has none "
+                f"({why}): {'they do' if len(asked) > 1 else 'it does'} not apply")
     if ic.mvs_min_confirmed > 0 and sfm_seen < CONFIRM_MIN_POINTS:
         return (f"init.mvs_min_confirmed does not apply: the training views see {sfm_seen} SfM points, fewer than "
                 f"the {CONFIRM_MIN_POINTS} it takes to judge stereo")

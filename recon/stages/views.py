@@ -33,12 +33,18 @@ CONFIG = "views"
 
 def load_split(name: str) -> dict:
     path = Path(name) if name.endswith(".json") else SPLITS_DIR / f"{name}.json"
-    if name.endswith(".json") and not path.is_file():
-        raise InputError(f"split file {name} not found" if not path.exists() else f"split {name} is not a file")
     if not path.is_file():
-        known = sorted(p.stem for p in SPLITS_DIR.glob("*.json"))
-        raise InputError(f"unknown split {name!r}; splits: {', '.join(known)} (or a path to a .json file)")
-    split = json.loads(path.read_text())
+        known = ", ".join(sorted(p.stem for p in SPLITS_DIR.glob("*.json")))
+        if name.endswith(".json"):
+            what = "is a folder" if path.exists() else "not found"
+            raise InputError(f"split file {path.resolve()} {what}; the bundled splits: {known}")
+        raise InputError(f"unknown split {name!r}; splits: {known} (or a path to a .json file)")
+    try:
+        split = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON split file ({exc})") from None
+    if not isinstance(split, dict):
+        raise InputError(f"{path}: a split is a JSON object with 'train' and 'test' id lists, or a 'hold_every' rule")
     if not ({"train", "test"} <= set(split) or isinstance(split.get("hold_every"), int)):
         raise InputError(f"{path}: a split needs 'train' and 'test' id lists, or a 'hold_every' rule")
     return split
