@@ -2,7 +2,8 @@
 
 :func:`atomic_write` writes to a temporary name in the same folder and renames it into place, so a reader
 sees the old file or the new one; failures to write are one line (:class:`~recon.errors.OutputError`)
-naming the file recon meant to write. :func:`write_json` writes JSON that way, readable by people.
+naming the file recon meant to write. :func:`write_json` writes JSON that way, readable by people;
+:func:`read_json_object` reads a JSON object a user gave, with one line naming the file when it is not one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from recon.errors import OutputError, output_error
+from recon.errors import InputError, OutputError, output_error
 
 NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
 
@@ -72,6 +73,18 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise output_error(exc, folder) from None
+
+
+def read_json_object(path: Path, expected: str) -> dict[str, Any]:
+    """The JSON object in ``path``; an :class:`InputError` naming the file where it cannot be read, is not JSON or
+    is not an object (``expected`` says what it should hold)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, {expected}")
+    return data
 
 
 def write_json(path: Path, obj: Any) -> Path:

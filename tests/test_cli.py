@@ -183,7 +183,8 @@ def test_views_split_and_strategies(synthetic_scene, tmp_path):
                                          "is in the dtu-idr layout"):
         run_scene(synthetic_scene, load_config("default", {"data.spare_split": "sparse_3"}), tmp_path / "e")
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
-    for text, message in (("[25, 22]", "a split is a JSON object"), ("{'train'", "not a JSON split file")):
+    for text, message in (("[25, 22]", "expected a JSON object, with 'train' and 'test' id lists"),
+                          ("{'train'", "cannot read it as JSON")):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(InputError, match=message):
             run_scene(synthetic_scene, load_config("default", {"views.split": str(tmp_path / "bad.json")}),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recon.errors import InputError
+from recon.files import read_json_object
 from recon.io.dtu import (
     camera_from_projection,
     focus_normalization,
@@ -43,12 +44,7 @@ def split_files(root: Path) -> list[Path]:
 
 
 def load_split(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read split file ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected an object keyed by scene name")
+    data = read_json_object(path, "keyed by scene name")
     for scene, entry in data.items():
         if not isinstance(entry, dict) or not {"input_views", "test_views"} <= set(entry):
             raise InputError(f"{path}: scene {scene} needs input_views and test_views")

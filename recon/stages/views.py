@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from recon.config import RunConfig
 from recon.errors import InputError
+from recon.files import read_json_object
 from recon.resources import SPLITS_DIR
 from recon.scene.camera import camera_center
 from recon.scene.graph import Metrics, Provenance, SceneGraph, View
@@ -39,12 +39,7 @@ def load_split(name: str) -> dict:
             what = "is a folder" if path.exists() else "not found"
             raise InputError(f"split file {path.resolve()} {what}; the bundled splits: {known}")
         raise InputError(f"unknown split {name!r}; splits: {known} (or a path to a .json file)")
-    try:
-        split = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a JSON split file ({exc})") from None
-    if not isinstance(split, dict):
-        raise InputError(f"{path}: a split is a JSON object with 'train' and 'test' id lists, or a 'hold_every' rule")
+    split = read_json_object(path, "with 'train' and 'test' id lists, or a 'hold_every' rule")
     if not ({"train", "test"} <= set(split) or isinstance(split.get("hold_every"), int)):
         raise InputError(f"{path}: a split needs 'train' and 'test' id lists, or a 'hold_every' rule")
     return split
