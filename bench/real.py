@@ -19,7 +19,8 @@ equals an earlier one's on a scene is recorded as the same run, not run again. E
 the optimize stage (held-out views scored there) in its own folder; ``--jobs N`` runs N at a time in
 separate processes on the same GPU (the per-stage seconds then include the sharing: ``jobs`` is in
 the report). Records PSNR, SSIM, LPIPS, both masked PSNRs where masks exist, seconds per stage, peak
-GPU memory, splats, and for 3-view runs one strip (photo | render | 4x absolute error) of the first
+GPU memory, splats, what recon warned (a setting that did not apply, a fallback: numbered under the table), and
+for 3-view runs one strip (photo | render | 4x absolute error) of the first
 held-out view in ``--images``. Prints one JSON line per run, then the summary table in markdown.
 
     python bench/real.py --root ../shared/realdata --views 3,6,9 --jobs 8 --out bench/results/real-h200.json
@@ -35,6 +36,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -50,6 +52,7 @@ from recon.render import compile_kernels  # noqa: E402
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 DEFAULT_VARIANTS = ("plain=plain", "plain_sfm=plain_sfm", "default=default", "dtu=dtu",
                     "object=object")  # the last two where they apply
+MAX_WARNINGS = 8  # per run, in the report
 METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "psnr_black", "ssim_black")
 LONG_SIDE = 512
 STRIP_WIDTH = 256  # each of photo, render and error in a strip, at most (integer down-sampling)
@@ -103,7 +106,12 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
     try:
         cfg = load_config(preset, overrides)
         start = time.perf_counter()
-        result = run_scene(Path(scene), cfg, Path(out_root), name=name, until="optimize")
+        with warnings.catch_warnings(record=True) as caught:  # a setting that did not apply, a fallback: in the row
+            warnings.simplefilter("always")
+            result = run_scene(Path(scene), cfg, Path(out_root), name=name, until="optimize")
+        said = dict.fromkeys((str(w.message).splitlines() or [""])[0] for w in caught)
+        if said:
+            row["warnings"] = list(said)[:MAX_WARNINGS]
         graph = result.graph
         row["stages"] = {k: rec.seconds for k, rec in graph.stages.items()}
         poses = graph.nodes[metrics_id("poses")].values
@@ -170,19 +178,24 @@ def markdown(report: dict) -> str:
     lines = ["| scene | views | " + " | ".join(variants) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in variants) + " |"]
     by_key = {(r["scene"], r["views"], r["variant"]): r for r in runs}
+    notes = []
     for scene, views in dict.fromkeys((r["scene"], r["views"]) for r in runs):
         cells = []
         for v in variants:
             r = by_key.get((scene, views, v))
             if r is None:
                 cells.append("")
-            elif r.get("psnr_masked") is not None:
-                cells.append(f"{r['psnr']:.2f} / {r['psnr_masked']:.2f} M")
-            else:
-                cells.append(f"{r['psnr']:.2f}")
+                continue
+            cell = f"{r['psnr']:.2f}" + (f" / {r['psnr_masked']:.2f} M" if r.get("psnr_masked") is not None else "")
+            if r.get("warnings"):
+                notes += [f"- ({len(notes) + 1}) {scene}, {views} views, {v}: " + "; ".join(r["warnings"])]
+                cell += f" ({len(notes)})"
+            cells.append(cell)
         lines.append(f"| {scene} | {views} | " + " | ".join(cells) + " |")
     lines += ["",
               "PSNR (whole image) / PSNR-M (over the object mask, where the capture has masks), held-out views, dB."]
+    if notes:
+        lines += ["", "Runs that warned (a setting that did not apply, a fallback):", *notes]
     return "\n".join(lines) + "\n"
 
 

@@ -128,6 +128,22 @@ def test_bench_corrects_a_colmap_model_stored_with_transposed_rotations(syntheti
     assert corrected(other, tmp_path / "fixed") == other
 
 
+def test_bench_runs_keep_what_recon_warned(synthetic_scene, tmp_path):
+    """bench/real.py: a run's warnings (a setting that did not apply, a fallback) are in its row and its table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from real import markdown, run_one
+
+    from recon.config import preset_settings
+
+    overrides = {**preset_settings("tiny"), "views.count": 3, "optimize.cpu_steps": 2,
+                 "init.mvs_min_confirmed": 0.5}
+    row = run_one(str(synthetic_scene), "default", overrides, str(tmp_path), "mug-3v-conf", None)
+    assert "error" not in row, row.get("error")
+    assert any("init.mvs_min_confirmed needs the scene's SfM points" in w for w in row["warnings"])
+    table = markdown({"variants": {"conf": {}}, "runs": [{**row, "scene": "mug", "views": 3, "variant": "conf"}]})
+    assert "(1) |" in table and "- (1) mug, 3 views, conf: " in table and "init.mvs_min_confirmed" in table
+
+
 @pytest.mark.parametrize("calibration", ["cal18", "mvsnet"])
 def test_dtu_rectified(synthetic_scene, tmp_path, calibration):
     scene = build_rectified(synthetic_scene, tmp_path / "DTU", calibration=calibration)
