@@ -281,6 +281,18 @@ def test_bad_blank_photo_among_photos_of_another_size(synthetic_scene, tmp_path,
                  "000007 (0 features: too little texture or too small)")
 
 
+def test_a_refused_geometry_still_names_a_photo_that_could_not_take_part(synthetic_scene, tmp_path, capsys,
+                                                                           monkeypatch):
+    """When the registered views' geometry is refused, a view it never placed (a blank photo) keeps its own reason."""
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic_scene / "image", photos)
+    Image.new("RGB", (64, 48)).save(photos / "000007.png")
+    monkeypatch.setattr("recon.sfm.reconstruct.refusal", lambda *args: "a refused geometry")
+    line = expect_error(capsys, ["run", photos, "--out", tmp_path / "out", "--until", "poses"],
+                        "no poses: a refused geometry; besides, ")
+    assert "000007 (0 features: too little texture or too small)" in line
+
+
 def test_bad_fewer_images_than_views(synthetic_scene, tmp_path, capsys):
     expect_error(capsys, ["run", synthetic_scene, "--views", 20, "--out", tmp_path / "out"],
                  "12 usable images, fewer than --views 20", tmp_path / "out" / "mug")

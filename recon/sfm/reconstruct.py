@@ -5,7 +5,8 @@ mapper (:mod:`recon.sfm.fewview`, or COLMAP's incremental or global mapper),
 then :func:`recon.sfm.model.refusal`. A photo left out of the model is named
 with the reason: too few features, no verified matches, or matched but not
 placed (with the few-view reconstruction's own reason when it has one).
-A refused geometry registers nothing and gives every photo the refusal's reason.
+A refused geometry registers nothing: the photos it had placed get the refusal's reason, the others keep
+their own.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: Featu
         result.refused = refusal(model, configurations, focal_known)
         if result.refused is not None:
             result.model = None
-            result.reasons = {i: f"refused: {result.refused}" for i in range(len(photos))}
+            result.reasons = {i: f"refused: {result.refused}" if i in model.cameras
+                              else _reason(corr, i, counts[i], own_reasons.get(i)) for i in range(len(photos))}
             return result
     placed = set(model.cameras) if model is not None else set()
     result.reasons = {i: _reason(corr, i, counts[i], own_reasons.get(i)) for i in range(len(photos)) if i not in placed}

@@ -110,8 +110,10 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     sizes = {v.id: image_io.header_size(graph.image_of(v)) for v in train}  # pixels checked at import
     sfm = estimate(graph, train, pc)
     seconds = time.perf_counter() - start
-    if "refused" in sfm.details:
-        raise InputError(f"{graph.name}: no poses: {sfm.details['refused']}")
+    if "refused" in sfm.details:  # the views it had not placed have reasons of their own: a blank photo says so
+        own = [f"{v.name} ({sfm.reasons[v.id]})" for v in train if not sfm.reasons[v.id].startswith("refused: ")]
+        raise InputError(f"{graph.name}: no poses: {sfm.details['refused']}"
+                         + (f"; besides, {'; '.join(own)}" if own else ""))
     failed = [v for v in train if v.id not in sfm.cameras]
     if failed:
         detail = "; ".join(f"{v.name} ({sfm.reasons[v.id]})" for v in failed)
