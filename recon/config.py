@@ -101,8 +101,9 @@ class PosesConfig:
     given_points: bool = False
     """With given cameras and a scene without SfM points: the verified matches between the training photos that the
     cameras explain (as ``check_given`` counts them, which this runs), triangulated with the given cameras into
-    ``points/sfm``, coloured from the photos (COLMAP's point triangulator with known poses, one point per matched
-    pair): what ``init.source sfm`` starts from, and 3DGS's usual initialisation."""
+    ``points/sfm``, coloured from the photos (as COLMAP's point triangulator with known poses: matches joined into
+    tracks where they share a keypoint, one point per track over all its photos): what ``init.source sfm`` starts
+    from, and 3DGS's usual initialisation."""
 
 
 @dataclass

@@ -474,6 +474,38 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     assert own.nodes["points/sfm"].provenance.stage == "import" and own.nodes["points/sfm"].count == 50
 
 
+def test_explained_matches_become_one_point_per_track():
+    """The given cameras' explained matches join into tracks where pairs share a keypoint: a point three photos see
+    is one point, not three, at its true place; a track holding two keypoints of one photo, or behind a camera that
+    sees it, is left out."""
+    from recon.sfm.check import _track_points
+
+    K = np.array([[200.0, 0, 64], [0, 200.0, 48], [0, 0, 1]])
+    poses = []
+    for x in (-0.3, 0.0, 0.3):  # three cameras side by side, looking down +z at the points
+        pose = np.eye(4)
+        pose[0, 3] = -x
+        poses.append(pose)
+    truth = np.array([[0.1, 0.05, 3.0], [-0.2, 0.1, 2.5], [0.0, -0.1, 4.0], [0.15, 0.0, 3.5]])
+    keypoints = []
+    for pose in poses:
+        cam = truth @ pose[:3, :3].T + pose[:3, 3]
+        uv = cam @ K.T
+        keypoints.append(np.vstack([uv[:, :2] / uv[:, 2:], [[10.0, 10.0]]]))  # and one stray keypoint (index 4)
+    same = np.array([[0, 0], [1, 1], [2, 2]])  # points 0-2, matched in every pair
+    point_3 = np.array([[3, 3]])
+    matches = {(0, 1): np.vstack([same, point_3]), (1, 2): np.vstack([same, point_3]),
+               (0, 2): np.vstack([same, [[3, 4]]])}  # photo 0's point 3 wrongly matched with photo 2's stray
+    cameras = [(K, pose) for pose in poses]
+    points, pixels = _track_points(keypoints, cameras, matches)
+    # Point 3's track holds photo 2's point 3 and its stray: two keypoints of one photo, left out.
+    assert len(points) == 3
+    assert np.abs(points - truth[:3]).max() < 1e-6
+    assert [k for k, _ in pixels] == [0] and np.allclose(pixels[0][1], keypoints[0][:3])
+    behind = [(K, pose) for pose in poses[:2]] + [(K, np.diag([-1.0, 1.0, -1.0, 1.0]) @ poses[2])]  # faces away
+    assert len(_track_points(keypoints, behind, {(0, 1): same[:1], (1, 2): same[:1]})[0]) == 0
+
+
 def test_settings_that_check_stereo_against_sfm_points_say_when_the_scene_has_none(synthetic_scene, tmp_path):
     """init.mvs_min_confirmed and init.mvs_sfm need SfM points; given cameras come without them, so with neither
     poses.given_points nor an estimate they do nothing, and init says so instead of keeping stereo silently."""

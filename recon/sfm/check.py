@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.sfm.fewview import fundamental, sampson_error, triangulate_pairs
+from recon.sfm.fewview import fundamental, sampson_error, tracks_from_matches, triangulate_pairs, triangulate_tracks
 from recon.sfm.matching import CameraPrior, FeatureOptions, Photo, match
 
 TOLERANCE = 0.004
@@ -42,9 +42,11 @@ class Fit:
     photos: int
     pairs: dict[tuple[int, int], tuple[int, int]]  # (i, j), i < j: (matches, consistent)
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
-    """[P, 3] world points of the explained matches, one per match (a point several pairs see comes once per pair)."""
+    """[P, 3] world points of the explained matches, one per track (the explained matches of every pair joined
+    where they share a keypoint), triangulated over all its photos and in front of each."""
     pixels: list[tuple[int, np.ndarray]] = field(default_factory=list)
-    """Where ``points`` were seen, in order: (photo index, [n, 2] keypoints in that photo), one entry per pair."""
+    """Where ``points`` were seen, in order: (photo index, [n, 2] keypoints in that photo), each point in the first
+    photo of its track."""
 
     @property
     def matches(self) -> int:
@@ -93,8 +95,7 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
     pycolmap.logging.minloglevel = 3  # COLMAP says nothing; the caller reports
     corr = match(photos, priors, features, work)
     pairs: dict[tuple[int, int], tuple[int, int]] = {}
-    explained: list[np.ndarray] = []
-    pixels: list[tuple[int, np.ndarray]] = []
+    explained: dict[tuple[int, int], np.ndarray] = {}
     for (i, j), pair in corr.pairs.items():
         (K_i, pose_i), (K_j, pose_j) = cameras[i], cameras[j]
         if np.linalg.norm((pose_j @ np.linalg.inv(pose_i))[:3, 3]) < 1e-9 * max(1.0, np.abs(pose_i[:3, 3]).max()):
@@ -110,6 +111,25 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
         sides = [max(priors[photos[k].camera].width, priors[photos[k].camera].height) for k in (i, j)]
         fits = (error <= TOLERANCE * max(sides)) & in_front
         pairs[(i, j)] = (len(error), int(fits.sum()))
-        explained.append(points[fits])
-        pixels.append((i, x_i[fits]))
-    return Fit(len(photos), pairs, np.concatenate(explained) if explained else np.zeros((0, 3)), pixels)
+        explained[(i, j)] = pair.matches[fits]
+    return Fit(len(photos), pairs, *_track_points(corr.keypoints, cameras, explained))
+
+
+def _track_points(keypoints: list[np.ndarray], cameras: list[tuple[np.ndarray, np.ndarray]],
+                  matches: dict[tuple[int, int], np.ndarray]) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """(points [P, 3], pixels) of the tracks the explained ``matches`` form (see :class:`Fit`); a track that puts two
+    keypoints of one photo together, or triangulates behind a camera that sees it, is left out."""
+    tracks = tracks_from_matches([len(k) for k in keypoints], matches)
+    if not len(tracks):
+        return np.zeros((0, 3)), []
+    seen = tracks >= 0
+    Ks, poses = [K for K, _ in cameras], [pose for _, pose in cameras]
+    points = triangulate_tracks(tracks, seen, keypoints, Ks, poses)
+    with np.errstate(invalid="ignore"):
+        depth = np.stack([points @ pose[2, :3] + pose[2, 3] for pose in poses], axis=1)  # [T, V]
+        keep = np.isfinite(points).all(axis=1) & ((depth > 0) | ~seen).all(axis=1)
+    tracks, seen, points = tracks[keep], seen[keep], points[keep]
+    first = seen.argmax(axis=1)
+    order = np.argsort(first, kind="stable")
+    pixels = [(int(k), keypoints[k][tracks[order[first[order] == k], k]]) for k in np.unique(first)]
+    return points[order], pixels

@@ -512,26 +512,32 @@ class FewViewReconstruction:
 
 
 def build_tracks(corr: Correspondences) -> np.ndarray:
-    """[T, V] int64: per track, the keypoint index in each photo or -1.
+    """[T, V] int64: per track, the keypoint index in each photo or -1, from every verified match of ``corr``
+    (:func:`tracks_from_matches`)."""
+    return tracks_from_matches([len(k) for k in corr.keypoints], {key: p.matches for key, p in corr.pairs.items()})
 
-    Tracks are the connected components of the graph whose nodes are keypoints
-    and whose edges are verified matches; a component with two keypoints in
-    one photo holds a wrong match somewhere and is dropped.
+
+def tracks_from_matches(counts: list[int], matches: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
+    """[T, V] int64: per track, the keypoint index in each of the V photos (``counts`` keypoints each) or -1.
+
+    Tracks are the connected components of the graph whose nodes are keypoints and whose edges are the
+    ``matches`` of each pair (i, j) ([M, 2] keypoint indices in i and j); a component with two keypoints in one
+    photo holds a wrong match somewhere and is dropped.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    offsets = np.cumsum([0] + [len(k) for k in corr.keypoints])
-    if not corr.pairs:
-        return np.zeros((0, len(corr.keypoints)), dtype=np.int64)
-    a = np.concatenate([offsets[i] + p.matches[:, 0] for (i, _), p in corr.pairs.items()])
-    b = np.concatenate([offsets[j] + p.matches[:, 1] for (_, j), p in corr.pairs.items()])
+    offsets = np.cumsum([0] + list(counts))
+    if not any(len(m) for m in matches.values()):
+        return np.zeros((0, len(counts)), dtype=np.int64)
+    a = np.concatenate([offsets[i] + m[:, 0] for (i, _), m in matches.items()])
+    b = np.concatenate([offsets[j] + m[:, 1] for (_, j), m in matches.items()])
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(offsets[-1], offsets[-1]))
     _, labels = connected_components(graph, directed=False)
     nodes = np.unique(np.r_[a, b])
     photo = np.searchsorted(offsets, nodes, side="right") - 1
     _, track_of = np.unique(labels[nodes], return_inverse=True)
-    tracks = np.full((track_of.max() + 1, len(corr.keypoints)), -1, dtype=np.int64)
+    tracks = np.full((track_of.max() + 1, len(counts)), -1, dtype=np.int64)
     tracks[track_of, photo] = nodes - offsets[photo]
     per_photo = np.zeros(tracks.shape, dtype=np.int64)
     np.add.at(per_photo, (track_of, photo), 1)
