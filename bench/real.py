@@ -103,15 +103,13 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
     torch.set_num_threads(1)
     progress.set_enabled(False)
     row: dict = {}
+    caught: list[warnings.WarningMessage] = []
     try:
         cfg = load_config(preset, overrides)
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:  # a setting that did not apply, a fallback: in the row
             warnings.simplefilter("always")
             result = run_scene(Path(scene), cfg, Path(out_root), name=name, until="optimize")
-        said = dict.fromkeys((str(w.message).splitlines() or [""])[0] for w in caught)
-        if said:
-            row["warnings"] = list(said)[:MAX_WARNINGS]
         graph = result.graph
         row["stages"] = {k: rec.seconds for k, rec in graph.stages.items()}
         poses = graph.nodes[metrics_id("poses")].values
@@ -131,7 +129,22 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
             row["image"] = write_strip(graph, Path(images) / f"{name}.png")
     except Exception as exc:  # a failed run is a result too
         row["error"] = f"{type(exc).__name__}: {exc}"
+    said = recon_warnings(caught)
+    if said:
+        row["warnings"] = said
     return row
+
+
+def recon_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The first lines of the warnings recon's own code gave (not its libraries'), each once, at most MAX_WARNINGS."""
+    import recon
+
+    package = str(Path(recon.__file__).resolve().parent)
+    said = list(dict.fromkeys((str(w.message).splitlines() or [""])[0] for w in caught
+                              if str(Path(w.filename).resolve()).startswith(package)))
+    if len(said) > MAX_WARNINGS:
+        said = said[:MAX_WARNINGS] + [f"and {len(said) - MAX_WARNINGS} more"]
+    return said
 
 
 def write_strip(graph, path: Path) -> str | None:

@@ -36,6 +36,11 @@ class OutputError(ReconError):
     exit_code = 2
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def output_error(exc: OSError, path: Path | str) -> OutputError:
     """The one line for ``exc``, met while writing ``path`` (the file recon meant to write, not a temporary one)."""
     if exc.errno == errno.ENOSPC:

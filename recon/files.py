@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from recon.errors import InputError, OutputError, output_error
+from recon.errors import InputError, OutputError, first_line, output_error
 
 NAME_MAX = 255  # bytes in one file name, on every file system recon writes to
 
@@ -79,9 +79,15 @@ def read_json_object(path: Path, expected: str) -> dict[str, Any]:
     """The JSON object in ``path``; an :class:`InputError` naming the file where it cannot be read, is not JSON or
     is not an object (``expected`` says what it should hold)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it as JSON ({exc})") from None
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is no error
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError, so are Python's integer limits
+        raise InputError(f"{path}: cannot read it as JSON ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, {expected}")
     return data

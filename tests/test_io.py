@@ -142,6 +142,33 @@ def test_bench_runs_keep_what_recon_warned(synthetic_scene, tmp_path):
     assert any("init.mvs_min_confirmed needs the scene's SfM points" in w for w in row["warnings"])
     table = markdown({"variants": {"conf": {}}, "runs": [{**row, "scene": "mug", "views": 3, "variant": "conf"}]})
     assert "(1) |" in table and "- (1) mug, 3 views, conf: " in table and "init.mvs_min_confirmed" in table
+    import warnings
+
+    from real import MAX_WARNINGS, recon_warnings
+
+    import recon
+
+    ours = str(Path(recon.__file__).parent / "stages" / "init.py")
+    caught = [warnings.WarningMessage(f"recon said {k}", UserWarning, ours, 1) for k in range(MAX_WARNINGS + 2)]
+    caught.append(warnings.WarningMessage("a library said", DeprecationWarning, np.__file__, 1))
+    assert recon_warnings(caught) == [f"recon said {k}" for k in range(MAX_WARNINGS)] + ["and 2 more"]
+
+
+def test_json_objects_a_user_gives_are_read_or_refused_in_one_line(tmp_path):
+    from recon.files import read_json_object
+
+    path = tmp_path / "split.json"
+    path.write_bytes(b'\xef\xbb\xbf{"train": [1]}')  # with a byte-order mark, as some editors save
+    assert read_json_object(path, "a split") == {"train": [1]}
+    for content, message in ((b'{"a": "\xff"}', "not UTF-8 text"), (b"{'a': 1}", "cannot read it as JSON"),
+                             (b'{"a": ' + b"9" * 5000 + b"}", "cannot read it as JSON"),
+                             (b"[" * 100_000, "cannot read it as JSON"),
+                             (b"[1, 2]", "expected a JSON object, a split")):
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=message):
+            read_json_object(path, "a split")
+    with pytest.raises(InputError, match="cannot read it"):
+        read_json_object(tmp_path, "a split")  # a folder
 
 
 @pytest.mark.parametrize("calibration", ["cal18", "mvsnet"])

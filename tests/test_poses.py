@@ -497,13 +497,27 @@ def test_explained_matches_become_one_point_per_track():
     matches = {(0, 1): np.vstack([same, point_3]), (1, 2): np.vstack([same, point_3]),
                (0, 2): np.vstack([same, [[3, 4]]])}  # photo 0's point 3 wrongly matched with photo 2's stray
     cameras = [(K, pose) for pose in poses]
-    points, pixels = _track_points(keypoints, cameras, matches)
+    tolerances = [2.0, 2.0, 2.0]
+    points, pixels = _track_points(keypoints, cameras, matches, tolerances)
     # Point 3's track holds photo 2's point 3 and its stray: two keypoints of one photo, left out.
     assert len(points) == 3
     assert np.abs(points - truth[:3]).max() < 1e-6
     assert [k for k, _ in pixels] == [0] and np.allclose(pixels[0][1], keypoints[0][:3])
+    # Tracks that start in other photos keep their points and first keypoints in the same order.
+    later = {(1, 2): np.array([[3, 3]]), (0, 1): same[:1]}
+    points, pixels = _track_points(keypoints, cameras, later, tolerances)
+    assert [k for k, _ in pixels] == [0, 1] and np.abs(points - truth[[0, 3]]).max() < 1e-6
+    assert np.allclose(np.concatenate([xy for _, xy in pixels]), [keypoints[0][0], keypoints[1][3]])
     behind = [(K, pose) for pose in poses[:2]] + [(K, np.diag([-1.0, 1.0, -1.0, 1.0]) @ poses[2])]  # faces away
-    assert len(_track_points(keypoints, behind, {(0, 1): same[:1], (1, 2): same[:1]})[0]) == 0
+    assert len(_track_points(keypoints, behind, {(0, 1): same[:1], (1, 2): same[:1]}, tolerances)[0]) == 0
+    # The cameras are side by side, so epipolar lines are rows: photo 2's keypoint slid 30 pixels along its row still
+    # fits each pair's epipolar geometry, but no single point explains the chained track.
+    slid = [k.copy() for k in keypoints]
+    slid[2][0, 0] += 30
+    assert len(_track_points(slid, cameras, {(0, 1): same[:1], (1, 2): same[:1]}, tolerances)[0]) == 0
+    # A photo without keypoints (a blank one) is in no track and stops nothing.
+    blank = [keypoints[0], keypoints[1], np.zeros((0, 2))]
+    assert len(_track_points(blank, cameras, {(0, 1): same}, tolerances)[0]) == 3
 
 
 def test_settings_that_check_stereo_against_sfm_points_say_when_the_scene_has_none(synthetic_scene, tmp_path):

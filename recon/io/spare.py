@@ -17,7 +17,6 @@ their image when the folder has it and without one (render only) otherwise.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -67,10 +66,10 @@ def _candidates(path: Path) -> list[Path]:
 
 def _keys(path: Path) -> set[str]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = read_json_object(path, "keyed by scene name")
+    except InputError:  # not a split file recon can read: it lists nothing (load_split says why when it is chosen)
         return set()
-    return set(data) if isinstance(data, dict) else set()
+    return set(data)
 
 
 def choose_split(path: Path, options: ImportOptions) -> Path:

@@ -112,22 +112,31 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
         fits = (error <= TOLERANCE * max(sides)) & in_front
         pairs[(i, j)] = (len(error), int(fits.sum()))
         explained[(i, j)] = pair.matches[fits]
-    return Fit(len(photos), pairs, *_track_points(corr.keypoints, cameras, explained))
+    tolerances = [TOLERANCE * max(priors[p.camera].width, priors[p.camera].height) for p in photos]
+    return Fit(len(photos), pairs, *_track_points(corr.keypoints, cameras, explained, tolerances))
 
 
 def _track_points(keypoints: list[np.ndarray], cameras: list[tuple[np.ndarray, np.ndarray]],
-                  matches: dict[tuple[int, int], np.ndarray]) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """(points [P, 3], pixels) of the tracks the explained ``matches`` form (see :class:`Fit`); a track that puts two
-    keypoints of one photo together, or triangulates behind a camera that sees it, is left out."""
+                  matches: dict[tuple[int, int], np.ndarray],
+                  tolerances: list[float]) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """(points [P, 3], pixels) of the tracks the explained ``matches`` form (see :class:`Fit`). A track is left out
+    where it puts two keypoints of one photo together, where its point lies behind a camera that sees it, or where
+    the point lands farther than ``tolerances`` pixels from the keypoint of a photo that sees it (two matches each on
+    their pair's epipolar line can chain into a track no single point explains)."""
     tracks = tracks_from_matches([len(k) for k in keypoints], matches)
     if not len(tracks):
         return np.zeros((0, 3)), []
     seen = tracks >= 0
     Ks, poses = [K for K, _ in cameras], [pose for _, pose in cameras]
     points = triangulate_tracks(tracks, seen, keypoints, Ks, poses)
-    with np.errstate(invalid="ignore"):
-        depth = np.stack([points @ pose[2, :3] + pose[2, 3] for pose in poses], axis=1)  # [T, V]
-        keep = np.isfinite(points).all(axis=1) & ((depth > 0) | ~seen).all(axis=1)
+    keep = np.isfinite(points).all(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for v, (K, pose) in enumerate(cameras):
+            cam = points @ pose[:3, :3].T + pose[:3, 3]
+            uv = (cam @ K.T)[:, :2] / cam[:, 2:]
+            observed = keypoints[v][np.maximum(tracks[:, v], 0)] if len(keypoints[v]) else np.zeros_like(uv)
+            fits = (cam[:, 2] > 0) & (np.linalg.norm(uv - observed, axis=1) <= tolerances[v])
+            keep &= fits | ~seen[:, v]
     tracks, seen, points = tracks[keep], seen[keep], points[keep]
     first = seen.argmax(axis=1)
     order = np.argsort(first, kind="stable")

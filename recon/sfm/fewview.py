@@ -558,7 +558,8 @@ def triangulate_tracks(tracks: np.ndarray, seen: np.ndarray, keypoints: list[np.
     ``seen`` [T, V] bool which observations to use (at least two per track),
     ``Ks`` and ``poses`` per photo (``K`` [3, 3], world_to_camera [4, 4]).
     """
-    x = np.stack([(keypoints[v][np.maximum(tracks[:, v], 0)] - Ks[v][:2, 2]) / np.diag(Ks[v])[:2]
+    padded = [k if len(k) else np.zeros((1, 2)) for k in keypoints]  # a photo without keypoints is in no track
+    x = np.stack([(padded[v][np.maximum(tracks[:, v], 0)] - Ks[v][:2, 2]) / np.diag(Ks[v])[:2]
                   for v in range(tracks.shape[1])], axis=1)
     return _dlt(x, poses, seen)
 

@@ -28,7 +28,8 @@ class Result:
     """A reconstruction of ``photos`` (or None), why each photo outside it is outside, and what matching found.
 
     ``reasons`` maps a photo's index to one line; ``refused`` is set when a
-    model was built but its geometry refused (:func:`recon.sfm.model.refusal`).
+    model was built but its geometry refused (:func:`recon.sfm.model.refusal`), and ``refused_placed`` holds the
+    photos that model had placed.
     """
 
     model: Model | None
@@ -36,6 +37,7 @@ class Result:
     features: list[int]
     verified_pairs: int
     refused: str | None = None
+    refused_placed: frozenset[int] = frozenset()
 
 
 def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: FeatureOptions, mapper: str,
@@ -64,7 +66,7 @@ def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: Featu
         configurations = {key: pair.configuration for key, pair in corr.pairs.items()}
         result.refused = refusal(model, configurations, focal_known)
         if result.refused is not None:
-            result.model = None
+            result.model, result.refused_placed = None, frozenset(model.cameras)
             result.reasons = {i: f"refused: {result.refused}" if i in model.cameras
                               else _reason(corr, i, counts[i], own_reasons.get(i)) for i in range(len(photos))}
             return result

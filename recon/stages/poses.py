@@ -44,7 +44,7 @@ import torch
 
 from recon import progress
 from recon.config import PosesConfig, RunConfig
-from recon.errors import InputError
+from recon.errors import InputError, first_line
 from recon.io import FULL_SIZE
 from recon.io import images as image_io
 from recon.metrics import poses as pose_eval
@@ -111,7 +111,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     sfm = estimate(graph, train, pc)
     seconds = time.perf_counter() - start
     if "refused" in sfm.details:  # the views it had not placed have reasons of their own: a blank photo says so
-        own = [f"{v.name} ({sfm.reasons[v.id]})" for v in train if not sfm.reasons[v.id].startswith("refused: ")]
+        placed = set(sfm.details.get("refused_placed", []))
+        own = [f"{v.name} ({sfm.reasons.get(v.id, 'not placed')})" for v in train if v.id not in placed]
         raise InputError(f"{graph.name}: no poses: {sfm.details['refused']}"
                          + (f"; besides, {'; '.join(own)}" if own else ""))
     failed = [v for v in train if v.id not in sfm.cameras]
@@ -229,11 +230,6 @@ def given_points(graph: SceneGraph, views: list[View], fit: Fit, scales: list[fl
     return len(fit.points)
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type's name when it has none."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _restore_given(graph: SceneGraph) -> None:
     """Undo an earlier run of this stage (whose own nodes the pipeline has dropped).
 
@@ -335,6 +331,7 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
     }
     if result.refused:
         details["refused"] = result.refused
+        details["refused_placed"] = [views[i].id for i in sorted(result.refused_placed)]
     points = model.points if model is not None else np.zeros((0, 3))
     colors = model.colors if model is not None else np.zeros((0, 3))
     return Estimate(out, {v.id: f"sfm/{c}" for v, c in zip(views, photo_cameras)},
