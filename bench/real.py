@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from captures import captures_under, corrected  # noqa: E402
 from optimize import environment, parse_variant  # noqa: E402
 
+from recon.errors import first_line  # noqa: E402
 from recon.render import compile_kernels  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -140,7 +141,7 @@ def recon_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     import recon
 
     package = str(Path(recon.__file__).resolve().parent)
-    said = list(dict.fromkeys((str(w.message).splitlines() or [""])[0] for w in caught
+    said = list(dict.fromkeys(first_line(w.message) for w in caught
                               if str(Path(w.filename).resolve()).startswith(package)))
     if len(said) > MAX_WARNINGS:
         said = said[:MAX_WARNINGS] + [f"and {len(said) - MAX_WARNINGS} more"]
@@ -249,7 +250,7 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
         try:
             protocols[path] = scene_protocol(path)
         except Exception as exc:  # noqa: BLE001 (reported in the JSON and on stderr)
-            unreadable[path.name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            unreadable[path.name] = f"{type(exc).__name__}: {first_line(exc)}"
             print(f"{path.name}: not read ({unreadable[path.name]})", file=sys.stderr, flush=True)
     compile_seconds = compile_kernels()
     report = {"benchmark": "real", "environment": {**environment(), "gsplat_compile_seconds": compile_seconds},

@@ -23,7 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from recon.errors import InputError
+from recon.errors import InputError, first_line
 from recon.resources import CONFIGS_DIR
 
 
@@ -660,7 +660,7 @@ def _read_preset(path: Path) -> dict[str, Any]:
         where = f", line {exc.problem_mark.line + 1}" if exc.problem_mark else ""
         raise InputError(f"{path}{where}: not valid YAML ({exc.problem or exc.context})") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+        raise InputError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a preset must be a mapping of sections")
     return data

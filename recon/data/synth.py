@@ -41,6 +41,7 @@ from recon import __version__, progress
 from recon.data.shapes import SHAPES, Shape, box
 from recon.data.textures import TEXTURES
 from recon.errors import InputError
+from recon.files import read_json_object
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.camera import camera_center, intrinsics_matrix, look_at, transform_world_to_camera
@@ -246,10 +247,10 @@ def _replaceable(out: Path) -> bool:
     if not any(out.iterdir()):
         return True
     try:
-        meta = json.loads((out / "gt" / "scene.json").read_text())
-    except (OSError, ValueError):
+        meta = read_json_object(out / "gt" / "scene.json", "a synthetic scene's description")
+    except InputError:
         return False
-    return isinstance(meta, dict) and str(meta.get("generator", "")).startswith("recon ")
+    return str(meta.get("generator", "")).startswith("recon ")
 
 
 def check_synth_target(out: Path, spec: SynthSpec, force: bool = False) -> None:

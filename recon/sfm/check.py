@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.scene.camera import project
 from recon.sfm.fewview import fundamental, sampson_error, tracks_from_matches, triangulate_pairs, triangulate_tracks
 from recon.sfm.matching import CameraPrior, FeatureOptions, Photo, match
 
@@ -130,13 +131,12 @@ def _track_points(keypoints: list[np.ndarray], cameras: list[tuple[np.ndarray, n
     Ks, poses = [K for K, _ in cameras], [pose for _, pose in cameras]
     points = triangulate_tracks(tracks, seen, keypoints, Ks, poses)
     keep = np.isfinite(points).all(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for v, (K, pose) in enumerate(cameras):
-            cam = points @ pose[:3, :3].T + pose[:3, 3]
-            uv = (cam @ K.T)[:, :2] / cam[:, 2:]
-            observed = keypoints[v][np.maximum(tracks[:, v], 0)] if len(keypoints[v]) else np.zeros_like(uv)
-            fits = (cam[:, 2] > 0) & (np.linalg.norm(uv - observed, axis=1) <= tolerances[v])
-            keep &= fits | ~seen[:, v]
+    for v, (K, pose) in enumerate(cameras):
+        uv, z = project(points, K, pose)
+        observed = keypoints[v][np.maximum(tracks[:, v], 0)] if len(keypoints[v]) else np.zeros_like(uv)
+        with np.errstate(invalid="ignore"):
+            fits = (z > 0) & (np.linalg.norm(uv - observed, axis=1) <= tolerances[v])
+        keep &= fits | ~seen[:, v]
     tracks, seen, points = tracks[keep], seen[keep], points[keep]
     first = seen.argmax(axis=1)
     order = np.argsort(first, kind="stable")
