@@ -68,6 +68,19 @@ def test_stereo_keeps_few_points_rather_than_wrong_ones(case):
     assert not bool(kept.any()) or float(maps.confidence[kept].mean()) < 0.3  # and they have little say
 
 
+def test_a_source_too_flat_to_have_texture_scores_no_plane():
+    """NCC ignores contrast: a copy of the wall at 1/250 of its contrast (a blown-out table, a black backdrop, where
+    only noise varies) would correlate perfectly. Such a source scores nothing, so its noise cannot pull a pixel to a
+    wrong plane."""
+    images, vm, K, depth, on_wall = wall_views()
+    near, far = torch.full((3,), 1.5), torch.full((3,), 6.0)
+    _, score = mvs.plane_sweep(images, vm, K, near, far, SETTINGS)
+    assert float((score[0][on_wall[0]] >= SETTINGS.min_score).float().mean()) > 0.6  # the wall itself scores
+    faint = torch.cat([images[:1], 0.5 + (images[1:] - 0.5) / 250])
+    depth_faint, score_faint = mvs.plane_sweep(faint, vm, K, near, far, SETTINGS)
+    assert bool((score_faint[0] == -1).all()) and bool((depth_faint[0] == 0).all())
+
+
 def test_a_surface_one_source_of_three_sees_is_kept_when_the_best_source_scores_it():
     """init.mvs_best_sources 1: two views of the wall and two of something else (noise); each wall view's score
     averages the best half of its three sources by default (one of them noise), the best one with the setting."""

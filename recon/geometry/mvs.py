@@ -21,7 +21,8 @@ scores at least that, a wider patch for faint texture or noisy photos.
 A depth is kept only if
 
 * the reference patch has texture (its grey standard deviation is at least
-  ``min_texture``): NCC of a flat patch is noise;
+  ``min_texture``): NCC of a flat patch is noise; so is a source's patch that
+  is flat where a plane carries the pixel, and that source does not score it;
 * its score is at least ``min_score``, and the winner is not among the first or last
   thirty-second of the planes (the true depth may lie outside the range);
 * it is geometrically consistent with ``min_consistent`` other views: the point,
@@ -189,8 +190,11 @@ def _sweep(g: Tensor, r: int, sources: list[int], origin: Tensor, dirs: Tensor, 
             w_var = (_box(warped * warped, win) - w_mean**2).clamp_min(0)
             cov = _box(warped * g[r : r + 1], win) - w_mean * ref_mean[r : r + 1]
             ncc = (cov / (w_var * ref_var[r : r + 1]).sqrt().clamp_min(1e-6))[:, 0]
-            # A source that does not see the whole patch cannot vouch for it.
+            # A source that does not see the whole patch cannot vouch for it, nor can a flat one: over a blown-out
+            # table or a black backdrop the covariance is rounding error, and its ratio to a variance near 0 came
+            # out at any value, clamped to a perfect 1 as often as not.
             seen = _box(seen[:, None].to(g.dtype), win)[:, 0] > 0.999
+            seen &= w_var[:, 0].sqrt() >= settings.min_texture
             per_source.append(torch.where(seen, ncc.clamp(-1, 1), torch.full_like(ncc, -1.0)))
         stacked = torch.stack(per_source)  # [S, d, H, W]
         scores[start : start + len(d)] = stacked.topk(keep, dim=0).values.mean(0)
