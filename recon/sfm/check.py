@@ -97,6 +97,7 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
     corr = match(photos, priors, features, work)
     pairs: dict[tuple[int, int], tuple[int, int]] = {}
     explained: dict[tuple[int, int], np.ndarray] = {}
+    tolerances = [TOLERANCE * max(priors[p.camera].width, priors[p.camera].height) for p in photos]
     for (i, j), pair in corr.pairs.items():
         (K_i, pose_i), (K_j, pose_j) = cameras[i], cameras[j]
         if np.linalg.norm((pose_j @ np.linalg.inv(pose_i))[:3, 3]) < 1e-9 * max(1.0, np.abs(pose_i[:3, 3]).max()):
@@ -109,11 +110,9 @@ def epipolar_fit(photos: list[Photo], priors: list[CameraPrior], cameras: list[t
         for pose in (pose_i, pose_j):
             with np.errstate(invalid="ignore"):
                 in_front &= points @ pose[2, :3] + pose[2, 3] > 0
-        sides = [max(priors[photos[k].camera].width, priors[photos[k].camera].height) for k in (i, j)]
-        fits = (error <= TOLERANCE * max(sides)) & in_front
+        fits = (error <= max(tolerances[i], tolerances[j])) & in_front
         pairs[(i, j)] = (len(error), int(fits.sum()))
         explained[(i, j)] = pair.matches[fits]
-    tolerances = [TOLERANCE * max(priors[p.camera].width, priors[p.camera].height) for p in photos]
     return Fit(len(photos), pairs, *_track_points(corr.keypoints, cameras, explained, tolerances))
 
 
