@@ -136,10 +136,10 @@ class InitConfig:
     """Image scales stereo sweeps, each half the size of the last: a pixel that scores below ``mvs_min_score`` at its
     own scale takes the depth of a coarser scale that scores enough (a wider patch, for faint texture)."""
     mvs_min_score: float = 0.5
-    """Lowest NCC score a depth may have (the cross-view check then vets it). 0.7 until the sixteenth round of
-    real-ablation: 0.5 kept more of the fine stone and brick texture of DTU scans 24 and 37 and gained there at 3 views
-    (+1.3 / +1.4 dB masked; scan 65 +0.1, the LLFF captures -0.05 to -0.08, the museum head +0.05); 0.6 gained a
-    little less on DTU and left the LLFF captures level, 0.4 scored as 0.5 (real-ablation-16-h200.json)."""
+    """Lowest NCC score a depth may have (the cross-view check then vets it). It was 0.7: 0.5 keeps more of the fine
+    stone and brick grain of DTU scans 24 and 37, which scores 0.5 to 0.8, and gained there at 3 views (+1.3 / +1.4 dB
+    masked; scan 65 +0.1, the LLFF captures -0.05 to -0.08, the museum head +0.05); 0.6 gained a little less on DTU and
+    left the LLFF captures level, 0.4 scored as 0.5 (bench/results/real-ablation-16-h200.json)."""
     mvs_min_consistent: int = 1
     """Other views whose own depth must agree with a pixel's (within a pixel and 1% of its depth)."""
     mvs_max_side: int = 800
