@@ -68,6 +68,16 @@ def test_stereo_keeps_few_points_rather_than_wrong_ones(case):
     assert not bool(kept.any()) or float(maps.confidence[kept].mean()) < 0.3  # and they have little say
 
 
+def test_the_cross_view_check_keeps_only_what_agrees_within_its_tolerances():
+    images, vm, K, _, on_wall = wall_views()
+    near, far = torch.full((3,), 1.5), torch.full((3,), 6.0)
+    loose = mvs.estimate_depth(images, vm, K, near, far, SETTINGS).depth > 0
+    strict = mvs.estimate_depth(images, vm, K, near, far,
+                                replace(SETTINGS, max_reprojection=0.05, max_depth_ratio=0.0005)).depth > 0
+    assert not bool((strict & ~loose).any())  # the same sweep: a stricter check only takes depths away
+    assert (strict & on_wall).sum() < 0.5 * (loose & on_wall).sum()
+
+
 def test_a_source_too_flat_to_have_texture_scores_no_plane():
     """NCC ignores contrast: a copy of the wall at 1/250 of its contrast (a blown-out table, a black backdrop, where
     only noise varies) would correlate perfectly. Such a source scores nothing, so its noise cannot pull a pixel to a

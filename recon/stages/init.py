@@ -206,7 +206,9 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
     near, far = depth_bounds
     settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
                                   sources=ic.mvs_sources, best_sources=ic.mvs_best_sources, scales=ic.mvs_scales,
-                                  min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent)
+                                  min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent,
+                                  max_reprojection=ic.mvs_max_reprojection,
+                                  max_depth_ratio=ic.mvs_max_depth_ratio)
     checked = {}
     with torch.no_grad():
         images = frames.training_images()
