@@ -148,9 +148,7 @@ class InitConfig:
     depth, for the two views to agree."""
     mvs_max_depth_ratio: float = 0.01
     """Share of its depth by which a pixel's depth and the one another view carries back to it may differ, for the
-    two views to agree. On DTU scan 37 at 3 views, of the depths that score 0.5 inside the object, 50-57% agree with
-    another view within 1% of their depth and 31-45% within 1% and a pixel (the 2-core CPU, round sixteen; not yet
-    measured in PSNR)."""
+    two views to agree (docs/results.md, the sixteenth round, has what looser tolerances keep on a DTU scan)."""
     mvs_max_side: int = 800
     """Views are matched at most this many pixels on their long side (down-sampled by an integer factor)."""
     mvs_cpu_max_side: int = 128
