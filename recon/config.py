@@ -256,8 +256,19 @@ class OptimizeConfig:
     """Prune Gaussians that project outside a training view's mask (free space by the visual hull)."""
     min_views: int = 0
     """Prune Gaussians seen (at least half a pixel of blending weight) by fewer training views; 0 is off."""
+    free_space: float = 0.0
+    """Prune the splats whose centre lies in front of a training view's multi-view-stereo depth (init's
+    ``depth/mvs``, the nearest within 5 pixels) by more than this share of it: the stereo depth says that ray is empty
+    up to the surface, so a splat there is a floater; 0: off."""
     prune_every: int = 500
-    """Steps between the hull, min-views and co-prunings (while densification runs)."""
+    """Steps between the hull, min-views, free-space and co-prunings (while densification runs)."""
+    empty_dark: float = 0.0
+    """Weight of the rendered opacity over the photo's dark regions (every pixel of a block 1/20 of the image wide
+    with its brightest channel below ``dark_level``): a black backdrop is left empty, which the black background
+    renders as it is, instead of covered by splats that may sit anywhere along its rays, in front of the object in
+    another view. Only when training on black (``background`` black, or auto without masks); 0: off."""
+    dark_level: float = 0.1
+    """Brightest channel below which a photo's pixel counts as dark for ``empty_dark``."""
     depth_smooth: float = 0.0
     """Weight of the edge-aware total variation of the training view's rendered depth (3DGS): the mean difference,
     in scene radii, between neighbouring pixels' depths where the render is opaque, each weighted by exp(-10 x their
@@ -560,6 +571,8 @@ LIMITS: dict[str, Limit] = {
     "optimize.refine_every": COUNT, "optimize.grow_grad2d": POSITIVE, "optimize.prune_opacity": FRACTION,
     "optimize.mcmc_cap": COUNT, "optimize.mask_weight": AT_LEAST_0, "optimize.opacity_reg": AT_LEAST_0,
     "optimize.scale_reg": AT_LEAST_0, "optimize.min_views": AT_LEAST_0, "optimize.prune_every": COUNT,
+    "optimize.free_space": Limit(0, 1, high_open=True), "optimize.empty_dark": AT_LEAST_0,
+    "optimize.dark_level": FRACTION,
     "optimize.depth_smooth": AT_LEAST_0, "optimize.distortion": AT_LEAST_0,
     "optimize.normal_consistency": AT_LEAST_0, "optimize.pseudo_views": AT_LEAST_0,
     "optimize.pseudo_jitter": AT_LEAST_0, "optimize.regularize_from": AT_LEAST_0,

@@ -238,6 +238,40 @@ def test_outside_hull_flags_points_outside_a_mask():
     assert flags.tolist() == [False, True, False]  # the third is outside the image: not judged
 
 
+def test_a_dark_backdrop_is_pushed_empty_and_dark_detail_is_not():
+    images = torch.full((1, 40, 60, 3), 0.6)
+    images[0, :15] = 0.03  # a black backdrop across the top
+    images[0, 25:35, 20:23] = 0.02  # a dark handle, 3 pixels wide
+    dark = reg.dark_regions(images, level=0.1, window=7)
+    assert bool(dark[0, :15].all())  # the whole backdrop, its edge included
+    assert not bool(dark[0, 15:].any())  # not the lit part, nor the thin dark detail in it
+    alpha = torch.full((40, 60, 1), 0.5, requires_grad=True)
+    term = reg.empty_where(alpha, dark[0])
+    term.backward()
+    assert float(term.detach()) == pytest.approx(0.5)
+    assert float(alpha.grad[20:].abs().sum()) == 0 and torch.isfinite(alpha.grad).all()
+    assert float(reg.empty_where(alpha, torch.zeros(40, 60, dtype=torch.bool))) == 0
+
+
+def test_free_space_flags_splats_in_front_of_the_stereo_depth_only():
+    vm = torch.tensor(look_at(np.array([0.0, -4.0, 0.0]), np.zeros(3)), dtype=torch.float32)[None]
+    K = torch.tensor(intrinsics_matrix(50, 50, 20, 20), dtype=torch.float32)[None]
+    depths = torch.full((1, 40, 40), 4.0)  # a wall through the origin, facing the camera
+    depths[0, :, :10] = 0  # no stereo depth on the left quarter
+    depths[0, 18:22, 30:34] = 2.0  # a near patch
+    means = torch.tensor([
+        [0.0, 0.0, 0.0],  # on the wall: kept
+        [0.0, 1.0, 0.0],  # a quarter of the way behind it: kept
+        [0.0, -2.0, 0.0],  # halfway to the camera: a floater
+        [-0.8, -2.0, 0.0],  # as near, where stereo found nothing: not judged
+        [0.6, -0.5, 0.0],  # in front of the wall, 2 pixels beside the near patch: judged by the patch, kept
+        [0.0, -10.0, 0.0],  # behind the camera: not judged
+    ])
+    flags = reg.in_free_space(means, vm, K, depths, margin=0.05)
+    assert flags.tolist() == [False, False, True, False, False, False]
+    assert not reg.in_free_space(means, vm, K, torch.zeros(1, 40, 40), margin=0.05).any()
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", [
     {},
@@ -278,6 +312,7 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
                 "optimize.binocular": 0.1, "optimize.co_prune": 0.02, "optimize.co_reg": 0.5,
                 "optimize.pseudo_views": 0.1, "optimize.depth_smooth": 0.1, "optimize.cross_view": 0.1,
                 "optimize.background": "random_unless_black", "optimize.coarse_to_fine": 1.5,
+                "optimize.free_space": 0.05,
                 "data.train_masks": False}
     graph = run_scene(synthetic_scene, tiny(**switches), tmp_path, until="optimize").graph
     init = graph.nodes["metrics/init"].values

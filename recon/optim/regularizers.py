@@ -198,6 +198,40 @@ def outside_hull(means: Tensor, viewmats: Tensor, Ks: Tensor, masks: Tensor, dil
 
 
 @torch.no_grad()
+def dark_regions(images: Tensor, level: float, window: int) -> Tensor:
+    """Bool [C, H, W]: the pixels of images [C, H, W, 3] inside a ``window`` x ``window`` block (odd) whose every
+    pixel's brightest channel is below ``level``: a dark backdrop, not the dark detail of an object."""
+    dark = (images.amax(-1) < level).float()[:, None]
+    pad = window // 2
+    lit_near = F.max_pool2d(1 - dark, window, stride=1, padding=pad)  # 1 where a lit pixel is within the block
+    return F.max_pool2d(1 - lit_near, window, stride=1, padding=pad)[:, 0] > 0.5
+
+
+def empty_where(alpha: Tensor, region: Tensor) -> Tensor:
+    """Mean rendered opacity (alpha [H, W, 1]) over ``region`` (Bool [H, W]); 0 when the region is empty."""
+    weight = region.to(alpha.dtype)
+    return (alpha[..., 0] * weight).sum() / weight.sum().clamp_min(1)
+
+
+@torch.no_grad()
+def in_free_space(means: Tensor, viewmats: Tensor, Ks: Tensor, depths: Tensor, margin: float,
+                  window: int = 5) -> Tensor:
+    """Bool [N]: the centre lies in front of some view's known depth (depths [C, H, W], 0 where unknown) by more than
+    ``margin`` times that depth, the nearest known depth within a ``window`` x ``window`` block of its pixel (so that
+    a splat just beside a near surface's silhouette is not judged by the far one behind it); splats in front of no
+    known depth are not judged."""
+    C, H, W = depths.shape
+    far = torch.where(depths > 0, depths, torch.full_like(depths, float("inf")))[:, None]
+    nearest = -F.max_pool2d(-far, window, stride=1, padding=window // 2)[:, 0]
+    free = torch.zeros(len(means), dtype=torch.bool, device=means.device)
+    for c in range(C):
+        px, inside, z = image_pixels(means, viewmats[c], Ks[c], W, H)
+        surface = nearest[c, px[:, 1], px[:, 0]]
+        free |= inside & torch.isfinite(surface) & (z < (1 - margin) * surface)
+    return free
+
+
+@torch.no_grad()
 def covisibility(points: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int) -> Tensor:
     """[V, V]: how many of ``points`` [N, 3] lie in front of and inside the images of both cameras of each pair (0 on
     the diagonal)."""

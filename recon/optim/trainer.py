@@ -86,6 +86,9 @@ class Trainer:
         self.background = bg
         # random_unless_black: the weight [V, H, W, 1] of the random colour behind each photo pixel
         self.lit = reg.lit(self.images) if bg == "random_unless_black" else None
+        # empty_dark: the photos' dark backdrop [V, H, W], left empty (the black background shows there)
+        self.dark = reg.dark_regions(self.images, oc.dark_level, 2 * (frames.width // 40) + 1) \
+            if oc.empty_dark > 0 and bg == "black" else None
         self.live: SnapshotWriter | None = None
         self.live_every = 0
         self.targets: Targets | None = None
@@ -203,6 +206,8 @@ class Trainer:
         if oc.anisotropy > 0:
             axes = 2 if oc.kind == "2dgs" else 3
             loss = loss + oc.anisotropy * reg.anisotropy(self.splats["scales"][:, :axes], oc.max_anisotropy)
+        if self.dark is not None:
+            loss = loss + oc.empty_dark * reg.empty_where(out.alpha[0], self.dark[index])
         if oc.depth_weight > 0 and f.depths is not None and f.depth_confidence is not None:
             loss = loss + oc.depth_weight * reg.depth_agreement(out.depth[0, ..., 0], f.depths[index],
                                                                 f.depth_confidence[index])
@@ -281,8 +286,8 @@ class Trainer:
     # --- pruning ----------------------------------------------------------------------------------
     @torch.no_grad()
     def prune(self, extra: Tensor | None = None) -> int:
-        """Remove the splats outside the masks' hull (hull_prune), those too few views see (min_views) and ``extra``
-        (Bool [N]); the number removed."""
+        """Remove the splats outside the masks' hull (hull_prune), those too few views see (min_views), those in front
+        of the stereo depth (free_space) and ``extra`` (Bool [N]); the number removed."""
         from gsplat.strategy.ops import remove
 
         doomed = torch.zeros(len(self.splats["means"]), dtype=torch.bool, device=self.device)
@@ -292,6 +297,9 @@ class Trainer:
             doomed |= reg.outside_hull(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.masks)
         if self.oc.min_views > 0:
             doomed |= self.views_seeing() < self.oc.min_views
+        if self.oc.free_space > 0 and self.frames.depths is not None:
+            doomed |= reg.in_free_space(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.depths,
+                                        self.oc.free_space)
         if not bool(doomed.any()):
             return 0
         if self.oc.strategy == "mcmc":  # MCMC relocates dead splats instead of removing them
@@ -314,6 +322,11 @@ class Trainer:
             partner.co_pruned += int(theirs.sum())
         self.prune(extra=mine)
         partner.prune(extra=theirs)
+
+    @property
+    def prunes(self) -> bool:
+        """Whether any pruning of :meth:`prune` is switched on."""
+        return self.oc.hull_prune or self.oc.min_views > 0 or self.oc.free_space > 0
 
     def views_seeing(self) -> torch.Tensor:
         """How many training views give each splat at least half a pixel of blending weight."""
@@ -364,7 +377,7 @@ class Trainer:
                 if step > 0 and step % oc.prune_every == 0 and step <= min(oc.refine_stop, self.steps):
                     if self.partner is not None:
                         self.prune_both()
-                    elif oc.hull_prune or oc.min_views > 0:
+                    elif self.prunes:
                         self.prune()
                 if checkpoint:
                     if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):

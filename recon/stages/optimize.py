@@ -109,7 +109,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         torch.cuda.reset_peak_memory_stats(device)
     frames = load_frames(graph, train_views, factor, training=True)
     depth = graph.nodes.get(DEPTH_MVS)
-    if oc.depth_weight > 0 and isinstance(depth, DepthMaps):
+    if (oc.depth_weight > 0 or oc.free_space > 0) and isinstance(depth, DepthMaps):
         frames.depths, frames.depth_confidence = stereo_depth(graph, depth, train_views, frames.width, frames.height)
     frames = frames.to(device)
     center, radius = scene_bounds(graph, train_views)

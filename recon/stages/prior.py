@@ -436,7 +436,7 @@ def distill(ctx: PriorContext, splats: dict, model: RepairModel, title: str = "p
         repaired = model.repair(renders)
         trainer.targets = Targets(vm, Ks, repaired, weights, pc.distill_ssim)
         trainer.train(bounds[r], bounds[r + 1])
-    if oc.hull_prune or oc.min_views > 0:
+    if trainer.prunes:
         trainer.prune()
     return Distilled(trainer, summary, renders, repaired)
 
