@@ -258,21 +258,24 @@ class OptimizeConfig:
     min_views: int = 0
     """Prune Gaussians seen (at least half a pixel of blending weight) by fewer training views; 0 is off."""
     free_space: float = 0.0
-    """Prune the splats whose centre lies in front of a training view's multi-view-stereo depth (init's
-    ``depth/mvs``, the nearest within 5 pixels) by more than this share of it: the stereo depth says that ray is empty
-    up to the surface, so a splat there is a floater; 0: off. 0.05 gained 0.2 to 0.6 dB on two DTU scans and horns at
-    3 views, the others level (bench/results/real-ablation-17-h200.json)."""
+    """Prune, every ``prune_every`` steps while densification runs, the splats whose centre lies in front of a
+    training view's multi-view-stereo depth (init's ``depth/mvs``; the smallest within 2 pixels of the centre's pixel)
+    by more than this share of it: the stereo depth says that ray is empty up to the surface, so a splat there is a
+    floater; 0: off. Needs stereo depth (none: nothing pruned); judged by the given cameras, before any refinement.
+    0.05 gained 0.2 to 0.6 dB on two DTU scans and horns at 3 views, the others level
+    (bench/results/real-ablation-17-h200.json)."""
     prune_every: int = 500
     """Steps between the hull, min-views, free-space and co-prunings (while densification runs)."""
     empty_dark: float = 0.0
     """Weight of the rendered opacity over the photo's dark regions (every pixel of a block 1/20 of the image wide
     with its brightest channel below ``dark_level``): a black backdrop is left empty, which the black background
     renders as it is, instead of covered by splats that may sit anywhere along its rays, in front of the object in
-    another view. Only when training on black (``background`` black, or auto without masks); 0: off. 0.1 gained 0.2
-    and 0.9 dB masked on two DTU scans at 3 views (real-ablation-17-h200.json)."""
-    dark_level: float = 0.1
+    another view. Only when training on black (``background`` black, or auto without masks); 0: off. 0.1 at level
+    0.06 gained 0.2 and 0.9 dB masked on two DTU scans at 3 views (real-ablation-17-h200.json)."""
+    dark_level: float = 0.06
     """Brightest channel below which a photo's pixel counts as dark for ``empty_dark`` (DTU's black backdrop records
-    0.01 to 0.07; at 0.1 a museum object's dark bronze counted too and lost 0.3 dB)."""
+    about 0.01 to 0.07, bench/results/dark-regions-cpu.json; at 0.1 a museum object's dark bronze counted too and lost
+    0.3 dB)."""
     depth_smooth: float = 0.0
     """Weight of the edge-aware total variation of the training view's rendered depth (3DGS): the mean difference,
     in scene radii, between neighbouring pixels' depths where the render is opaque, each weighted by exp(-10 x their

@@ -263,7 +263,7 @@ def test_free_space_flags_splats_in_front_of_the_stereo_depth_only():
         [0.0, 0.0, 0.0],  # on the wall: kept
         [0.0, 1.0, 0.0],  # a quarter of the way behind it: kept
         [0.0, -2.0, 0.0],  # halfway to the camera: a floater
-        [-0.8, -2.0, 0.0],  # as near, where stereo found nothing: not judged
+        [-0.6, -2.0, 0.0],  # as near, where stereo found nothing (column 5): not judged
         [0.6, -0.5, 0.0],  # in front of the wall, 2 pixels beside the near patch: judged by the patch, kept
         [0.0, -10.0, 0.0],  # behind the camera: not judged
     ])
@@ -444,6 +444,31 @@ def test_a_random_background_unless_black_shows_behind_lit_pixels_only():
     assert float(first_step(photo, "random_unless_black", behind).photometric_sum) == pytest.approx(float(expected))
     assert first_step(photo, "random_unless_black", in_view, torch.ones(1, 18, 24, dtype=torch.bool)).background == \
         "random"  # with masks the mask says what is empty
+
+
+def test_the_dark_backdrop_term_adds_the_opacity_over_it_and_only_on_black():
+    from dataclasses import replace
+
+    from recon.optim.trainer import Trainer
+    from recon.scene.frames import Frames
+
+    rng = np.random.default_rng(0)
+    viewmats = torch.tensor(np.stack([look_at(np.array([4.0, 0.0, 1.0]), np.zeros(3))]), dtype=torch.float32)
+    Ks = torch.tensor(intrinsics_matrix(24, 24, 12, 9), dtype=torch.float32)[None]
+    oc = replace(load_config("default").optimize, sh_degree=0, refine_start=1000, regularize_from=1000, dropout=0.0)
+    photo = torch.full((1, 18, 24, 3), 0.5)
+    photo[:, :, :12] = 0.02  # a black backdrop on the left half
+    frames = Frames(["a"], photo, None, viewmats, Ks, 24, 18)
+    splats = init_splats(rng.normal(scale=0.3, size=(40, 3)), rng.random((40, 3)), sh_degree=0, init_opacity=0.3)
+
+    def trainer(**change) -> Trainer:
+        return Trainer(replace(oc, **change), frames, splats, np.zeros(3), 1.0, torch.device("cpu"), seed=0)
+
+    on, off = trainer(empty_dark=1.0, background="black"), trainer(empty_dark=0.0, background="black")
+    assert on.dark is not None and bool(on.dark[0, :, :12].all()) and not bool(on.dark[0, :, 12:].any())
+    assert off.dark is None and trainer(empty_dark=1.0, background="random").dark is None  # only on black
+    added = float(on.step(0, 0)) - float(off.step(0, 0))
+    assert added > 0 and all(bool(torch.isfinite(p).all()) for p in on.splats.values())
 
 
 def test_depth_smoothness_spares_colour_edges_and_has_finite_gradients():

@@ -199,8 +199,9 @@ def outside_hull(means: Tensor, viewmats: Tensor, Ks: Tensor, masks: Tensor, dil
 
 @torch.no_grad()
 def dark_regions(images: Tensor, level: float, window: int) -> Tensor:
-    """Bool [C, H, W]: the pixels of images [C, H, W, 3] inside a ``window`` x ``window`` block (odd) whose every
-    pixel's brightest channel is below ``level``: a dark backdrop, not the dark detail of an object."""
+    """Bool [C, H, W]: the pixels of images [C, H, W, 3] inside a ``window`` x ``window`` block (odd; clipped at the
+    image's edge) whose every pixel's brightest channel is below ``level``: a dark backdrop, not the dark detail of an
+    object narrower than the block."""
     dark = (images.amax(-1) < level).float()[:, None]
     pad = window // 2
     lit_near = F.max_pool2d(1 - dark, window, stride=1, padding=pad)  # 1 where a lit pixel is within the block
@@ -217,9 +218,9 @@ def empty_where(alpha: Tensor, region: Tensor) -> Tensor:
 def in_free_space(means: Tensor, viewmats: Tensor, Ks: Tensor, depths: Tensor, margin: float,
                   window: int = 5) -> Tensor:
     """Bool [N]: the centre lies in front of some view's known depth (depths [C, H, W], 0 where unknown) by more than
-    ``margin`` times that depth, the nearest known depth within a ``window`` x ``window`` block of its pixel (so that
-    a splat just beside a near surface's silhouette is not judged by the far one behind it); splats in front of no
-    known depth are not judged."""
+    ``margin`` times that depth, taking the smallest known depth in the ``window`` x ``window`` block around its pixel
+    (so that a splat just beside a near surface's silhouette is not judged by the far one behind it); splats with no
+    known depth in their block are not judged."""
     C, H, W = depths.shape
     far = torch.where(depths > 0, depths, torch.full_like(depths, float("inf")))[:, None]
     nearest = -F.max_pool2d(-far, window, stride=1, padding=window // 2)[:, 0]
