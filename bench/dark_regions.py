@@ -41,6 +41,7 @@ def main() -> int:
                     help="FOLDER:WIDTH[:ID,ID...] (the ids' photos, by position, are listed one by one)")
     ap.add_argument("--levels", default="0.05,0.06,0.08,0.1")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="")
     args = ap.parse_args()
 
     import torch
@@ -50,7 +51,8 @@ def main() -> int:
     from recon.optim import regularizers as reg
 
     levels = [float(x) for x in args.levels.split(",")]
-    report = {"benchmark": "dark-regions", "environment": environment(), "levels": levels, "captures": []}
+    report = {"benchmark": "dark-regions", "environment": environment(), "note": args.note, "levels": levels,
+              "captures": []}
     for spec in args.capture:
         folder, width, *ids = spec.split(":")
         files = photos(Path(folder))
