@@ -267,15 +267,15 @@ class OptimizeConfig:
     prune_every: int = 500
     """Steps between the hull, min-views, free-space and co-prunings (while densification runs)."""
     empty_dark: float = 0.0
-    """Weight of the rendered opacity over the photo's dark regions (every pixel of a block 1/20 of the image wide
-    with its brightest channel below ``dark_level``): a black backdrop is left empty, which the black background
-    renders as it is, instead of covered by splats that may sit anywhere along its rays, in front of the object in
-    another view. Only when training on black (``background`` black, or auto without masks); 0: off. 0.1 at level
-    0.06 gained 0.2 and 0.9 dB masked on two DTU scans at 3 views (real-ablation-17-h200.json)."""
+    """Weight of the rendered opacity over the photo's dark regions (every pixel of a block 1/20 of the image wide,
+    at least 5 pixels, with its brightest channel below ``dark_level``): a black backdrop is left empty, which the
+    black background renders as it is, instead of covered by splats that may sit anywhere along its rays, in front of
+    the object in another view. Only when training on black (``background`` black, or auto without masks); 0: off.
+    0.1 at level 0.06 gained 0.2 and 0.9 dB masked on two DTU scans at 3 views (real-ablation-17-h200.json)."""
     dark_level: float = 0.06
     """Brightest channel below which a photo's pixel counts as dark for ``empty_dark`` (DTU's black backdrop records
-    about 0.01 to 0.07, bench/results/dark-regions-cpu.json; at 0.1 a museum object's dark bronze counted too and lost
-    0.3 dB)."""
+    0.02 to 0.04 in the median, 99% of it below 0.05 to 0.08: bench/results/dark-regions-cpu.json; at 0.1 a museum
+    object's dark bronze counted too and lost 0.3 dB)."""
     depth_smooth: float = 0.0
     """Weight of the edge-aware total variation of the training view's rendered depth (3DGS): the mean difference,
     in scene radii, between neighbouring pixels' depths where the render is opaque, each weighted by exp(-10 x their
