@@ -324,6 +324,8 @@ def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(s
     assert 0 < fill <= round(0.5 * init["mvs"]["points"]) and init["points"] == init["mvs"]["points"] + fill
     metrics = graph.nodes["metrics/optimize"].values
     assert math.isfinite(metrics["psnr"]) and metrics["gaussians"] > 0
+    assert metrics["floaters"]["pruned_in_free_space"] >= 0  # judged against the stereo depth (random background:
+    assert "dark_backdrop_share" not in metrics["floaters"]  # no dark-backdrop term)
     co = metrics["co_training"]  # the partner set trained and was pruned against (at step 10)
     assert co["partner_gaussians"] > 0 and co["pruned"] >= 0 and co["partner_pruned"] >= 0
 

@@ -103,6 +103,7 @@ class Trainer:
         self.rendered = torch.zeros(len(frames), dtype=torch.bool)
         self.partner: Trainer | None = None  # a second set of splats trained beside these (co_prune, co_reg)
         self.co_pruned = 0  # splats of this set removed for lack of a partner splat near them
+        self.free_space_pruned = 0  # splats removed for lying in front of the stereo depth (free_space)
 
     def _strategy(self):
         from gsplat.strategy import DefaultStrategy, MCMCStrategy
@@ -298,8 +299,10 @@ class Trainer:
         if self.oc.min_views > 0:
             doomed |= self.views_seeing() < self.oc.min_views
         if self.oc.free_space > 0 and self.frames.depths is not None:
-            doomed |= reg.in_free_space(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.depths,
-                                        self.oc.free_space)
+            free = reg.in_free_space(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.depths,
+                                     self.oc.free_space)
+            self.free_space_pruned += int((free & ~doomed).sum())
+            doomed |= free
         if not bool(doomed.any()):
             return 0
         if self.oc.strategy == "mcmc":  # MCMC relocates dead splats instead of removing them

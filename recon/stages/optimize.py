@@ -148,6 +148,14 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     metrics = evaluate_test_views(graph, trainer, factor, align_steps=test_align_steps(oc, estimated, on_gpu))
     if refine:
         metrics["poses"] = record_refined_cameras(graph, train_views, trainer, factor)
+    # What the terms against floaters found: the photos' share of dark backdrop, the splats pruned in free space.
+    floaters: dict[str, float] = {}
+    if trainer.dark is not None:
+        floaters["dark_backdrop_share"] = float(trainer.dark.float().mean())
+    if oc.free_space > 0 and frames.depths is not None:
+        floaters["pruned_in_free_space"] = trainer.free_space_pruned
+    if floaters:
+        metrics["floaters"] = floaters
     if trainer.partner is not None:
         metrics["co_training"] = {"pruned": trainer.co_pruned, "partner_pruned": trainer.partner.co_pruned,
                                   "partner_gaussians": int(len(trainer.partner.splats["means"]))}
