@@ -67,7 +67,7 @@ def main() -> int:
             height = round(pixels.shape[0] * int(width) / pixels.shape[1])
             images.append(F.interpolate(pixels.permute(2, 0, 1)[None], size=(height, int(width)), mode="area")[0])
         batch = torch.stack(images).permute(0, 2, 3, 1)
-        window = max(5, 2 * (int(width) // 40) + 1)
+        window = reg.backdrop_window(int(width))
         row: dict = {"capture": Path(folder).name, "photos": len(images), "all_black_left_out": placeholders,
                      "width": int(width), "window": window,
                      "levels": {}}

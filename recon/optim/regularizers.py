@@ -197,6 +197,12 @@ def outside_hull(means: Tensor, viewmats: Tensor, Ks: Tensor, masks: Tensor, dil
     return out
 
 
+def backdrop_window(width: int) -> int:
+    """Side in pixels (odd) of the block :func:`dark_regions` judges an image ``width`` pixels wide by: 1/20 of the
+    width, at least 5."""
+    return max(5, 2 * (width // 40) + 1)
+
+
 @torch.no_grad()
 def dark_regions(images: Tensor, level: float, window: int) -> Tensor:
     """Bool [C, H, W]: the pixels of images [C, H, W, 3] inside a ``window`` x ``window`` block (odd; clipped at the

@@ -87,7 +87,7 @@ class Trainer:
         # random_unless_black: the weight [V, H, W, 1] of the random colour behind each photo pixel
         self.lit = reg.lit(self.images) if bg == "random_unless_black" else None
         # empty_dark: the photos' dark backdrop [V, H, W], left empty (the black background shows there)
-        self.dark = reg.dark_regions(self.images, oc.dark_level, max(5, 2 * (frames.width // 40) + 1)) \
+        self.dark = reg.dark_regions(self.images, oc.dark_level, reg.backdrop_window(frames.width)) \
             if oc.empty_dark > 0 and bg == "black" else None
         self.live: SnapshotWriter | None = None
         self.live_every = 0
