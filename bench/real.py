@@ -123,6 +123,7 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
         row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
                    resolution=m.get("resolution"), seconds=time.perf_counter() - start,
                    init=init.get("source"), init_points=init.get("points"), stereo_kept=stereo.get("kept_share"),
+                   stereo_coverage=stereo.get("coverage"),
                    fill_points=stereo.get("fill_points"), fill_dropped=stereo.get("fill_dropped"),
                    train_views=graph.nodes[metrics_id("views")].values["train_indices"],
                    test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]))

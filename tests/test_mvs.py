@@ -211,3 +211,16 @@ def test_points_filled_into_holes_lie_on_the_surface_unless_another_view_sees_th
     points, _, drawn = mvs.fill_points(mvs.DepthMaps(short, (short > 0).float()), images, vm, K, 300,
                                        torch.Generator().manual_seed(0))
     assert drawn == 300 and len(points) < 15
+
+
+def test_coverage_counts_the_kept_depths_inside_the_masks_and_skips_empty_ones():
+    from recon.stages.init import coverage
+
+    depth = torch.zeros(2, 4, 5)
+    depth[0, :2] = 1.0  # view 0: 10 of 20 pixels
+    depth[1, 0, 0] = 1.0  # view 1: 1 of 20
+    assert coverage(depth, None) == round((0.5 + 0.05) / 2, 4)
+    masks = torch.zeros(2, 4, 5, dtype=torch.bool)
+    masks[0, :2, :2] = True  # all 4 masked pixels of view 0 have a depth; view 1's mask is empty
+    assert coverage(depth, masks) == 1.0
+    assert coverage(depth, torch.zeros_like(masks)) == 0.0

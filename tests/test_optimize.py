@@ -599,3 +599,15 @@ def test_training_leaves_torch_dynamo_unimported(synthetic_scene, tmp_path):
               "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_stereo_that_covers_too_little_hands_over_and_still_supervises(synthetic_scene, tmp_path):
+    cfg = tiny(**{"data.masks": False, "init.mvs_min_coverage": 0.99, "optimize.steps": 5, "optimize.cpu_steps": 5})
+    with pytest.warns(UserWarning, match=r"multi-view stereo kept a depth for [\d.]+% of the training views' pixels, "
+                                         r"under init.mvs_min_coverage \(99.0%\).*trying the next source"):
+        graph = run_scene(synthetic_scene, cfg, tmp_path, until="init").graph
+    init = graph.nodes["metrics/init"].values
+    assert init["source"] == "random" and 0 < init["mvs"]["coverage"] < 0.99
+    assert "depth/mvs" in graph.nodes  # its depths still supervise the splats
+    off = run_scene(synthetic_scene, tiny(**{"data.masks": False}), tmp_path / "off", until="init").graph
+    assert off.nodes["metrics/init"].values["source"] == "mvs"

@@ -12,7 +12,9 @@
 
 ``auto`` tries them in that order, each where it applies (stereo needs two
 views, the hull masks that may shape the model); a source that finds too
-little hands over to the next with a warning that says why. Where the scene
+little hands over to the next with a warning that says why (stereo: fewer
+points than ``init.mvs_min_points``, or depths for less of the training views'
+pixels than ``init.mvs_min_coverage``, off by default). Where the scene
 has SfM points (an estimate's, a COLMAP model's, or the given cameras'
 matches, poses.given_points), init measures the share of them stereo confirms
 (a view that sees a point kept a depth within 5% of its own); with
@@ -86,10 +88,16 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                            None if sfm is None else sfm[0])
             values["mvs"] = found.metrics
             share = found.metrics.get("sfm_confirmed")
+            covered = found.metrics["coverage"]
             if len(found.points) < cfg.init.mvs_min_points:
                 keep_stereo(graph, train, found)  # its few depths still supervise where they are confident
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
+            elif covered < cfg.init.mvs_min_coverage:
+                keep_stereo(graph, train, found)
+                why = (f"multi-view stereo kept a depth for {covered:.1%} of the training views' pixels, under "
+                       f"init.mvs_min_coverage ({cfg.init.mvs_min_coverage:.1%}): too little of the scene to start "
+                       f"from")
             elif share is not None and share < cfg.init.mvs_min_confirmed:
                 why = (f"multi-view stereo confirms {share:.1%} of the {found.metrics['sfm_seen']} SfM points it "
                        f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.1%}): its depths miss "
@@ -238,10 +246,20 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
     depth = maps.depth.cpu().numpy().astype(np.float32)
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
-               "kept_share": [round(float(k), 4) for k in kept], "near": [float(n) for n in near],
+               "kept_share": [round(float(k), 4) for k in kept], "coverage": coverage(maps.depth, frames.masks),
+               "near": [float(n) for n in near],
                "far": [float(f) for f in far], **checked, "seconds": time.perf_counter() - start}
     return StereoResult(points, colors, depth, maps.confidence.cpu().numpy().astype(np.float32),
                         (frames.width, frames.height), metrics, fill_points, fill_colors)
+
+
+def coverage(depth: torch.Tensor, masks: torch.Tensor | None) -> float:
+    """The share of the pixels stereo could have kept that have a depth [V, H, W] (inside the masks, when they
+    shape the model), the mean over the views; a view whose mask is empty does not count."""
+    eligible = torch.ones_like(depth, dtype=torch.bool) if masks is None else masks.bool()
+    counts = eligible.flatten(1).sum(1)
+    shares = ((depth > 0) & eligible).flatten(1).sum(1)[counts > 0] / counts[counts > 0]
+    return round(float(shares.mean()), 4) if len(shares) else 0.0
 
 
 def keep_stereo(graph: SceneGraph, train: list[View], found: StereoResult) -> None:
