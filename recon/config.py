@@ -160,12 +160,12 @@ class InitConfig:
     """Fewer fused points than this and the next source is used instead."""
     mvs_min_coverage: float = 0.0
     """Stereo that keeps a depth for less than this share of the pixels it could have (inside the masks where they
-    shape the model; the mean over the training views, ``coverage`` in metrics/init) is set aside like too few
-    points: the next source seeds the splats, and its depths still supervise. 0: off. At 3 views the default's stereo
-    covers 1.1 and 1.4% of the H3DS heads' photos, 2.7% of castle-P30's, 8.5% of the museum head's, 12 to 18% of the
-    DTU scans' and 39 to 49% of the LLFF captures' (docs/results.md, round eighteen): castle-P30, where the default
-    loses to plain 3DGS, and the heads, where it lost since it starts from stereo, are covered least. Not yet
-    measured on/off."""
+    shape the model; the mean over the training views, ``mvs.coverage`` in metrics/init) is set aside like too few
+    points: the next source seeds the splats, and its depths still supervise. 0: off; not yet measured on and off.
+    At 3 views the default's stereo keeps depths for 1.1 and 1.4% of the H3DS heads' pixels, 2.7% of castle-P30's,
+    9.5% of the museum head's, 16 to 21% of the DTU scans' and 43 to 50% of the LLFF captures' (docs/results.md,
+    round eighteen): castle-P30, where the default loses to plain 3DGS, and the heads, where it scores below its own
+    figures from when it started from random points, are covered least."""
     mvs_random: float = 0.0
     """Random points in the common view volume added to the MVS points, as a share of their number (for what no
     two views see)."""

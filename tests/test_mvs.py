@@ -223,4 +223,8 @@ def test_coverage_counts_the_kept_depths_inside_the_masks_and_skips_empty_ones()
     masks = torch.zeros(2, 4, 5, dtype=torch.bool)
     masks[0, :2, :2] = True  # all 4 masked pixels of view 0 have a depth; view 1's mask is empty
     assert coverage(depth, masks) == 1.0
+    assert coverage(depth, masks.float()) == 1.0  # a mask of 0s and 1s counts as one of booleans
+    masks[0] = False
+    masks[0, 1:3] = True  # rows 1 and 2: 5 of its 10 pixels have a depth
+    assert coverage(depth, masks) == 0.5
     assert coverage(depth, torch.zeros_like(masks)) == 0.0

@@ -601,13 +601,15 @@ def test_training_leaves_torch_dynamo_unimported(synthetic_scene, tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_stereo_that_covers_too_little_hands_over_and_still_supervises(synthetic_scene, tmp_path):
-    cfg = tiny(**{"data.masks": False, "init.mvs_min_coverage": 0.99, "optimize.steps": 5, "optimize.cpu_steps": 5})
+def test_stereo_that_covers_too_little_hands_over_and_keeps_its_depths(synthetic_scene, tmp_path):
+    cfg = tiny(**{"data.masks": False, "init.mvs_min_coverage": 0.99})
     with pytest.warns(UserWarning, match=r"multi-view stereo kept a depth for [\d.]+% of the training views' pixels, "
-                                         r"under init.mvs_min_coverage \(99.0%\).*trying the next source"):
+                                         r"under init.mvs_min_coverage \(99.0%\).*its depths still supervise.*"
+                                         r"trying the next source"):
         graph = run_scene(synthetic_scene, cfg, tmp_path, until="init").graph
     init = graph.nodes["metrics/init"].values
     assert init["source"] == "random" and 0 < init["mvs"]["coverage"] < 0.99
-    assert "depth/mvs" in graph.nodes  # its depths still supervise the splats
+    assert init["mvs"]["coverage_within"] == "images"
+    assert graph.nodes["depth/mvs"].views == [v.id for v in graph.views("train")]  # optimize supervises with them
     off = run_scene(synthetic_scene, tiny(**{"data.masks": False}), tmp_path / "off", until="init").graph
     assert off.nodes["metrics/init"].values["source"] == "mvs"

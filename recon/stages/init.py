@@ -95,9 +95,10 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
             elif covered < cfg.init.mvs_min_coverage:
                 keep_stereo(graph, train, found)
-                why = (f"multi-view stereo kept a depth for {covered:.1%} of the training views' pixels, under "
+                where = "pixels inside their masks" if found.metrics["coverage_within"] == "masks" else "pixels"
+                why = (f"multi-view stereo kept a depth for {covered:.1%} of the training views' {where}, under "
                        f"init.mvs_min_coverage ({cfg.init.mvs_min_coverage:.1%}): too little of the scene to start "
-                       f"from")
+                       f"from (its depths still supervise)")
             elif share is not None and share < cfg.init.mvs_min_confirmed:
                 why = (f"multi-view stereo confirms {share:.1%} of the {found.metrics['sfm_seen']} SfM points it "
                        f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.1%}): its depths miss "
@@ -247,6 +248,7 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
                "kept_share": [round(float(k), 4) for k in kept], "coverage": coverage(maps.depth, frames.masks),
+               "coverage_within": "images" if frames.masks is None else "masks",
                "near": [float(n) for n in near],
                "far": [float(f) for f in far], **checked, "seconds": time.perf_counter() - start}
     return StereoResult(points, colors, depth, maps.confidence.cpu().numpy().astype(np.float32),
@@ -255,7 +257,8 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
 
 def coverage(depth: torch.Tensor, masks: torch.Tensor | None) -> float:
     """The share of the pixels stereo could have kept that have a depth [V, H, W] (inside the masks, when they
-    shape the model), the mean over the views; a view whose mask is empty does not count."""
+    shape the model), the mean over the views; a view whose mask is empty does not count, and with every mask empty
+    the share is 0."""
     eligible = torch.ones_like(depth, dtype=torch.bool) if masks is None else masks.bool()
     counts = eligible.flatten(1).sum(1)
     shares = ((depth > 0) & eligible).flatten(1).sum(1)[counts > 0] / counts[counts > 0]
