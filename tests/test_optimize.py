@@ -601,15 +601,15 @@ def test_training_leaves_torch_dynamo_unimported(synthetic_scene, tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_stereo_that_covers_too_little_hands_over_and_keeps_its_depths(synthetic_scene, tmp_path):
+def test_stereo_that_covers_too_little_is_set_aside_points_and_depths(synthetic_scene, tmp_path):
     cfg = tiny(**{"data.masks": False, "init.mvs_min_coverage": 0.99})
     with pytest.warns(UserWarning, match=r"multi-view stereo kept a depth for [\d.]+% of the training views' pixels, "
-                                         r"under init.mvs_min_coverage \(99.0%\).*its depths still supervise.*"
-                                         r"trying the next source"):
+                                         r"under init.mvs_min_coverage \(99.0%\).*neither its points nor its depths "
+                                         r"are used; trying the next source"):
         graph = run_scene(synthetic_scene, cfg, tmp_path, until="init").graph
     init = graph.nodes["metrics/init"].values
     assert init["source"] == "random" and 0 < init["mvs"]["coverage"] < 0.99
     assert init["mvs"]["coverage_within"] == "images"
-    assert graph.nodes["depth/mvs"].views == [v.id for v in graph.views("train")]  # optimize supervises with them
+    assert "depth/mvs" not in graph.nodes and "points/mvs" not in graph.nodes  # nothing of it reaches optimize
     off = run_scene(synthetic_scene, tiny(**{"data.masks": False}), tmp_path / "off", until="init").graph
     assert off.nodes["metrics/init"].values["source"] == "mvs"

@@ -13,8 +13,9 @@
 ``auto`` tries them in that order, each where it applies (stereo needs two
 views, the hull masks that may shape the model); a source that finds too
 little hands over to the next with a warning that says why (stereo: fewer
-points than ``init.mvs_min_points``, or depths for less of the training views'
-pixels than ``init.mvs_min_coverage``, off by default). Where the scene
+points than ``init.mvs_min_points``, its depths still supervising; or depths
+for less of the training views' pixels than ``init.mvs_min_coverage``, off by
+default, its depths set aside too). Where the scene
 has SfM points (an estimate's, a COLMAP model's, or the given cameras'
 matches, poses.given_points), init measures the share of them stereo confirms
 (a view that sees a point kept a depth within 5% of its own); with
@@ -94,11 +95,10 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
             elif covered < cfg.init.mvs_min_coverage:
-                keep_stereo(graph, train, found)
                 where = "pixels inside their masks" if found.metrics["coverage_within"] == "masks" else "pixels"
                 why = (f"multi-view stereo kept a depth for {covered:.1%} of the training views' {where}, under "
-                       f"init.mvs_min_coverage ({cfg.init.mvs_min_coverage:.1%}): too little of the scene to start "
-                       f"from (its depths still supervise)")
+                       f"init.mvs_min_coverage ({cfg.init.mvs_min_coverage:.1%}): the views agree on too little for "
+                       f"its depths to be trusted, so neither its points nor its depths are used")
             elif share is not None and share < cfg.init.mvs_min_confirmed:
                 why = (f"multi-view stereo confirms {share:.1%} of the {found.metrics['sfm_seen']} SfM points it "
                        f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.1%}): its depths miss "
