@@ -163,9 +163,10 @@ class InitConfig:
     shape the model; the mean over the training views, ``mvs.coverage`` in metrics/init) is set aside, its points
     and its depths: the next source seeds the splats. 0: off; not yet measured on and off. At 3 views the default's
     stereo keeps depths for 1.1 and 1.4% of the H3DS heads' pixels, 2.7% of castle-P30's, 9.5% of the museum head's,
-    16 to 21% of the DTU scans' and 43 to 50% of the LLFF captures'; on the first head 43% of its points on the head
-    lie inside every held-out view's mask, on a DTU scan 95% (docs/results.md, round eighteen): where stereo covers
-    little, what it keeps is often wrong, and there the default does worst (castle-P30 loses to plain 3DGS)."""
+    16 to 21% of the DTU scans' and 43 to 50% of the LLFF captures'. Of its points on the object, the share inside
+    every held-out view's mask is 43 and 51% on the heads, 56% on the museum head and 95% on DTU scan 65
+    (bench/results/stereo-coverage-cpu.json, docs/results.md, round eighteen): where stereo covers little, what it
+    keeps is often wrong, and there the default does worst (castle-P30 loses to plain 3DGS)."""
     mvs_random: float = 0.0
     """Random points in the common view volume added to the MVS points, as a share of their number (for what no
     two views see)."""
