@@ -103,7 +103,8 @@ class PosesConfig:
     cameras explain (as ``check_given`` counts them, which this runs), triangulated with the given cameras into
     ``points/sfm``, coloured from the photos (as COLMAP's point triangulator with known poses: matches joined into
     tracks where they share a keypoint, one point per track over all its photos): what ``init.source sfm`` starts
-    from, and 3DGS's usual initialisation."""
+    from, and 3DGS's usual initialisation. On in the default preset, where they seed the splats when stereo is set
+    aside (``init.mvs_min_coverage``); off in object, whose next source is the masks' visual hull."""
 
 
 @dataclass
@@ -161,12 +162,14 @@ class InitConfig:
     mvs_min_coverage: float = 0.0
     """Stereo that keeps a depth for less than this share of the pixels it could have (inside the masks where they
     shape the model; the mean over the training views, ``mvs.coverage`` in metrics/init) is set aside, its points
-    and its depths: the next source seeds the splats. 0: off; not yet measured on and off. At 3 views the default's
-    stereo keeps depths for 1.1 and 1.4% of the H3DS heads' pixels, 2.7% of castle-P30's, 9.5% of the museum head's,
-    16 to 21% of the DTU scans' and 43 to 50% of the LLFF captures'. Of its points on the object, the share inside
-    every held-out view's mask is 43 and 51% on the heads, 56% on the museum head and 95% on DTU scan 65
-    (bench/results/stereo-coverage-cpu.json, docs/results.md, round eighteen): where stereo covers little, what it
-    keeps is often wrong, and there the default does worst (castle-P30 loses to plain 3DGS)."""
+    and its depths: the next source seeds the splats. 0: off (the default preset: 0.06; object: off). At 3 views the
+    default's stereo keeps depths for 1.1 and 1.4% of the H3DS heads' pixels, 2.7% of castle-P30's, 9.5% of the
+    museum head's, 16 to 21% of the DTU scans' and 43 to 50% of the LLFF captures'. Of its points on the object, the
+    share inside every held-out view's mask is 43 and 51% on the heads, 56% on the museum head and 95% on DTU scan 65
+    (bench/results/stereo-coverage-cpu.json): where stereo covers little, what it keeps is often wrong. At 0.06, with
+    ``poses.given_points`` (real-ablation-19-h200.json, docs/results.md, round nineteen): castle-P30 +2.5 / +2.3 dB at
+    3 / 4 views (from SfM points), the heads +0.6 to +0.9 (from random points); with masks in training the heads
+    lost 4.3 and 1.9 (from the masks' hull)."""
     mvs_random: float = 0.0
     """Random points in the common view volume added to the MVS points, as a share of their number (for what no
     two views see)."""
