@@ -14,8 +14,8 @@
 views, the hull masks that may shape the model); a source that finds too
 little hands over to the next with a warning that says why (stereo: fewer
 points than ``init.mvs_min_points``, its depths still supervising; or depths
-for less of the training views' pixels than ``init.mvs_min_coverage``, off by
-default, its depths set aside too). Where the scene
+for less of the training views' pixels than ``init.mvs_min_coverage``, 6% in
+the default preset and off in ``object``, its depths set aside too). Where the scene
 has SfM points (an estimate's, a COLMAP model's, or the given cameras'
 matches, poses.given_points), init measures the share of them stereo confirms
 (a view that sees a point kept a depth within 5% of its own); with
