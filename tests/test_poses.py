@@ -434,7 +434,8 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     """poses.given_points: a scene without SfM points gets the explained matches between its training photos,
     triangulated with the given cameras, within 1% of the object's size of its true surface, coloured, and init
     starts from them, adds them to the stereo points (init.mvs_sfm), or starts from them alone where stereo confirms
-    too few of them (init.mvs_min_confirmed); a scene with points of its own keeps them."""
+    too few of them (init.mvs_min_confirmed) or covers too little of the photos (init.mvs_min_coverage); a scene with
+    points of its own keeps them."""
     import trimesh
     from scipy.spatial import cKDTree
 
@@ -468,6 +469,10 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     assert aside.nodes["metrics/init"].values["source"] == "sfm"
     assert "depth/mvs" not in aside.nodes and "points/mvs" not in aside.nodes
     assert not (tmp_path / "aside" / textured_scene.name / "assets" / "mvs" / "depth.npz").exists()
+    thin = load_config("tiny", {"views.count": 6, "poses.given_points": True, "init.mvs_min_coverage": 0.99})
+    with pytest.warns(UserWarning, match=r"under init.mvs_min_coverage \(99.0%\).*trying the next source"):
+        gated = run_scene(textured_scene, thin, tmp_path / "gated", until="init").graph  # the default's rule, at 99%
+    assert gated.nodes["metrics/init"].values["source"] == "sfm" and "depth/mvs" not in gated.nodes
     root = build_colmap(textured_scene, tmp_path / "colmap", points=50)
     own = run_scene(root, load_config("tiny", {"views.count": 6, "poses.given_points": True}), tmp_path / "own",
                     until="poses").graph
