@@ -160,16 +160,18 @@ class InitConfig:
     mvs_min_points: int = 1000
     """Fewer fused points than this and the next source is used instead."""
     mvs_min_coverage: float = 0.0
-    """Stereo that keeps a depth for less than this share of the pixels it could have (inside the masks where they
-    shape the model; the mean over the training views, ``mvs.coverage`` in metrics/init) is set aside, its points
-    and its depths: the next source seeds the splats. 0: off (the default preset: 0.06; object: off). At 3 views the
-    default's stereo keeps depths for 1.1 and 1.4% of the H3DS heads' pixels, 2.7% of castle-P30's, 9.5% of the
-    museum head's, 16 to 21% of the DTU scans' and 43 to 50% of the LLFF captures'. Of its points on the object, the
-    share inside every held-out view's mask is 43 and 51% on the heads, 56% on the museum head and 95% on DTU scan 65
-    (bench/results/stereo-coverage-cpu.json): where stereo covers little, what it keeps is often wrong. At 0.06, with
-    ``poses.given_points`` (real-ablation-19-h200.json, docs/results.md, round nineteen): castle-P30 +2.5 / +2.3 dB at
-    3 / 4 views (from SfM points), the heads +0.6 to +0.9 (from random points); with masks in training the heads
-    lost 4.3 and 1.9 (from the masks' hull)."""
+    """Stereo that keeps a depth for less than this share of the pixels it could have (those with texture, as stereo
+    judges it: a featureless backdrop or wall does not count; inside the masks where they shape the model; the mean
+    over the training views, ``mvs.coverage`` in metrics/init) is set aside, its points and its depths: the next
+    source seeds the splats. 0: off (the default preset: 0.14; object: off). At 3 / 4 views the default's stereo
+    keeps depths for 2.7 / 11.6% and 3.7 / 10.1% of the textured pixels of the H3DS heads, 4.4 / 8.0% of castle-P30's,
+    18.8 / 16.5% of the museum head's, 29 to 36% of the DTU scans' (3 views) and 50 to 61% of the LLFF captures'
+    (bench/results/stereo-texture-cpu.json). Of its points on the object, the share inside every held-out view's mask
+    is 43 and 51% on the heads, 56% on the museum head and 95% on DTU scan 65 (stereo-coverage-cpu.json): where
+    stereo covers little, what it keeps is often wrong. Setting it aside on the heads and castle-P30 at 3 and 4 views,
+    with ``poses.given_points`` (real-ablation-19-h200.json, docs/results.md, round nineteen): castle-P30 +2.5 / +2.3
+    dB (from SfM points), the heads +0.5 to +0.9 (from random points); with masks in training the heads lost 4.3 and
+    1.9 (from the masks' hull)."""
     mvs_random: float = 0.0
     """Random points in the common view volume added to the MVS points, as a share of their number (for what no
     two views see)."""

@@ -228,3 +228,21 @@ def test_coverage_counts_the_kept_depths_inside_the_masks_and_skips_empty_ones()
     masks[0, 1:3] = True  # rows 1 and 2: 5 of its 10 pixels have a depth
     assert coverage(depth, masks) == 0.5
     assert coverage(depth, torch.zeros_like(masks)) == 0.0
+    textured = torch.zeros(2, 4, 5, dtype=torch.bool)
+    textured[0, :2] = True  # view 0: texture only where it kept depths; view 1: none, bar its one kept pixel
+    assert coverage(depth, None, textured) == 1.0  # a featureless rest does not count against stereo
+    textured[0] = True
+    assert coverage(depth, None, textured) == round((0.5 + 1.0) / 2, 4)
+    assert coverage(depth, masks, textured) == 0.5  # inside the masks as before
+
+
+def test_texture_is_what_stereo_can_score():
+    """A flat backdrop has no texture, a noisy patch has, and a patch half on each has: the pixels stereo scores."""
+    from recon.geometry.mvs import StereoSettings, textured
+
+    rng = np.random.default_rng(0)
+    images = torch.zeros(1, 40, 40, 3)
+    images[0, :, 20:] = torch.from_numpy(rng.uniform(0, 1, (40, 20, 1))).float()  # grey noise on the right half
+    mask = textured(images, StereoSettings(window=7))[0]
+    assert not mask[:, :16].any() and mask[:, 20:].all() and mask[:, 17:20].all()
+    assert textured(images * 0.002, StereoSettings(window=7))[0].sum() == 0  # too faint to score: flat

@@ -603,9 +603,9 @@ def test_training_leaves_torch_dynamo_unimported(synthetic_scene, tmp_path):
 
 def test_stereo_that_covers_too_little_is_set_aside_points_and_depths(synthetic_scene, tmp_path):
     cfg = tiny(**{"data.masks": False, "init.mvs_min_coverage": 0.99})
-    with pytest.warns(UserWarning, match=r"multi-view stereo kept a depth for [\d.]+% of the training views' pixels, "
-                                         r"under init.mvs_min_coverage \(99.0%\).*neither its points nor its depths "
-                                         r"are used; trying the next source"):
+    with pytest.warns(UserWarning, match=r"multi-view stereo kept a depth for [\d.]+% of the training views' pixels "
+                                         r"with texture, under init.mvs_min_coverage \(99.0%\).*neither its points "
+                                         r"nor its depths are used; trying the next source"):
         graph = run_scene(synthetic_scene, cfg, tmp_path, until="init").graph
     init = graph.nodes["metrics/init"].values
     assert init["source"] == "random" and 0 < init["mvs"]["coverage"] < 0.99

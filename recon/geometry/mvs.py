@@ -87,6 +87,24 @@ def grey(images: Tensor) -> Tensor:
     return images @ torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
 
 
+def textured(images: Tensor, settings: StereoSettings = StereoSettings()) -> Tensor:
+    """Pixels [V, H, W] of RGB images [V, H, W, 3] whose ``settings.window`` patch has texture: the only ones stereo
+    scores at their own scale."""
+    return _has_texture(_patch_moments(grey(images)[:, None], settings.window)[1], settings)
+
+
+def _patch_moments(g: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """(mean, variance) over each ``window`` x ``window`` patch of grey images [V, 1, H, W]."""
+    mean = _box(g, window)
+    return mean, (_box(g * g, window) - mean**2).clamp_min(0)
+
+
+def _has_texture(variance: Tensor, settings: StereoSettings) -> Tensor:
+    """[V, H, W] where a patch's grey standard deviation (from its variance [V, 1, H, W]) is at least
+    ``settings.min_texture``: NCC of a flatter patch is noise."""
+    return variance.sqrt()[:, 0] >= settings.min_texture
+
+
 def _box(x: Tensor, window: int) -> Tensor:
     """Mean over a ``window`` x ``window`` patch of [B, 1, H, W] (edges replicated).
 
@@ -136,9 +154,8 @@ def plane_sweep(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, far:
     V, H, W = images.shape[:3]
     g = grey(images)[:, None]  # [V, 1, H, W]
     win = settings.window
-    ref_mean = _box(g, win)
-    ref_var = (_box(g * g, win) - ref_mean**2).clamp_min(0)
-    textured = ref_var.sqrt()[:, 0] >= settings.min_texture
+    ref_mean, ref_var = _patch_moments(g, win)
+    has_texture = _has_texture(ref_var, settings)
     origins, dirs = pixel_rays(viewmats, Ks, W, H)  # dirs have z = 1 in the camera: points are origin + depth * dir
     depth_out = torch.zeros(V, H, W, device=images.device, dtype=images.dtype)
     score_out = torch.full((V, H, W), -1.0, device=images.device, dtype=images.dtype)
@@ -158,7 +175,7 @@ def plane_sweep(images: Tensor, viewmats: Tensor, Ks: Tensor, near: Tensor, far:
             better = (score > score_out[r]) & (slant > 0.2) & (slant < 5)
             depth_out[r] = torch.where(better, depth, depth_out[r])
             score_out[r] = torch.where(better, score, score_out[r])
-        valid = textured[r] & (depth_out[r] > 0)
+        valid = has_texture[r] & (depth_out[r] > 0)
         depth_out[r] = torch.where(valid, depth_out[r], torch.zeros_like(depth_out[r]))
         score_out[r] = torch.where(valid, score_out[r], torch.full_like(score_out[r], -1.0))
     return depth_out, score_out
@@ -186,15 +203,14 @@ def _sweep(g: Tensor, r: int, sources: list[int], origin: Tensor, dirs: Tensor, 
                                    mode="bilinear", padding_mode="zeros", align_corners=False)
             seen = ((z > 0) & (uv[..., 0] >= 0.5) & (uv[..., 0] <= W - 0.5)
                     & (uv[..., 1] >= 0.5) & (uv[..., 1] <= H - 0.5))
-            w_mean = _box(warped, win)
-            w_var = (_box(warped * warped, win) - w_mean**2).clamp_min(0)
+            w_mean, w_var = _patch_moments(warped, win)
             cov = _box(warped * g[r : r + 1], win) - w_mean * ref_mean[r : r + 1]
             ncc = (cov / (w_var * ref_var[r : r + 1]).sqrt().clamp_min(1e-6))[:, 0]
             # A source that does not see the whole patch cannot vouch for it, nor can a flat one: over a blown-out
             # table or a black backdrop the covariance is rounding error, and its ratio to a variance near 0 came
             # out at any value, clamped to a perfect 1 as often as not.
             seen = _box(seen[:, None].to(g.dtype), win)[:, 0] > 0.999
-            seen &= w_var[:, 0].sqrt() >= settings.min_texture
+            seen &= _has_texture(w_var, settings)
             per_source.append(torch.where(seen, ncc.clamp(-1, 1), torch.full_like(ncc, -1.0)))
         stacked = torch.stack(per_source)  # [S, d, H, W]
         scores[start : start + len(d)] = stacked.topk(keep, dim=0).values.mean(0)

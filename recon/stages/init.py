@@ -11,12 +11,12 @@
 * ``random``: uniform in the bounds, kept where every training camera sees.
 
 ``auto`` tries them in that order, each where it applies (stereo needs two
-views, the hull masks that may shape the model); a source that finds too
-little hands over to the next with a warning that says why (stereo: fewer
-points than ``init.mvs_min_points``, its depths still supervising; or depths
-for less of the training views' pixels than ``init.mvs_min_coverage``, 6% in
-the default preset and off in ``object``, its depths set aside too). Where the scene
-has SfM points (an estimate's, a COLMAP model's, or the given cameras'
+views, the hull masks that may shape the model); a source that finds too little
+hands over to the next with a warning that says why (stereo: fewer points than
+``init.mvs_min_points``, its depths still supervising; or depths for less of
+the training views' pixels with texture than ``init.mvs_min_coverage``, 14% in
+the default preset and off in ``object``, its depths set aside too). Where the
+scene has SfM points (an estimate's, a COLMAP model's, or the given cameras'
 matches, poses.given_points), init measures the share of them stereo confirms
 (a view that sees a point kept a depth within 5% of its own); with
 ``init.mvs_min_confirmed`` set, stereo that confirms fewer is set aside, its
@@ -95,8 +95,9 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                 why = (f"multi-view stereo kept {len(found.points)} points, fewer than init.mvs_min_points "
                        f"({cfg.init.mvs_min_points}): the views overlap too little or lack texture")
             elif covered < cfg.init.mvs_min_coverage:
-                where = "pixels inside their masks" if found.metrics["coverage_within"] == "masks" else "pixels"
-                why = (f"multi-view stereo kept a depth for {covered:.1%} of the training views' {where}, under "
+                where = " inside their masks" if found.metrics["coverage_within"] == "masks" else ""
+                why = (f"multi-view stereo kept a depth for {covered:.1%} of the training views' pixels with texture"
+                       f"{where}, under "
                        f"init.mvs_min_coverage ({cfg.init.mvs_min_coverage:.1%}): the views agree on too little for "
                        f"its depths to be trusted, so neither its points nor its depths are used")
             elif share is not None and share < cfg.init.mvs_min_confirmed:
@@ -244,10 +245,13 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
             *filled, drawn = mvs.fill_points(maps, images, frames.viewmats, frames.Ks, count, generator, frames.masks)
             fill_points, fill_colors = (t.double().cpu().numpy() for t in filled)
             checked.update(fill_points=len(fill_points), fill_dropped=drawn - len(fill_points))
+        could = mvs.textured(images, settings)  # the pixels stereo scores: coverage counts only these
     depth = maps.depth.cpu().numpy().astype(np.float32)
     kept = (depth > 0).reshape(len(train), -1).mean(1)
     metrics = {"points": int(len(points)), "resolution": [frames.width, frames.height],
-               "kept_share": [round(float(k), 4) for k in kept], "coverage": coverage(maps.depth, frames.masks),
+               "kept_share": [round(float(k), 4) for k in kept],
+               "textured_share": [round(float(t), 4) for t in could.flatten(1).float().mean(1)],
+               "coverage": coverage(maps.depth, frames.masks, could),
                "coverage_within": "images" if frames.masks is None else "masks",
                "near": [float(n) for n in near],
                "far": [float(f) for f in far], **checked, "seconds": time.perf_counter() - start}
@@ -255,11 +259,14 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
                         (frames.width, frames.height), metrics, fill_points, fill_colors)
 
 
-def coverage(depth: torch.Tensor, masks: torch.Tensor | None) -> float:
-    """The share of the pixels stereo could have kept that have a depth [V, H, W] (inside the masks, when they
-    shape the model), the mean over the views; a view whose mask is empty does not count, and with every mask empty
-    the share is 0."""
-    eligible = torch.ones_like(depth, dtype=torch.bool) if masks is None else masks.bool()
+def coverage(depth: torch.Tensor, masks: torch.Tensor | None, textured: torch.Tensor | None = None) -> float:
+    """The share of the pixels stereo could have kept that have a depth [V, H, W]: those with texture (``textured``,
+    as stereo judges it; all without it) or a depth, inside the masks when they shape the model; the mean over the
+    views. A featureless backdrop or wall does not count: stereo leaves it empty however right it is elsewhere. A
+    view with no such pixel does not count, and with none in any view the share is 0."""
+    eligible = torch.ones_like(depth, dtype=torch.bool) if textured is None else textured.bool() | (depth > 0)
+    if masks is not None:
+        eligible &= masks.bool()
     counts = eligible.flatten(1).sum(1)
     shares = ((depth > 0) & eligible).flatten(1).sum(1)[counts > 0] / counts[counts > 0]
     return round(float(shares.mean()), 4) if len(shares) else 0.0
