@@ -31,18 +31,21 @@ STEREO_KEYS = ("init.mvs_min_coverage", "init.mvs_min_confirmed", "poses.given_p
 
 
 def kept_shares(reports: list[Path]) -> dict[tuple[str, int, tuple[int, ...]], list[dict]]:
-    """(capture, views, training views) -> the distinct kept shares of the reports' runs that ran the default's
-    stereo on the whole image, each with where it came from."""
+    """(capture, views, sorted training view indices) -> the distinct kept shares (in the order of the views' indices)
+    of the reports' runs that ran the default's stereo on the whole image, each with where it came from."""
     found: dict[tuple[str, int, tuple[int, ...]], list[dict]] = {}
     for path in reports:
         report = json.loads(path.read_text())
-        variants = {name: v for call in report.get("calls", [report]) for name, v in call.get("variants", {}).items()}
+        calls = report.get("calls", [report])  # a round of several calls, or one bench/real.py report
+        variants = {(call.get("call"), name): (v, {**report.get("common_overrides", {}),
+                                                   **call.get("common_overrides", {})})
+                    for call in calls for name, v in call.get("variants", {}).items()}
         for run in report["runs"]:
-            spec = variants.get(run.get("source_variant", run["variant"]))
+            spec, common = variants.get((run.get("call"), run.get("source_variant", run["variant"])), (None, {}))
             if (not run.get("stereo_kept") or spec is None or spec["preset"] not in ("default", "llff", "dtu")
-                    or any(k not in STEREO_KEYS for k in spec["overrides"])):
+                    or any(k not in STEREO_KEYS for k in {**common, **spec["overrides"]})):
                 continue
-            key = (run["scene"], run["views"], tuple(run.get("train_views") or ()))
+            key = (run["scene"], run["views"], tuple(sorted(run.get("train_views") or ())))
             rows = found.setdefault(key, [])
             if all(r["kept"] != run["stereo_kept"] for r in rows):
                 rows.append({"kept": run["stereo_kept"], "report": path.name, "call": run.get("call"),
@@ -66,7 +69,6 @@ def main() -> int:
     from recon.geometry import mvs
     from recon.pipeline import run_scene
     from recon.scene.frames import load_frames
-    from recon.scene.names import metrics_id
 
     shares = kept_shares(args.reports)
     report: dict = {"benchmark": "stereo-texture", "environment": environment(), "note": args.note,
@@ -90,11 +92,11 @@ def main() -> int:
                         frames = load_frames(graph, train, factor, training=True)
                         with torch.no_grad():
                             textured = mvs.textured(frames.training_images(), settings).flatten(1).float().mean(1)
-                        indices = tuple(graph.nodes[metrics_id("views")].values["train_indices"])
+                        indices = tuple(v.index for v in train)  # the order of the views' depths and shares
                     row: dict = {"scene": scene.name, "views": n, "train_views": list(indices),
                                  "resolution": [frames.width, frames.height],
                                  "textured_share": [round(float(t), 4) for t in textured], "from_reports": []}
-                    for source in shares.get((scene.name, n, indices), []):
+                    for source in shares.get((scene.name, n, tuple(sorted(indices))), []):
                         kept = source["kept"]
                         of_textured = [min(1.0, k / t) for k, t in zip(kept, row["textured_share"]) if t > 0]
                         source = {**source, "coverage_of_image": round(statistics.mean(kept), 4),
