@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -68,7 +67,7 @@ def main() -> int:
     from recon.config import load_config
     from recon.geometry import mvs
     from recon.pipeline import run_scene
-    from recon.scene.frames import load_frames
+    from recon.stages.init import stereo_frames, stereo_settings
 
     shares = kept_shares(args.reports)
     report: dict = {"benchmark": "stereo-texture", "environment": environment(), "note": args.note,
@@ -82,16 +81,13 @@ def main() -> int:
                     continue
                 for n in [int(v) for v in args.views.split(",")]:
                     cfg = load_config("default", {**protocol["overrides"], "views.count": n})
-                    ic = cfg.init
-                    settings = mvs.StereoSettings(window=ic.mvs_window)
                     with tempfile.TemporaryDirectory() as tmp:
                         graph = run_scene(scene, cfg, Path(tmp), until="views").graph
                         train = graph.views("train")
-                        cam = graph.camera_of(train[0])
-                        factor = max(1, math.ceil(max(cam.width, cam.height) / ic.mvs_max_side))  # as a CUDA run
-                        frames = load_frames(graph, train, factor, training=True)
+                        frames = stereo_frames(graph, train, cfg.init.mvs_max_side)  # the size a CUDA run matches at
                         with torch.no_grad():
-                            textured = mvs.textured(frames.training_images(), settings).flatten(1).float().mean(1)
+                            textured = mvs.textured(frames.training_images(), stereo_settings(cfg.init))
+                        textured = textured.flatten(1).float().mean(1)
                         indices = tuple(v.index for v in train)  # the order of the views' depths and shares
                     row: dict = {"scene": scene.name, "views": n, "train_views": list(indices),
                                  "resolution": [frames.width, frames.height],

@@ -49,7 +49,7 @@ from recon.geometry.meshing import framed
 from recon.io import images as image_io
 from recon.io import ply
 from recon.scene.camera import project as project_to_pixels
-from recon.scene.frames import load_frames, scene_bounds
+from recon.scene.frames import Frames, load_frames, scene_bounds
 from recon.scene.graph import DepthMaps, Metrics, PointCloud, Provenance, SceneGraph, View
 from recon.scene.names import DEPTH_MVS, POINTS_INIT, POINTS_MVS, POINTS_SFM, metrics_id
 
@@ -97,9 +97,8 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
             elif covered < cfg.init.mvs_min_coverage:
                 where = " inside their masks" if found.metrics["coverage_within"] == "masks" else ""
                 why = (f"multi-view stereo kept a depth for {covered:.1%} of the training views' pixels with texture"
-                       f"{where}, under "
-                       f"init.mvs_min_coverage ({cfg.init.mvs_min_coverage:.1%}): the views agree on too little for "
-                       f"its depths to be trusted, so neither its points nor its depths are used")
+                       f"{where}, under init.mvs_min_coverage ({cfg.init.mvs_min_coverage:.1%}): the views agree on "
+                       f"too little for its depths to be trusted, so neither its points nor its depths are used")
             elif share is not None and share < cfg.init.mvs_min_confirmed:
                 why = (f"multi-view stereo confirms {share:.1%} of the {found.metrics['sfm_seen']} SfM points it "
                        f"could see, under init.mvs_min_confirmed ({cfg.init.mvs_min_confirmed:.1%}): its depths miss "
@@ -209,16 +208,10 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
     within ``CONFIRM_TOLERANCE`` of their depth, where the views see at least ``CONFIRM_MIN_POINTS``); with
     ``ic.mvs_fill``, points in the depths' holes (:func:`recon.geometry.mvs.fill_points`)."""
     start = time.perf_counter()
-    cam0 = graph.camera_of(train[0])
-    max_side = ic.mvs_max_side if device.type == "cuda" else ic.mvs_cpu_max_side
-    factor = max(1, math.ceil(max(cam0.width, cam0.height) / max_side))
-    frames = load_frames(graph, train, factor, training=True).to(device)
+    frames = stereo_frames(graph, train, ic.mvs_max_side if device.type == "cuda" else ic.mvs_cpu_max_side)
+    frames = frames.to(device)
     near, far = depth_bounds
-    settings = mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
-                                  sources=ic.mvs_sources, best_sources=ic.mvs_best_sources, scales=ic.mvs_scales,
-                                  min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent,
-                                  max_reprojection=ic.mvs_max_reprojection,
-                                  max_depth_ratio=ic.mvs_max_depth_ratio)
+    settings = stereo_settings(ic)
     checked = {}
     with torch.no_grad():
         images = frames.training_images()
@@ -257,6 +250,21 @@ def stereo(graph: SceneGraph, train: list[View], ic: InitConfig, depth_bounds: t
                "far": [float(f) for f in far], **checked, "seconds": time.perf_counter() - start}
     return StereoResult(points, colors, depth, maps.confidence.cpu().numpy().astype(np.float32),
                         (frames.width, frames.height), metrics, fill_points, fill_colors)
+
+
+def stereo_frames(graph: SceneGraph, train: list[View], max_side: int) -> Frames:
+    """The training views as stereo matches them: down-sampled by the integer factor that brings the first one's long
+    side to ``max_side`` pixels at most (init.mvs_max_side with CUDA, init.mvs_cpu_max_side without)."""
+    cam = graph.camera_of(train[0])
+    return load_frames(graph, train, max(1, math.ceil(max(cam.width, cam.height) / max_side)), training=True)
+
+
+def stereo_settings(ic: InitConfig) -> mvs.StereoSettings:
+    """The plane sweep's settings from init's."""
+    return mvs.StereoSettings(plane_step=ic.mvs_plane_step, max_planes=ic.mvs_max_planes, window=ic.mvs_window,
+                              sources=ic.mvs_sources, best_sources=ic.mvs_best_sources, scales=ic.mvs_scales,
+                              min_score=ic.mvs_min_score, min_consistent=ic.mvs_min_consistent,
+                              max_reprojection=ic.mvs_max_reprojection, max_depth_ratio=ic.mvs_max_depth_ratio)
 
 
 def coverage(depth: torch.Tensor, masks: torch.Tensor | None, textured: torch.Tensor | None = None) -> float:
