@@ -188,6 +188,11 @@ class InitConfig:
     mvs_sfm: bool = False
     """Add the scene's SfM points to the MVS points (those of an estimate, a COLMAP model, or poses.given_points):
     matched features reach surfaces that stereo's patches keep too little of."""
+    sfm_min_points: int = 20
+    """Fewer SfM points than this and the next source is used instead: a handful of points places a handful of
+    splats. The given cameras' matches on an H3DS head at 6 views triangulate into 4 points, from which the default
+    lost 1.7 dB masked against random points; castle-P30's 36 at 3 views gained 2.8 (real-ablation-20-h200.json,
+    real-ablation-19-h200.json)."""
 
 
 @dataclass

@@ -434,8 +434,8 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     """poses.given_points: a scene without SfM points gets the explained matches between its training photos,
     triangulated with the given cameras, within 1% of the object's size of its true surface, coloured, and init
     starts from them, adds them to the stereo points (init.mvs_sfm), or starts from them alone where stereo confirms
-    too few of them (init.mvs_min_confirmed) or covers too little of the photos (init.mvs_min_coverage); a scene with
-    points of its own keeps them."""
+    too few of them (init.mvs_min_confirmed) or covers too little of the photos (init.mvs_min_coverage); fewer of them
+    than init.sfm_min_points and init goes on to the next source; a scene with points of its own keeps them."""
     import trimesh
     from scipy.spatial import cKDTree
 
@@ -454,6 +454,12 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
     size = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
     assert np.median(distance) < 0.005 * size and np.percentile(distance, 90) < 0.01 * size
     assert colors.std() > 0.02  # from the photos, not one grey
+    floor = load_config("tiny", {"views.count": 6, "poses.given_points": True, "init.source": "sfm",
+                                 "init.sfm_min_points": node.count + 1})
+    with pytest.warns(UserWarning, match=rf"the scene has {node.count} SfM points, fewer than init.sfm_min_points "
+                                         rf"\({node.count + 1}\): too few to place the splats; trying the next source"):
+        few = run_scene(textured_scene, floor, tmp_path / "idr", until="init").graph  # the poses stage is kept
+    assert few.nodes["metrics/init"].values["source"] == "random"
     merged_cfg = load_config("tiny", {"views.count": 6, "poses.given_points": True, "init.mvs_sfm": True})
     merged = run_scene(textured_scene, merged_cfg, tmp_path / "merged", until="init").graph
     values = merged.nodes["metrics/init"].values

@@ -128,8 +128,12 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
                     points = np.concatenate([points, extra])
         elif source == "sfm":
             assert sfm is not None  # a candidate only where the scene has them
-            points, colors = sfm
-            made_from = [POINTS_SFM]
+            if len(sfm[0]) < cfg.init.sfm_min_points:
+                why = (f"the scene has {len(sfm[0])} SfM points, fewer than init.sfm_min_points "
+                       f"({cfg.init.sfm_min_points}): too few to place the splats")
+            else:
+                points, colors = sfm
+                made_from = [POINTS_SFM]
         elif source == "hull":
             points = carve_hull(views(), center, radius, cfg.init.hull_resolution, cfg.init.points, rng)
             if points is None or len(points) == 0:
