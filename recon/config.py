@@ -191,8 +191,9 @@ class InitConfig:
     sfm_min_points: int = 20
     """Fewer SfM points than this and the next source is used instead: a handful of points places a handful of
     splats. The given cameras' matches on an H3DS head at 6 views triangulate into 4 points, from which the default
-    lost 1.7 dB masked against random points; castle-P30's 36 at 3 views gained 2.8 (real-ablation-20-h200.json,
-    real-ablation-19-h200.json)."""
+    lost 1.7 dB masked against random points; castle-P30's 36 at 3 views gained 2.8 against random points
+    (real-ablation-20-h200.json, real-ablation-19-h200.json). metrics/init records a count set aside
+    (``sfm_rejected``)."""
 
 
 @dataclass
@@ -587,7 +588,7 @@ LIMITS: dict[str, Limit] = {
     "init.mvs_max_reprojection": POSITIVE, "init.mvs_max_depth_ratio": POSITIVE, "init.mvs_max_side": Limit(16),
     "init.mvs_cpu_max_side": Limit(16), "init.mvs_points": COUNT, "init.mvs_min_points": AT_LEAST_0,
     "init.mvs_min_coverage": Limit(0, 1), "init.mvs_random": AT_LEAST_0, "init.mvs_fill": AT_LEAST_0,
-    "init.mvs_min_confirmed": Limit(0, 1),
+    "init.mvs_min_confirmed": Limit(0, 1), "init.sfm_min_points": AT_LEAST_0,
     "optimize.steps": COUNT, "optimize.steps_per_view": AT_LEAST_0, "optimize.max_steps": AT_LEAST_0,
     "optimize.sh_degree": Limit(0, 3), "optimize.sh_degree_interval": COUNT,
     "optimize.ssim_weight": FRACTION, "optimize.coarse_to_fine": AT_LEAST_0, "optimize.lr_means": AT_LEAST_0,

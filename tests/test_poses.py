@@ -458,8 +458,9 @@ def test_matches_the_given_cameras_explain_become_sfm_points_on_the_surface(text
                                  "init.sfm_min_points": node.count + 1})
     with pytest.warns(UserWarning, match=rf"the scene has {node.count} SfM points, fewer than init.sfm_min_points "
                                          rf"\({node.count + 1}\): too few to place the splats; trying the next source"):
-        few = run_scene(textured_scene, floor, tmp_path / "idr", until="init").graph  # the poses stage is kept
+        few = run_scene(textured_scene, floor, tmp_path / "idr", until="init").graph  # reuses the poses stage's output
     assert few.nodes["metrics/init"].values["source"] == "random"
+    assert few.nodes["metrics/init"].values["sfm_rejected"] == node.count
     merged_cfg = load_config("tiny", {"views.count": 6, "poses.given_points": True, "init.mvs_sfm": True})
     merged = run_scene(textured_scene, merged_cfg, tmp_path / "merged", until="init").graph
     values = merged.nodes["metrics/init"].values

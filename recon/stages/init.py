@@ -15,7 +15,8 @@ views, the hull masks that may shape the model); a source that finds too little
 hands over to the next with a warning that says why (stereo: fewer points than
 ``init.mvs_min_points``, its depths still supervising; or depths for less of
 the training views' pixels with texture than ``init.mvs_min_coverage``, 14% in
-the default preset and off in ``object``, its depths set aside too). Where the
+the default preset and off in ``object``, its depths set aside too; SfM points:
+fewer than ``init.sfm_min_points``). Where the
 scene has SfM points (an estimate's, a COLMAP model's, or the given cameras'
 matches, poses.given_points), init measures the share of them stereo confirms
 (a view that sees a point kept a depth within 5% of its own); with
@@ -129,6 +130,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
         elif source == "sfm":
             assert sfm is not None  # a candidate only where the scene has them
             if len(sfm[0]) < cfg.init.sfm_min_points:
+                values["sfm_rejected"] = int(len(sfm[0]))
                 why = (f"the scene has {len(sfm[0])} SfM points, fewer than init.sfm_min_points "
                        f"({cfg.init.sfm_min_points}): too few to place the splats")
             else:
