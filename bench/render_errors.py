@@ -1,0 +1,117 @@
+"""How a run's held-out renders miss their photos: is it where the camera looks, the colours, or the shapes?
+
+For each render in ``--renders`` (the optimize stage's ``assets/renders/<view name>.png``) and its photo and mask in
+``--capture`` (any layout recon imports), over the mask (the whole image without one):
+
+* ``psnr``: the render as it is;
+* ``best_shift``: the render shifted by up to ``--max-shift`` pixels (steps of a quarter pixel) to fit the photo best,
+  and the PSNR there: a misplaced camera gains much from it;
+* ``affine_colour``: each colour channel of the render fitted to the photo's by a gain and an offset: a colour cast
+  or a wrong exposure gains much from it;
+* ``blurred_photo``: the photo blurred by a Gaussian of ``--blur`` pixels against itself, a yardstick of what a
+  render that is right but soft would score.
+
+Runs on the CPU in seconds; prints one JSON line per view and writes the report.
+
+    python bench/render_errors.py --capture ../shared/realdata/dtu_scan65 --renders out/dtu_scan65/assets/renders \\
+        --out bench/results/render-errors-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from recon.io import ImportOptions, import_scene
+from recon.io.images import read_image, read_mask
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    return float(10 * np.log10(1 / ((a - b) ** 2).mean(-1)[mask].mean()))
+
+
+def to_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` [H, W, C] brought to the render's size by averaging whole blocks (photos are larger by an integer
+    factor, as recon down-samples them)."""
+    fy, fx = image.shape[0] // height, image.shape[1] // width
+    if (fy, fx) == (1, 1):
+        return image
+    return image[:height * fy, :width * fx].reshape(height, fy, width, fx, -1).mean((1, 3))
+
+
+def shifted(render: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``render`` moved by (dx, dy) pixels, bilinear, its edges repeated."""
+    h, w = render.shape[:2]
+    theta = torch.tensor([[[1.0, 0.0, 2 * dx / w], [0.0, 1.0, 2 * dy / h]]], dtype=torch.float32)
+    image = torch.from_numpy(render).permute(2, 0, 1)[None].float()
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    out = F.grid_sample(image, grid, align_corners=False, padding_mode="border")
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def view_errors(render: np.ndarray, photo: np.ndarray, mask: np.ndarray, max_shift: float, blur: float) -> dict:
+    steps = np.arange(-max_shift, max_shift + 1e-9, 0.25)
+    best = max((psnr(shifted(render, dx, dy), photo, mask), float(dx), float(dy)) for dx in steps for dy in steps)
+    fitted = np.empty_like(render)
+    for c in range(3):
+        design = np.stack([render[..., c][mask], np.ones(int(mask.sum()))], 1)
+        gain, offset = np.linalg.lstsq(design, photo[..., c][mask], rcond=None)[0]
+        fitted[..., c] = render[..., c] * gain + offset
+    return {"psnr": round(psnr(render, photo, mask), 3),
+            "best_shift": {"psnr": round(best[0], 3), "dx": best[1], "dy": best[2]},
+            "affine_colour": round(psnr(fitted, photo, mask), 3),
+            "blurred_photo": round(psnr(gaussian_filter(photo, (blur, blur, 0)), photo, mask), 3),
+            "mask_share": round(float(mask.mean()), 3),
+            "mean_colour": {"render": np.round(render[mask].mean(0).astype(float), 3).tolist(),
+                            "photo": np.round(photo[mask].mean(0).astype(float), 3).tolist()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--capture", type=Path, required=True)
+    ap.add_argument("--renders", type=Path, required=True)
+    ap.add_argument("--max-shift", type=float, default=2.0)
+    ap.add_argument("--blur", type=float, default=3.0)
+    ap.add_argument("--note", default="")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    graph = import_scene(args.capture, ImportOptions())
+    views = {v.name: v for v in graph.views()}
+    report: dict = {"benchmark": "render-errors", "capture": args.capture.name, "renders": str(args.renders),
+                    "max_shift": args.max_shift, "blur": args.blur, "note": args.note,
+                    "environment": {"device": platform.processor() or "cpu", "torch": torch.__version__,
+                                    "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")},
+                    "views": {}}
+    for path in sorted(args.renders.glob("*.png")):
+        view = views.get(path.stem)
+        if view is None or view.image is None:
+            continue
+        render = read_image(path)[..., :3]
+        height, width = render.shape[:2]
+        photo = to_size(read_image(graph.image_of(view))[..., :3], height, width)
+        mask = (to_size(read_mask(graph.resolve(view.mask))[..., None], height, width)[..., 0] > 0.5
+                if view.mask else np.ones((height, width), bool))
+        row = view_errors(render, photo, mask, args.max_shift, args.blur)
+        report["views"][view.name] = row
+        print(json.dumps({"view": view.name, **row}), flush=True)
+    if not report["views"]:
+        raise SystemExit(f"no render in {args.renders} is named after a view of {args.capture}")
+    rows = list(report["views"].values())
+    report["mean"] = {key: round(float(np.mean([r[key] for r in rows])), 3)
+                      for key in ("psnr", "affine_colour", "blurred_photo")}
+    report["mean"]["best_shift"] = round(float(np.mean([r["best_shift"]["psnr"] for r in rows])), 3)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
