@@ -5,7 +5,8 @@ For each render in ``--renders`` (the optimize stage's ``assets/renders/<view na
 
 * ``psnr``: the render as it is;
 * ``best_shift``: the render shifted by up to ``--max-shift`` pixels (steps of a quarter pixel) to fit the photo best,
-  and the PSNR there: a misplaced camera gains much from it;
+  and the PSNR there: a misplaced camera gains much from it (``dx``, ``dy``: how far right and down of the photo's
+  the render's content lies);
 * ``affine_colour``: each colour channel of the render fitted to the photo's by a gain and an offset: a colour cast
   or a wrong exposure gains much from it;
 * ``blurred_photo``: the photo blurred by a Gaussian of ``--blur`` pixels against itself, a yardstick of what a
@@ -35,7 +36,8 @@ from recon.io.images import read_image, read_mask
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    return float(10 * np.log10(1 / ((a - b) ** 2).mean(-1)[mask].mean()))
+    """Over ``mask``, at most 100 dB (identical images)."""
+    return float(10 * np.log10(1 / max(float(((a - b) ** 2).mean(-1)[mask].mean()), 1e-10)))
 
 
 def to_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -48,7 +50,8 @@ def to_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def shifted(render: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``render`` moved by (dx, dy) pixels, bilinear, its edges repeated."""
+    """``render`` sampled (dx, dy) pixels right and down of each pixel, bilinear, its edges repeated: content that
+    lies (dx, dy) off comes back into place."""
     h, w = render.shape[:2]
     theta = torch.tensor([[[1.0, 0.0, 2 * dx / w], [0.0, 1.0, 2 * dy / h]]], dtype=torch.float32)
     image = torch.from_numpy(render).permute(2, 0, 1)[None].float()

@@ -154,6 +154,27 @@ def test_bench_runs_keep_what_recon_warned(synthetic_scene, tmp_path):
     assert recon_warnings(caught) == [f"recon said {k}" for k in range(MAX_WARNINGS)] + ["and 2 more"]
 
 
+def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
+    """bench/render_errors.py: a render one pixel off its photo gains most from the shift, one with a colour cast
+    from the colour fit; a render that is right scores above the photo blurred."""
+    from scipy.ndimage import gaussian_filter
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from render_errors import view_errors
+
+    rng = np.random.default_rng(0)
+    photo = np.clip(gaussian_filter(rng.random((48, 64, 3)), (1.5, 1.5, 0)) * 3 - 1, 0, 1).astype(np.float32)
+    mask = np.zeros((48, 64), bool)
+    mask[8:40, 8:56] = True
+    moved = np.roll(photo, 1, axis=1)  # the render one pixel right of the photo
+    off = view_errors(moved, photo, mask, max_shift=2.0, blur=2.0)
+    assert off["best_shift"]["dx"] == 1.0 and off["best_shift"]["dy"] == 0.0
+    assert off["best_shift"]["psnr"] > 60 and off["affine_colour"] < off["psnr"] + 1
+    cast = view_errors(photo * 0.8 + 0.1, photo, mask, max_shift=1.0, blur=2.0)
+    assert cast["affine_colour"] > 60 and cast["best_shift"]["psnr"] < cast["psnr"] + 0.1
+    assert cast["blurred_photo"] < view_errors(photo, photo, mask, 0.5, 2.0)["psnr"]
+
+
 def test_json_objects_a_user_gives_are_read_or_refused_in_one_line(tmp_path):
     from recon.files import read_json_object
 
