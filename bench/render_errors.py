@@ -32,21 +32,13 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from recon.io import ImportOptions, import_scene
-from recon.io.images import read_image, read_mask
+from recon.io.images import downsample, read_image, read_mask
+from recon.metrics import images as image_metrics
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """Over ``mask``, at most 100 dB (identical images)."""
-    return float(10 * np.log10(1 / max(float(((a - b) ** 2).mean(-1)[mask].mean()), 1e-10)))
-
-
-def to_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``image`` [H, W, C] brought to the render's size by averaging whole blocks (photos are larger by an integer
-    factor, as recon down-samples them)."""
-    fy, fx = image.shape[0] // height, image.shape[1] // width
-    if (fy, fx) == (1, 1):
-        return image
-    return image[:height * fy, :width * fx].reshape(height, fy, width, fx, -1).mean((1, 3))
+    """recon's PSNR over ``mask``, at most 100 dB (identical images), which JSON can hold."""
+    return min(image_metrics.psnr(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(mask)), 100.0)
 
 
 def shifted(render: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -99,9 +91,11 @@ def main() -> int:
             continue
         render = read_image(path)[..., :3]
         height, width = render.shape[:2]
-        photo = to_size(read_image(graph.image_of(view))[..., :3], height, width)
-        mask = (to_size(read_mask(graph.resolve(view.mask))[..., None], height, width)[..., 0] > 0.5
-                if view.mask else np.ones((height, width), bool))
+        photo = read_image(graph.image_of(view))[..., :3]
+        factor = photo.shape[0] // height  # recon down-samples its photos by an integer factor, averaging blocks
+        photo = downsample(photo, factor)
+        mask = (downsample(read_mask(graph.resolve(view.mask)), factor) > 0.5 if view.mask
+                else np.ones((height, width), bool))
         row = view_errors(render, photo, mask, args.max_shift, args.blur)
         report["views"][view.name] = row
         print(json.dumps({"view": view.name, **row}), flush=True)
