@@ -18,10 +18,13 @@ only, one built on ``object`` only where the scene has masks, and a variant whos
 equals an earlier one's on a scene is recorded as the same run, not run again. Each run goes up to
 the optimize stage (held-out views scored there) in its own folder; ``--jobs N`` runs N at a time in
 separate processes on the same GPU (the per-stage seconds then include the sharing: ``jobs`` is in
-the report). Records PSNR, SSIM, LPIPS, both masked PSNRs where masks exist, seconds per stage, peak
-GPU memory, splats, what recon warned (a setting that did not apply, a fallback: numbered under the table), and
-for 3-view runs one strip (photo | render | 4x absolute error) of the first
-held-out view in ``--images``. Prints one JSON line per run, then the summary table in markdown.
+the report). Runs whose settings agree up to the init stage (variants of optimize settings, one seed)
+start from one shared run of those stages (a ``start`` in their rows: its folder, whose init seconds
+they report), made once and copied into each run's folder, where the pipeline reuses it. Records PSNR,
+SSIM, LPIPS, both masked PSNRs where masks exist, seconds per stage, peak GPU memory, splats, what recon
+warned (a setting that did not apply, a fallback: numbered under the table), and for 3-view runs one
+strip (photo | render | 4x absolute error) of the first held-out view in ``--images``. Prints one JSON
+line per run, then the summary table in markdown.
 
     python bench/real.py --root ../shared/realdata --views 3,6,9 --jobs 8 --out bench/results/real-h200.json
     python bench/real.py --table bench/results/real-h200.json      # the markdown table of a report
@@ -33,11 +36,13 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -57,6 +62,8 @@ MAX_WARNINGS = 8  # per run, in the report
 METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "psnr_black", "ssim_black")
 LONG_SIDE = 512
 STRIP_WIDTH = 256  # each of photo, render and error in a strip, at most (integer down-sampling)
+SHARED_UNTIL = "init"  # runs whose settings agree up to this stage share one run of the stages up to it
+STARTS = ".starts"  # the shared runs' folder, under the runs' one
 
 
 def scene_protocol(path: Path) -> dict | None:
@@ -91,49 +98,79 @@ def applies(preset: str, protocol: dict) -> bool:
     return True
 
 
-def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, images: str | None) -> dict:
-    """One run up to the optimize stage, in a worker process; never raises."""
+def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, images: str | None,
+            start: str | None = None) -> dict:
+    """One run up to the optimize stage, in a worker process; never raises. ``start``: a folder holding the stages up
+    to SHARED_UNTIL of the same settings (make_start), copied in first so that the run reuses them."""
+    row: dict = {}
+    if start is not None:
+        if not (Path(out_root) / name).exists():  # an earlier run's folder is reused or redone by the pipeline
+            shutil.copytree(start, Path(out_root) / name)
+        row["start"] = Path(start).name
+    result, said = staged(scene, preset, overrides, out_root, name, "optimize")
+    if isinstance(result, str):
+        row["error"] = result
+    else:
+        try:
+            row.update(describe(result.graph))
+            if images:
+                row["image"] = write_strip(result.graph, Path(images) / f"{name}.png")
+        except Exception as exc:  # a failed run is a result too
+            row["error"] = f"{type(exc).__name__}: {exc}"
+    if said:
+        row["warnings"] = said
+    return row
+
+
+def make_start(scene: str, preset: str, overrides: dict, out_root: str, name: str) -> dict:
+    """The stages up to SHARED_UNTIL, for runs that share them, in a worker process: {"warnings"} or {"error"}."""
+    result, said = staged(scene, preset, overrides, out_root, name, SHARED_UNTIL)
+    return {"warnings": said, **({"error": result} if isinstance(result, str) else {})}
+
+
+def staged(scene: str, preset: str, overrides: dict, out_root: str, name: str, until: str):
+    """Run the pipeline up to ``until`` in this process: (the result, or the error in one line; what recon
+    warned)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     from recon import progress
     from recon.config import load_config
     from recon.pipeline import run_scene
-    from recon.scene.names import metrics_id
 
     torch.set_num_threads(1)
     progress.set_enabled(False)
-    row: dict = {}
     caught: list[warnings.WarningMessage] = []
     try:
         cfg = load_config(preset, overrides)
-        start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:  # a setting that did not apply, a fallback: in the row
             warnings.simplefilter("always")
-            result = run_scene(Path(scene), cfg, Path(out_root), name=name, until="optimize")
-        graph = result.graph
-        row["stages"] = {k: rec.seconds for k, rec in graph.stages.items()}
-        poses = graph.nodes[metrics_id("poses")].values
-        if poses.get("source") == "estimated":
-            row["poses"] = poses
-        m = graph.nodes[metrics_id("optimize")].values
-        init = graph.nodes[metrics_id("init")].values
-        stereo = init.get("mvs", {})
-        row.update({k: m.get(k) for k in METRICS})
-        row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
-                   resolution=m.get("resolution"), seconds=time.perf_counter() - start,
-                   init=init.get("source"), init_points=init.get("points"), stereo_kept=stereo.get("kept_share"),
-                   stereo_coverage=stereo.get("coverage"),
-                   fill_points=stereo.get("fill_points"), fill_dropped=stereo.get("fill_dropped"),
-                   train_views=graph.nodes[metrics_id("views")].values["train_indices"],
-                   test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]))
-        if images:
-            row["image"] = write_strip(graph, Path(images) / f"{name}.png")
+            result = run_scene(Path(scene), cfg, Path(out_root), name=name, until=until)
+        return result, recon_warnings(caught)
     except Exception as exc:  # a failed run is a result too
-        row["error"] = f"{type(exc).__name__}: {exc}"
-    said = recon_warnings(caught)
-    if said:
-        row["warnings"] = said
+        return f"{type(exc).__name__}: {exc}", recon_warnings(caught)
+
+
+def describe(graph) -> dict:
+    """A run's row: its metrics, splats, seconds per stage (``seconds``: their sum, a shared start's included) and
+    what its init made."""
+    from recon.scene.names import metrics_id
+
+    row: dict = {"stages": {k: rec.seconds for k, rec in graph.stages.items()}}
+    poses = graph.nodes[metrics_id("poses")].values
+    if poses.get("source") == "estimated":
+        row["poses"] = poses
+    m = graph.nodes[metrics_id("optimize")].values
+    init = graph.nodes[metrics_id("init")].values
+    stereo = init.get("mvs", {})
+    row.update({k: m.get(k) for k in METRICS})
+    row.update(gaussians=m.get("gaussians"), peak_memory_mb=m.get("peak_memory_mb"), backend=m.get("backend"),
+               resolution=m.get("resolution"), seconds=sum(row["stages"].values()),
+               init=init.get("source"), init_points=init.get("points"), stereo_kept=stereo.get("kept_share"),
+               stereo_coverage=stereo.get("coverage"),
+               fill_points=stereo.get("fill_points"), fill_dropped=stereo.get("fill_dropped"),
+               train_views=graph.nodes[metrics_id("views")].values["train_indices"],
+               test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]))
     return row
 
 
@@ -278,20 +315,55 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
                     continue
                 seen[key] = name
                 tasks.append((base, (str(scene), preset, merged, f"{scene.name}-{n}v-{name}",
-                                     str(args.images) if args.images and n == 3 else None)))
+                                     str(args.images) if args.images and n == 3 else None), start_key(scene, resolved)))
     wall = time.perf_counter()
+    shared = {k for k, count in Counter(t[2] for t in tasks).items() if count > 1}
     with tempfile.TemporaryDirectory() as tmp:
-        work = str(args.work or tmp)
+        work = Path(args.work or tmp)
+        starts = work / STARTS
         with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, a[0], a[1], a[2], work, a[3], a[4]): base for base, a in tasks}
-            for future in as_completed(futures):
-                row = {**futures[future], **future.result()}
-                report["runs"].append(row)
-                print(json.dumps(row), flush=True)
-                write(report, args.out, aliases, wall)
+            # A future: ("run", its row's first fields, what its shared start warned) or ("start", key, folder).
+            pending: dict = {}
+            waiting: dict[str, list] = {}  # a shared start's key: the runs that wait for it
+            for base, a, key in tasks:  # in order, a shared start where its first run would be
+                if key not in shared:
+                    pending[pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4])] = ("run", base, [])
+                    continue
+                if key not in waiting:
+                    folder = f"{a[3]}-{key[:8]}"
+                    pending[pool.submit(make_start, a[0], a[1], a[2], str(starts), folder)] = ("start", key, folder)
+                waiting.setdefault(key, []).append((base, a))
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, first, then = pending.pop(future)
+                    if kind == "start":  # its runs go now (without it, if it failed)
+                        made = future.result()
+                        start = None if "error" in made else str(starts / then)
+                        for base, a in waiting.pop(first):
+                            job = pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)
+                            pending[job] = ("run", base, made["warnings"])
+                        continue
+                    row = {**first, **future.result()}
+                    said = then + row.get("warnings", [])  # what the shared start warned belongs to each of its runs
+                    if said:
+                        row["warnings"] = list(dict.fromkeys(said))
+                    report["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+                    write(report, args.out, aliases, wall)
     write(report, args.out, aliases, wall)
     print(markdown(report), end="")
     return 0 if not unreadable and not any("error" in r for r in report["runs"]) else 1
+
+
+def start_key(scene: Path, resolved: dict) -> str:
+    """What decides a run's stages up to SHARED_UNTIL: the capture and the resolved settings but for the later
+    stages' sections."""
+    from recon import stages
+    from recon.config import digest
+
+    later = {stages.module(name).CONFIG for name in stages.PIPELINE[stages.PIPELINE.index(SHARED_UNTIL) + 1:]}
+    return digest(str(scene.resolve()), {k: v for k, v in resolved.items() if k not in later and k != "preset"})
 
 
 def write(report: dict, out: Path, aliases: list[dict], wall: float) -> None:

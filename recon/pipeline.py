@@ -96,6 +96,7 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
                 on_start(store.root)
             previous = store.load() if store.exists() else None
             if previous is not None and previous.source.get("digest") == graph.source["digest"] and not force:
+                previous.name = graph.name  # the folder's name, also where a folder was copied under a new one
                 graph = previous
                 outcomes = [StageOutcome("import", "reused", 0.0)]
             else:

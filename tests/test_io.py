@@ -154,6 +154,38 @@ def test_bench_runs_keep_what_recon_warned(synthetic_scene, tmp_path):
     assert recon_warnings(caught) == [f"recon said {k}" for k in range(MAX_WARNINGS)] + ["and 2 more"]
 
 
+def test_bench_runs_that_agree_up_to_init_share_one(synthetic_scene, tmp_path):
+    """bench/real.py: variants of optimize settings start from one run of the stages up to init, copied into each
+    run's folder and reused there, with what it warned in each row; a variant of an init setting runs its own."""
+    import argparse
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from optimize import parse_variant
+    from real import STARTS, run
+
+    from recon.config import preset_settings
+    from recon.scene.store import SceneStore
+
+    common = {**preset_settings("tiny"), "optimize.cpu_steps": 2, "init.mvs_min_confirmed": 0.5}
+    variants = [parse_variant(v) for v in ("a=default", "b=default,optimize.binocular=0",
+                                           "c=default,init.points=300")]
+    other = shutil.copytree(synthetic_scene, tmp_path / "cup")  # another capture: its own start
+    args = argparse.Namespace(views="3", jobs=2, out=tmp_path / "report.json", images=None, work=tmp_path / "work",
+                              note="", root=synthetic_scene.parent)
+    assert run(args, variants, common, [synthetic_scene, other]) == 0
+    rows = {(r["scene"], r["variant"]): r for r in json.loads(args.out.read_text())["runs"]}
+    for scene in ("mug", "cup"):
+        start = rows[scene, "a"]["start"]
+        assert start.startswith(f"{scene}-3v-") and rows[scene, "b"]["start"] == start
+        assert "start" not in rows[scene, "c"] and (args.work / STARTS / start / "scene.json").is_file()
+        graphs = {v: SceneStore(args.work / f"{scene}-3v-{v}").load() for v in "abc"}
+        assert [g.name for g in graphs.values()] == [f"{scene}-3v-{v}" for v in "abc"]
+        assert graphs["a"].stages["init"] == graphs["b"].stages["init"] != graphs["c"].stages["init"]
+        assert graphs["a"].stages["optimize"].key != graphs["b"].stages["optimize"].key
+        for v in "abc":
+            assert any("init.mvs_min_confirmed needs the scene's SfM points" in w for w in rows[scene, v]["warnings"])
+
+
 def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
     """bench/render_errors.py: a render one pixel off its photo gains most from the shift, one with a colour cast
     from the colour fit; a render that is right scores above the photo blurred."""
