@@ -152,8 +152,8 @@ def staged(scene: str, preset: str, overrides: dict, out_root: str, name: str, u
 
 
 def describe(graph) -> dict:
-    """A run's row: its metrics, splats, seconds per stage (``seconds``: their sum, a shared start's included) and
-    what its init made."""
+    """A run's row: its metrics (``per_view``: each held-out view's PSNRs), splats, seconds per stage (``seconds``:
+    their sum, a shared start's included) and what its init made."""
     from recon.scene.names import metrics_id
 
     row: dict = {"stages": {k: rec.seconds for k, rec in graph.stages.items()}}
@@ -170,7 +170,9 @@ def describe(graph) -> dict:
                stereo_coverage=stereo.get("coverage"),
                fill_points=stereo.get("fill_points"), fill_dropped=stereo.get("fill_dropped"),
                train_views=graph.nodes[metrics_id("views")].values["train_indices"],
-               test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]))
+               test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]),
+               per_view={name: {k: v[k] for k in ("psnr", "psnr_masked") if v.get(k) is not None}
+                         for name, v in m.get("per_view", {}).items()})
     return row
 
 

@@ -12,10 +12,14 @@ For each render in ``--renders`` (the optimize stage's ``assets/renders/<view na
 * ``blurred_photo``: the photo blurred by a Gaussian of ``--blur`` pixels against itself, a yardstick of what a
   render that is right but soft would score.
 
+Without ``--renders`` it scores every photo of the capture (down-sampled by ``--downscale``) blurred against itself
+only: the yardstick of captures whose renders are not at hand.
+
 Runs on the CPU in seconds; prints one JSON line per view and writes the report.
 
     python bench/render_errors.py --capture ../shared/realdata/dtu_scan65 --renders out/dtu_scan65/assets/renders \\
         --out bench/results/render-errors-cpu.json
+    python bench/render_errors.py --capture ../shared/realdata/dtu_scan24 --out bench/results/photo-blur-cpu.json
 """
 
 from __future__ import annotations
@@ -52,6 +56,20 @@ def shifted(render: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return out[0].permute(1, 2, 0).numpy()
 
 
+def photo_and_mask(graph, view, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``view``'s photo down-sampled by ``factor`` (averaging blocks, as recon does) and its mask (all of it without
+    one)."""
+    photo = downsample(read_image(graph.image_of(view))[..., :3], factor)
+    if view.mask is None:
+        return photo, np.ones(photo.shape[:2], bool)
+    return photo, downsample(read_mask(graph.resolve(view.mask)), factor) > 0.5
+
+
+def blurred(photo: np.ndarray, mask: np.ndarray, blur: float) -> float:
+    """The photo blurred by a Gaussian of ``blur`` pixels against itself, over ``mask``."""
+    return round(psnr(gaussian_filter(photo, (blur, blur, 0)), photo, mask), 3)
+
+
 def view_errors(render: np.ndarray, photo: np.ndarray, mask: np.ndarray, max_shift: float, blur: float) -> dict:
     steps = np.arange(-max_shift, max_shift + 1e-9, 0.25)
     best = max((psnr(shifted(render, dx, dy), photo, mask), float(dx), float(dy)) for dx in steps for dy in steps)
@@ -63,7 +81,7 @@ def view_errors(render: np.ndarray, photo: np.ndarray, mask: np.ndarray, max_shi
     return {"psnr": round(psnr(render, photo, mask), 3),
             "best_shift": {"psnr": round(best[0], 3), "dx": best[1], "dy": best[2]},
             "affine_colour": round(psnr(fitted, photo, mask), 3),
-            "blurred_photo": round(psnr(gaussian_filter(photo, (blur, blur, 0)), photo, mask), 3),
+            "blurred_photo": blurred(photo, mask, blur),
             "mask_share": round(float(mask.mean()), 3),
             "mean_colour": {"render": np.round(render[mask].mean(0).astype(float), 3).tolist(),
                             "photo": np.round(photo[mask].mean(0).astype(float), 3).tolist()}}
@@ -72,42 +90,65 @@ def view_errors(render: np.ndarray, photo: np.ndarray, mask: np.ndarray, max_shi
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--capture", type=Path, required=True)
-    ap.add_argument("--renders", type=Path, required=True)
+    ap.add_argument("--renders", type=Path, help="the renders (without: each photo blurred against itself only)")
+    ap.add_argument("--downscale", type=int, default=1, help="the photos' down-sampling without --renders")
     ap.add_argument("--max-shift", type=float, default=2.0)
     ap.add_argument("--blur", type=float, default=3.0)
     ap.add_argument("--note", default="")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     graph = import_scene(args.capture, ImportOptions())
-    views = {v.name: v for v in graph.views()}
-    report: dict = {"benchmark": "render-errors", "capture": args.capture.name, "renders": str(args.renders),
-                    "max_shift": args.max_shift, "blur": args.blur, "note": args.note,
+    report: dict = {"benchmark": "render-errors", "capture": args.capture.name,
+                    "renders": str(args.renders) if args.renders else None, "max_shift": args.max_shift,
+                    "blur": args.blur, "note": args.note,
                     "environment": {"device": platform.processor() or "cpu", "torch": torch.__version__,
-                                    "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")},
-                    "views": {}}
-    for path in sorted(args.renders.glob("*.png")):
+                                    "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}}
+    if args.renders is None:
+        report["downscale"] = args.downscale
+        report["views"] = yardsticks(graph, args.downscale, args.blur)
+        report["mean"] = {"blurred_photo": round(float(np.mean([r["blurred_photo"] for r in
+                                                                report["views"].values()])), 3)}
+    else:
+        report["views"] = render_errors(graph, args.renders, args.max_shift, args.blur)
+        if not report["views"]:
+            raise SystemExit(f"no render in {args.renders} is named after a view of {args.capture}")
+        rows = list(report["views"].values())
+        report["mean"] = {key: round(float(np.mean([r[key] for r in rows])), 3)
+                          for key in ("psnr", "affine_colour", "blurred_photo")}
+        report["mean"]["best_shift"] = round(float(np.mean([r["best_shift"]["psnr"] for r in rows])), 3)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def render_errors(graph, renders: Path, max_shift: float, blur: float) -> dict[str, dict]:
+    """view_errors of each render in ``renders`` named after a view of ``graph`` with a photo, by view name."""
+    views = {v.name: v for v in graph.views()}
+    out = {}
+    for path in sorted(renders.glob("*.png")):
         view = views.get(path.stem)
         if view is None or view.image is None:
             continue
         render = read_image(path)[..., :3]
-        height, width = render.shape[:2]
-        photo = read_image(graph.image_of(view))[..., :3]
-        factor = photo.shape[0] // height  # recon down-samples its photos by an integer factor, averaging blocks
-        photo = downsample(photo, factor)
-        mask = (downsample(read_mask(graph.resolve(view.mask)), factor) > 0.5 if view.mask
-                else np.ones((height, width), bool))
-        row = view_errors(render, photo, mask, args.max_shift, args.blur)
-        report["views"][view.name] = row
-        print(json.dumps({"view": view.name, **row}), flush=True)
-    if not report["views"]:
-        raise SystemExit(f"no render in {args.renders} is named after a view of {args.capture}")
-    rows = list(report["views"].values())
-    report["mean"] = {key: round(float(np.mean([r[key] for r in rows])), 3)
-                      for key in ("psnr", "affine_colour", "blurred_photo")}
-    report["mean"]["best_shift"] = round(float(np.mean([r["best_shift"]["psnr"] for r in rows])), 3)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return 0
+        factor = read_image(graph.image_of(view)).shape[0] // render.shape[0]  # recon down-samples by an integer
+        photo, mask = photo_and_mask(graph, view, factor)
+        out[view.name] = view_errors(render, photo, mask, max_shift, blur)
+        print(json.dumps({"view": view.name, **out[view.name]}), flush=True)
+    return out
+
+
+def yardsticks(graph, downscale: int, blur: float) -> dict[str, dict]:
+    """Each photo of ``graph`` blurred against itself (``blurred_photo``), by view name; a view whose mask is empty
+    has nothing to score and is left out."""
+    out = {}
+    for view in graph.views():
+        if view.image is None:
+            continue
+        photo, mask = photo_and_mask(graph, view, downscale)
+        if mask.any():
+            out[view.name] = {"blurred_photo": blurred(photo, mask, blur), "mask_share": round(float(mask.mean()), 3)}
+            print(json.dumps({"view": view.name, **out[view.name]}), flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ def test_bench_runs_that_agree_up_to_init_share_one(synthetic_scene, tmp_path):
         start = rows[scene, "a"]["start"]
         assert start.startswith(f"{scene}-3v-") and rows[scene, "b"]["start"] == start
         assert "start" not in rows[scene, "c"] and (args.work / STARTS / start / "scene.json").is_file()
+        assert len(rows[scene, "a"]["per_view"]) == rows[scene, "a"]["test_views"] > 0
         graphs = {v: SceneStore(args.work / f"{scene}-3v-{v}").load() for v in "abc"}
         assert [g.name for g in graphs.values()] == [f"{scene}-3v-{v}" for v in "abc"]
         assert graphs["a"].stages["init"] == graphs["b"].stages["init"] != graphs["c"].stages["init"]
@@ -205,6 +206,20 @@ def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
     cast = view_errors(photo * 0.8 + 0.1, photo, mask, max_shift=1.0, blur=2.0)
     assert cast["affine_colour"] > 60 and cast["best_shift"]["psnr"] < cast["psnr"] + 0.1
     assert cast["blurred_photo"] < view_errors(photo, photo, mask, 0.5, 2.0)["psnr"]
+
+
+def test_bench_render_errors_scores_photos_without_renders(synthetic_scene):
+    """bench/render_errors.py without renders: each photo blurred against itself, over its mask, finite and below
+    an identical image's 100 dB, lower for a wider blur."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from render_errors import yardsticks
+
+    from recon.io import import_scene
+
+    graph = import_scene(synthetic_scene)
+    narrow, wide = yardsticks(graph, 1, 1.0), yardsticks(graph, 2, 3.0)
+    assert set(narrow) == {v.name for v in graph.views()} == set(wide)
+    assert all(0 < wide[k]["blurred_photo"] < narrow[k]["blurred_photo"] < 100 for k in narrow)
 
 
 def test_json_objects_a_user_gives_are_read_or_refused_in_one_line(tmp_path):
