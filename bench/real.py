@@ -13,18 +13,19 @@ Each scene is run under its protocol (../shared/realdata/SOURCES.md):
 A capture with a known defect in its copy (castle_p30's rotations, stored transposed) is read through a
 corrected copy (bench/captures.py).
 
-Variants are ``NAME=PRESET[,section.key=value...]``; one built on the ``dtu`` preset runs on DTU scans
-only, one built on ``object`` only where the scene has masks, and a variant whose resolved config
-equals an earlier one's on a scene is recorded as the same run, not run again. Each run goes up to
-the optimize stage (held-out views scored there) in its own folder; ``--jobs N`` runs N at a time in
-separate processes on the same GPU (the per-stage seconds then include the sharing: ``jobs`` is in
-the report). Runs whose settings agree up to the init stage (variants of optimize settings, one seed)
-start from one shared run of those stages (a ``start`` in their rows: its folder, whose init seconds
-they report), made once and copied into each run's folder, where the pipeline reuses it. Records PSNR,
-SSIM, LPIPS, both masked PSNRs where masks exist, seconds per stage, peak GPU memory, splats, what recon
-warned (a setting that did not apply, a fallback: numbered under the table), and for 3-view runs one
-strip (photo | render | 4x absolute error) of the first held-out view in ``--images``. Prints one JSON
-line per run, then the summary table in markdown.
+Variants are ``NAME=PRESET[,section.key=value...]``; one built on the ``dtu`` preset runs on DTU scans only,
+one built on ``object`` only where the scene has masks, and a variant whose resolved config equals an earlier
+one's on a scene is recorded as the same run, not run again. Each run goes up to the optimize stage (held-out
+views scored there) in its own folder; ``--jobs N`` runs N at a time in separate processes on the same GPU
+(the per-stage seconds then include the sharing: ``jobs`` is in the report). Runs whose settings agree up to
+the init stage (variants of optimize settings, one seed) start from one shared run of those stages (under
+``--work``'s ``.starts``), made once and copied into each run's folder, where the pipeline reuses it:
+``start`` in the rows that did (their init seconds and warnings are the start's; ``start_error`` where it
+failed and the run went on without it). Records PSNR, SSIM, LPIPS, both masked PSNRs where masks exist and per
+held-out view, seconds per stage (and ``seconds``, their sum), peak GPU memory, splats, what recon warned (a
+setting that did not apply, a fallback: numbered under the table), and for 3-view runs one strip (photo |
+render | 4x absolute error) of the first held-out view in ``--images``. Prints one JSON line per run, then the
+summary table in markdown.
 
     python bench/real.py --root ../shared/realdata --views 3,6,9 --jobs 8 --out bench/results/real-h200.json
     python bench/real.py --table bench/results/real-h200.json      # the markdown table of a report
@@ -101,16 +102,21 @@ def applies(preset: str, protocol: dict) -> bool:
 def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, images: str | None,
             start: str | None = None) -> dict:
     """One run up to the optimize stage, in a worker process; never raises. ``start``: a folder holding the stages up
-    to SHARED_UNTIL of the same settings (make_start), copied in first so that the run reuses them."""
+    to SHARED_UNTIL of the same settings (make_start), copied in first so that the run reuses them (``start`` in the
+    row when it did; a folder already there is the pipeline's to reuse or redo)."""
     row: dict = {}
-    if start is not None:
-        if not (Path(out_root) / name).exists():  # an earlier run's folder is reused or redone by the pipeline
-            shutil.copytree(start, Path(out_root) / name)
-        row["start"] = Path(start).name
+    folder = Path(out_root) / name
+    if start is not None and not folder.exists():
+        try:
+            copy_folder(Path(start), folder)
+        except OSError as exc:  # the run goes on without it
+            row["start_error"] = f"not copied: {exc}"
     result, said = staged(scene, preset, overrides, out_root, name, "optimize")
     if isinstance(result, str):
         row["error"] = result
     else:
+        if start is not None and any(o.name == SHARED_UNTIL and o.status == "reused" for o in result.outcomes):
+            row["start"] = Path(start).name
         try:
             row.update(describe(result.graph))
             if images:
@@ -120,6 +126,15 @@ def run_one(scene: str, preset: str, overrides: dict, out_root: str, name: str, 
     if said:
         row["warnings"] = said
     return row
+
+
+def copy_folder(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` under a temporary name first, so that an interrupted copy leaves no folder that
+    looks finished."""
+    partial = target.with_name(target.name + ".copying")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    partial.rename(target)
 
 
 def make_start(scene: str, preset: str, overrides: dict, out_root: str, name: str) -> dict:
@@ -181,8 +196,12 @@ def recon_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     import recon
 
     package = str(Path(recon.__file__).resolve().parent)
-    said = list(dict.fromkeys(first_line(w.message) for w in caught
-                              if str(Path(w.filename).resolve()).startswith(package)))
+    return capped([first_line(w.message) for w in caught if str(Path(w.filename).resolve()).startswith(package)])
+
+
+def capped(said: list[str]) -> list[str]:
+    """Each line once, at most MAX_WARNINGS of them and a count of the rest."""
+    said = list(dict.fromkeys(said))
     if len(said) > MAX_WARNINGS:
         said = said[:MAX_WARNINGS] + [f"and {len(said) - MAX_WARNINGS} more"]
     return said
@@ -299,7 +318,8 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
               "protocols": {p.name: v for p, v in protocols.items() if v is not None},
               "skipped": [p.name for p, v in protocols.items() if v is None], "unreadable": unreadable, "runs": []}
     tasks, aliases = [], []
-    # View counts outermost: an interrupted run has every scene at the first view counts.
+    # View counts outermost: an interrupted run has every scene at the first view counts (but for runs that wait for
+    # a shared start, queued when it ends).
     for n in [int(v) for v in args.views.split(",")]:
         for scene, protocol in protocols.items():
             if protocol is None:
@@ -324,12 +344,13 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
         work = Path(args.work or tmp)
         starts = work / STARTS
         with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
-            # A future: ("run", its row's first fields, what its shared start warned) or ("start", key, folder).
+            # A future: ("run", its row's first fields, (its shared start's folder, what the start said)) or
+            # ("start", key, folder). The runs that wait for a start are queued when it ends, after those queued then.
             pending: dict = {}
             waiting: dict[str, list] = {}  # a shared start's key: the runs that wait for it
             for base, a, key in tasks:  # in order, a shared start where its first run would be
                 if key not in shared:
-                    pending[pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4])] = ("run", base, [])
+                    pending[pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4])] = ("run", base, None)
                     continue
                 if key not in waiting:
                     folder = f"{a[3]}-{key[:8]}"
@@ -339,17 +360,21 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     kind, first, then = pending.pop(future)
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:  # noqa: BLE001 (a worker that died: its run's row says so)
+                        outcome = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
                     if kind == "start":  # its runs go now (without it, if it failed)
-                        made = future.result()
-                        start = None if "error" in made else str(starts / then)
+                        start = None if "error" in outcome else str(starts / then)
                         for base, a in waiting.pop(first):
                             job = pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)
-                            pending[job] = ("run", base, made["warnings"])
+                            pending[job] = ("run", {**base, **({"start_error": outcome["error"]} if start is None
+                                                               else {})}, (then, outcome.get("warnings", []), a[3]))
                         continue
-                    row = {**first, **future.result()}
-                    said = then + row.get("warnings", [])  # what the shared start warned belongs to each of its runs
-                    if said:
-                        row["warnings"] = list(dict.fromkeys(said))
+                    row = {**first, **outcome}
+                    if then is not None and "start" in row:  # what the start said, as said of this run
+                        folder, said, name = then
+                        row["warnings"] = capped([w.replace(folder, name) for w in said] + row.get("warnings", []))
                     report["runs"].append(row)
                     print(json.dumps(row), flush=True)
                     write(report, args.out, aliases, wall)

@@ -91,25 +91,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--capture", type=Path, required=True)
     ap.add_argument("--renders", type=Path, help="the renders (without: each photo blurred against itself only)")
-    ap.add_argument("--downscale", type=int, default=1, help="the photos' down-sampling without --renders")
+    ap.add_argument("--downscale", type=int, default=1,
+                    help="the photos' down-sampling without --renders (with them, the renders' size sets it)")
     ap.add_argument("--max-shift", type=float, default=2.0)
     ap.add_argument("--blur", type=float, default=3.0)
     ap.add_argument("--note", default="")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     graph = import_scene(args.capture, ImportOptions())
-    report: dict = {"benchmark": "render-errors", "capture": args.capture.name,
-                    "renders": str(args.renders) if args.renders else None, "max_shift": args.max_shift,
-                    "blur": args.blur, "note": args.note,
+    report: dict = {"benchmark": "render-errors", "capture": args.capture.name, "blur": args.blur, "note": args.note,
                     "environment": {"device": platform.processor() or "cpu", "torch": torch.__version__,
                                     "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}}
     if args.renders is None:
-        report["downscale"] = args.downscale
-        report["views"] = yardsticks(graph, args.downscale, args.blur)
+        report.update(downscale=args.downscale, views=yardsticks(graph, args.downscale, args.blur))
+        if not report["views"]:
+            raise SystemExit(f"no view of {args.capture} has a photo and a mask that is not empty")
         report["mean"] = {"blurred_photo": round(float(np.mean([r["blurred_photo"] for r in
                                                                 report["views"].values()])), 3)}
     else:
-        report["views"] = render_errors(graph, args.renders, args.max_shift, args.blur)
+        report.update(renders=str(args.renders), max_shift=args.max_shift,
+                      views=render_errors(graph, args.renders, args.max_shift, args.blur))
         if not report["views"]:
             raise SystemExit(f"no render in {args.renders} is named after a view of {args.capture}")
         rows = list(report["views"].values())

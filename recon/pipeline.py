@@ -96,8 +96,11 @@ def run_scene(scene: Path, cfg: RunConfig, out_root: Path, name: str | None = No
                 on_start(store.root)
             previous = store.load() if store.exists() else None
             if previous is not None and previous.source.get("digest") == graph.source["digest"] and not force:
-                previous.name = graph.name  # the folder's name, also where a folder was copied under a new one
+                renamed = previous.name != graph.name  # a folder copied under a new name takes the folder's
+                previous.name = graph.name
                 graph = previous
+                if renamed:
+                    store.save(graph)
                 outcomes = [StageOutcome("import", "reused", 0.0)]
             else:
                 if previous is not None:  # different input or forced: old assets are stale

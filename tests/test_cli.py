@@ -73,6 +73,12 @@ def test_rerun_resumes_and_reruns_what_changed(synthetic_scene, tmp_path, monkey
     assert [o.status for o in first.outcomes] == ["ran", "ran", "ran", "ran"]
     again = run_scene(synthetic_scene, load_config("default", {"views.count": 3, **small}), tmp_path, until="init")
     assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "reused"]
+    # A folder copied under another name is reused there, and takes that name.
+    shutil.copytree(first.out_dir, tmp_path / "copied")
+    copied = run_scene(synthetic_scene, load_config("default", {"views.count": 3, **small}), tmp_path, name="copied",
+                       until="init")
+    assert [o.status for o in copied.outcomes] == ["reused", "reused", "reused", "reused"]
+    assert SceneStore(tmp_path / "copied").load().name == "copied" == copied.graph.name
     changed = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small}), tmp_path, until="init")
     assert [o.status for o in changed.outcomes] == ["reused", "ran", "ran", "ran"]
     init_only = run_scene(synthetic_scene, load_config("default", {"views.count": 5, **small, "init.points": 300}),

@@ -183,8 +183,13 @@ def test_bench_runs_that_agree_up_to_init_share_one(synthetic_scene, tmp_path):
         assert [g.name for g in graphs.values()] == [f"{scene}-3v-{v}" for v in "abc"]
         assert graphs["a"].stages["init"] == graphs["b"].stages["init"] != graphs["c"].stages["init"]
         assert graphs["a"].stages["optimize"].key != graphs["b"].stages["optimize"].key
-        for v in "abc":
-            assert any("init.mvs_min_confirmed needs the scene's SfM points" in w for w in rows[scene, v]["warnings"])
+        for v in "abc":  # what the start said is said of each run that reused it, under the run's own name
+            said = [w for w in rows[scene, v]["warnings"] if "init.mvs_min_confirmed needs the scene's SfM points" in w]
+            assert len(said) == 1 and f"{scene}-3v-{v}" in said[0] and start not in said[0]
+    # Again in the same folders with another init setting: the runs' folders are redone there, not copied over.
+    assert run(args, variants, {**common, "init.points": 250}, [synthetic_scene]) == 0
+    rows = {(r["scene"], r["variant"]): r for r in json.loads(args.out.read_text())["runs"]}
+    assert not any("start" in rows["mug", v] for v in "abc")
 
 
 def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
@@ -208,18 +213,28 @@ def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
     assert cast["blurred_photo"] < view_errors(photo, photo, mask, 0.5, 2.0)["psnr"]
 
 
-def test_bench_render_errors_scores_photos_without_renders(synthetic_scene):
-    """bench/render_errors.py without renders: each photo blurred against itself, over its mask, finite and below
-    an identical image's 100 dB, lower for a wider blur."""
+def test_bench_render_errors_scores_photos_without_renders(synthetic_scene, tmp_path):
+    """bench/render_errors.py without renders: each photo blurred against itself over its mask (finite, below an
+    identical image's 100 dB, lower for a wider blur, its own at each down-sampling); a view whose mask is empty is
+    left out."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from render_errors import yardsticks
+    from render_errors import blurred, photo_and_mask, yardsticks
 
     from recon.io import import_scene
+    from recon.io.images import read_mask, write_mask
 
-    graph = import_scene(synthetic_scene)
-    narrow, wide = yardsticks(graph, 1, 1.0), yardsticks(graph, 2, 3.0)
-    assert set(narrow) == {v.name for v in graph.views()} == set(wide)
+    scene = shutil.copytree(synthetic_scene, tmp_path / "mug")
+    graph = import_scene(scene)
+    empty = graph.views()[0]
+    write_mask(graph.resolve(empty.mask), np.zeros_like(read_mask(graph.resolve(empty.mask))))
+    graph = import_scene(scene)
+    narrow, wide, half = yardsticks(graph, 1, 1.0), yardsticks(graph, 1, 3.0), yardsticks(graph, 2, 1.0)
+    assert set(narrow) == {v.name for v in graph.views()} - {empty.name} == set(wide) == set(half)
     assert all(0 < wide[k]["blurred_photo"] < narrow[k]["blurred_photo"] < 100 for k in narrow)
+    view = graph.views()[1]
+    photo, mask = photo_and_mask(graph, view, 2)
+    assert photo.shape[:2] == mask.shape and 0 < mask.mean() < 1
+    assert half[view.name]["blurred_photo"] == blurred(photo, mask, 1.0) != blurred(photo, np.ones_like(mask), 1.0)
 
 
 def test_json_objects_a_user_gives_are_read_or_refused_in_one_line(tmp_path):
