@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from recon.io import ImportOptions, import_scene
-from recon.io.images import downsample, read_image, read_mask
+from recon.io.images import downsample, header_size, read_image, read_mask
 from recon.metrics import images as image_metrics
 
 
@@ -131,7 +131,7 @@ def render_errors(graph, renders: Path, max_shift: float, blur: float) -> dict[s
         if view is None or view.image is None:
             continue
         render = read_image(path)[..., :3]
-        factor = read_image(graph.image_of(view)).shape[0] // render.shape[0]  # recon down-samples by an integer
+        factor = header_size(graph.image_of(view))[1] // render.shape[0]  # recon down-samples by an integer
         photo, mask = photo_and_mask(graph, view, factor)
         out[view.name] = view_errors(render, photo, mask, max_shift, blur)
         print(json.dumps({"view": view.name, **out[view.name]}), flush=True)
