@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -319,7 +319,7 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
               "skipped": [p.name for p, v in protocols.items() if v is None], "unreadable": unreadable, "runs": []}
     tasks, aliases = [], []
     # View counts outermost: an interrupted run has every scene at the first view counts (but for runs that wait for
-    # a shared start, queued when it ends).
+    # a shared start, which go ahead of the rest when it ends).
     for n in [int(v) for v in args.views.split(",")]:
         for scene, protocol in protocols.items():
             if protocol is None:
@@ -344,32 +344,42 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
         work = Path(args.work or tmp)
         starts = work / STARTS
         with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
-            # A future: ("run", its row's first fields, (its shared start's folder, what the start said)) or
-            # ("start", key, folder). The runs that wait for a start are queued when it ends, after those queued then.
-            pending: dict = {}
+            # At most --jobs in flight, taken from a queue of ("run", its row's first fields, its arguments, (its
+            # shared start's folder, what the start said) or None) and ("start", key, its arguments, folder). A
+            # start's runs wait for it, then go to the queue's front: runs finish while later starts are made,
+            # instead of every start of the call running at once.
+            queue: deque = deque()
             waiting: dict[str, list] = {}  # a shared start's key: the runs that wait for it
             for base, a, key in tasks:  # in order, a shared start where its first run would be
                 if key not in shared:
-                    pending[pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4])] = ("run", base, None)
+                    queue.append(("run", base, a, None))
                     continue
                 if key not in waiting:
-                    folder = f"{a[3]}-{key[:8]}"
-                    pending[pool.submit(make_start, a[0], a[1], a[2], str(starts), folder)] = ("start", key, folder)
+                    queue.append(("start", key, a, f"{a[3]}-{key[:8]}"))
                 waiting.setdefault(key, []).append((base, a))
-            while pending:
+            pending: dict = {}
+            while queue or pending:
+                while queue and len(pending) < max(1, args.jobs):
+                    item = queue.popleft()
+                    kind, _, a, then = item
+                    if kind == "start":
+                        pending[pool.submit(make_start, a[0], a[1], a[2], str(starts), then)] = item
+                    else:
+                        start = str(starts / then[0]) if then is not None else None
+                        pending[pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)] = item
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    kind, first, then = pending.pop(future)
+                    kind, first, a, then = pending.pop(future)
                     try:
                         outcome = future.result()
                     except Exception as exc:  # noqa: BLE001 (a worker that died: its run's row says so)
                         outcome = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
-                    if kind == "start":  # its runs go now (without it, if it failed)
-                        start = None if "error" in outcome else str(starts / then)
-                        for base, a in waiting.pop(first):
-                            job = pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)
-                            pending[job] = ("run", {**base, **({"start_error": outcome["error"]} if start is None
-                                                               else {})}, (then, outcome.get("warnings", []), a[3]))
+                    if kind == "start":  # its runs go next (without it, if it failed)
+                        failed = "error" in outcome
+                        runs = [("run", {**base, **({"start_error": outcome["error"]} if failed else {})}, b,
+                                 None if failed else (then, outcome.get("warnings", []), b[3]))
+                                for base, b in waiting.pop(first)]
+                        queue.extendleft(reversed(runs))
                         continue
                     row = {**first, **outcome}
                     if then is not None and "start" in row:  # what the start said, as said of this run

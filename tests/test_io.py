@@ -186,10 +186,14 @@ def test_bench_runs_that_agree_up_to_init_share_one(synthetic_scene, tmp_path):
         for v in "abc":  # what the start said is said of each run that reused it, under the run's own name
             said = [w for w in rows[scene, v]["warnings"] if "init.mvs_min_confirmed needs the scene's SfM points" in w]
             assert len(said) == 1 and f"{scene}-3v-{v}" in said[0] and start not in said[0]
-    # Again in the same folders with another init setting: the runs' folders are redone there, not copied over.
-    assert run(args, variants, {**common, "init.points": 250}, [synthetic_scene]) == 0
+    # Again in the same folders with another init setting, one job at a time: the runs' folders are redone there,
+    # not copied over, and a start's runs go before the next start is made.
+    args.jobs = 1
+    assert run(args, variants[:2], {**common, "init.points": 250}, [synthetic_scene, other]) == 0
     rows = {(r["scene"], r["variant"]): r for r in json.loads(args.out.read_text())["runs"]}
-    assert not any("start" in rows["mug", v] for v in "abc")
+    assert not any("start" in rows[scene, v] for scene in ("mug", "cup") for v in "ab")
+    cup_start = max(p.stat().st_mtime_ns for p in (args.work / STARTS).glob("cup-3v-a-*/scene.json"))
+    assert cup_start > (args.work / "mug-3v-b" / "metrics.json").stat().st_mtime_ns
 
 
 def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
