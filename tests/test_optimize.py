@@ -116,6 +116,27 @@ def test_nan_stops_the_stage_and_keeps_the_last_good_checkpoint(synthetic_scene,
     assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "reused", "ran"]
 
 
+def test_a_run_that_prunes_every_splat_stops_with_one_line():
+    """Pruning that removes every splat (here the masks' hull, the masks empty) stops the stage with an error that
+    says so, before a render of no splats."""
+    from dataclasses import replace
+
+    from recon.optim.trainer import Trainer
+    from recon.scene.frames import Frames
+
+    rng = np.random.default_rng(0)
+    splats = init_splats(rng.normal(scale=0.3, size=(40, 3)), rng.random((40, 3)), sh_degree=0, init_opacity=0.5)
+    viewmats = torch.tensor(np.stack([look_at(np.array([x, -4.0, 1.0]), np.zeros(3)) for x in (0.0, 1.5)]),
+                            dtype=torch.float32)
+    Ks = torch.tensor(intrinsics_matrix(24, 24, 12, 9), dtype=torch.float32).expand(2, 3, 3)
+    frames = Frames(["a", "b"], torch.rand(2, 18, 24, 3), torch.zeros(2, 18, 24, dtype=torch.bool), viewmats, Ks,
+                    24, 18)
+    oc = replace(load_config("plain").optimize, steps=20, sh_degree=0, hull_prune=True, prune_every=5)
+    trainer = Trainer(oc, frames, splats, np.zeros(3), 1.0, torch.device("cpu"), seed=0)
+    with pytest.raises(StageError, match=r"step \d+ produced no splats: densification and pruning removed every one"):
+        trainer.train()
+
+
 @pytest.mark.parametrize("setting", [{"optimize.strategy": "mcmc"}, {"optimize.absgrad": True}])
 def test_mcmc_and_absgrad_need_cuda_and_fail_before_writing(synthetic_scene, tmp_path, setting):
     if torch.cuda.is_available():

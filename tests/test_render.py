@@ -170,6 +170,19 @@ def test_depth_to_normals_of_a_plane():
     np.testing.assert_allclose(n[0, 5:10, 5:10].reshape(-1, 3).numpy(), (-axis).expand(25, 3).numpy(), atol=1e-9)
 
 
+@pytest.mark.parametrize("backend", ["reference", pytest.param("gsplat", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("kind", ["3dgs", "2dgs"])
+def test_no_splats_render_the_background(kind, backend):
+    """Every splat pruned: the background, alpha and depth 0 (gsplat itself divides by the number of splats)."""
+    device = "cuda" if backend == "gsplat" else "cpu"
+    vm, K = cameras(2, 20, 15, dtype=torch.float32)
+    empty = {k: v[:0].to(device) for k, v in random_splats(4, dtype=torch.float32).items()}
+    bg = torch.tensor([[0.2, 0.4, 0.6], [1.0, 0.0, 0.5]], device=device)
+    out = render(empty, vm.to(device), K.to(device), 20, 15, kind=kind, sh_degree=3, backgrounds=bg, backend=backend)
+    assert out.rgb.shape == (2, 15, 20, 3) and torch.equal(out.rgb[:, 7, 9], bg)
+    assert not out.alpha.any() and not out.depth.any() and out.rgb.dtype == torch.float32
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["3dgs", "2dgs"])
 def test_gsplat_matches_the_reference(kind):

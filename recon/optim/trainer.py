@@ -382,6 +382,10 @@ class Trainer:
                         self.prune_both()
                     elif self.prunes:
                         self.prune()
+                for trainer in (self, self.partner):
+                    if trainer is not None and len(trainer.splats["means"]) == 0:
+                        self._fail(step, last_good, "no splats: densification and pruning removed every one (are the "
+                                   "training photos blank, or do the cameras not see the initial points?)")
                 if checkpoint:
                     if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
                         self._fail(step, last_good, "non-finite parameters")

@@ -82,6 +82,8 @@ def render(
     (clamped to 1): 0 leaves a splat out (dropout during training).
     """
     means = splats["means"]
+    if len(means) == 0:  # gsplat divides by the number of splats (a process-killing SIGFPE for none)
+        return _background_only(viewmats, width, height, kind, backgrounds, colors, means.dtype)
     quats = splats["quats"]
     scales = torch.exp(splats["scales"])
     opacities = torch.sigmoid(splats["opacities"])
@@ -113,6 +115,22 @@ def render(
         result.depth_normals = depth_to_normals(result.depth, viewmats, Ks)
         result.distortion = out["distortion"]
     return result
+
+
+def _background_only(viewmats: Tensor, width: int, height: int, kind: SplatKind, backgrounds: Tensor | None,
+                     colors: Tensor | None, dtype: torch.dtype) -> Render:
+    """What :func:`render` gives for no splats: the background (black without one), alpha and depth 0."""
+    C, device = len(viewmats), viewmats.device
+    channels = colors.shape[-1] if colors is not None else 3
+    rgb = torch.zeros(C, height, width, channels, device=device, dtype=dtype)
+    if backgrounds is not None:
+        rgb = rgb + backgrounds[:, None, None, :].to(dtype)
+    zeros = torch.zeros(C, height, width, 1, device=device, dtype=dtype)
+    if kind == "3dgs":
+        return Render(rgb=rgb, alpha=zeros, depth=zeros, median_depth=None)
+    normals = torch.zeros(C, height, width, 3, device=device, dtype=dtype)
+    return Render(rgb=rgb, alpha=zeros, depth=zeros, median_depth=zeros, normals=normals, depth_normals=normals,
+                  distortion=zeros)
 
 
 def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind,
