@@ -13,19 +13,19 @@ Each scene is run under its protocol (../shared/realdata/SOURCES.md):
 A capture with a known defect in its copy (castle_p30's rotations, stored transposed) is read through a
 corrected copy (bench/captures.py).
 
-Variants are ``NAME=PRESET[,section.key=value...]``; one built on the ``dtu`` preset runs on DTU scans only,
-one built on ``object`` only where the scene has masks, and a variant whose resolved config equals an earlier
-one's on a scene is recorded as the same run, not run again. Each run goes up to the optimize stage (held-out
-views scored there) in its own folder; ``--jobs N`` runs N at a time in separate processes on the same GPU
-(the per-stage seconds then include the sharing: ``jobs`` is in the report). Runs whose settings agree up to
-the init stage (variants of optimize settings, one seed) start from one shared run of those stages (under
-``--work``'s ``.starts``), made once and copied into each run's folder, where the pipeline reuses it:
-``start`` in the rows that did (their init seconds and warnings are the start's; ``start_error`` where it
-failed and the run went on without it). Records PSNR, SSIM, LPIPS, both masked PSNRs where masks exist and per
-held-out view, seconds per stage (and ``seconds``, their sum), peak GPU memory, splats, what recon warned (a
-setting that did not apply, a fallback: numbered under the table), and for 3-view runs one strip (photo |
-render | 4x absolute error) of the first held-out view in ``--images``. Prints one JSON line per run, then the
-summary table in markdown.
+Variants are ``NAME=PRESET[,section.key=value...]``; one built on the ``dtu`` preset runs on DTU scans only, one
+built on ``object`` only where the scene has masks, and a variant whose resolved config equals an earlier one's
+on a scene is recorded as the same run, not run again. Each run goes up to the optimize stage (held-out views
+scored there) in its own folder; ``--jobs N`` runs N at a time on the same GPU, each in a process of its own, so
+that one that crashes is its run's error alone (the per-stage seconds then include the sharing: ``jobs`` is in
+the report). Runs whose settings agree up to the init stage (variants of optimize settings, one seed) start from
+one shared run of those stages (under ``--work``'s ``.starts``), made once and copied into each run's folder,
+where the pipeline reuses it: ``start`` in the rows that did (their init seconds and warnings are the start's;
+``start_error`` where it failed and the run went on without it). Records PSNR, SSIM, LPIPS, both masked PSNRs
+where masks exist and per held-out view, seconds per stage (and ``seconds``, their sum), peak GPU memory, splats,
+what recon warned (a setting that did not apply, a fallback: numbered under the table), and for 3-view runs one
+strip (photo | render | 4x absolute error) of the first held-out view in ``--images``. Prints one JSON line per
+run, then the summary table in markdown.
 
     python bench/real.py --root ../shared/realdata --views 3,6,9 --jobs 8 --out bench/results/real-h200.json
     python bench/real.py --table bench/results/real-h200.json      # the markdown table of a report
@@ -43,8 +43,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter, deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing import connection, get_context
 from pathlib import Path
 
 import numpy as np
@@ -343,54 +342,99 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         starts = work / STARTS
-        with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
-            # At most --jobs in flight, taken from a queue of ("run", its row's first fields, its arguments, (its
-            # shared start's folder, what the start said) or None) and ("start", key, its arguments, folder). A
-            # start's runs wait for it, then go to the queue's front: runs finish while later starts are made,
-            # instead of every start of the call running at once.
-            queue: deque = deque()
-            waiting: dict[str, list] = {}  # a shared start's key: the runs that wait for it
-            for base, a, key in tasks:  # in order, a shared start where its first run would be
-                if key not in shared:
-                    queue.append(("run", base, a, None))
+        # At most --jobs in flight, each in a process of its own (a worker killed by a signal takes no other run
+        # with it), taken from a queue of ("run", its row's first fields, its arguments, (its shared start's folder,
+        # what the start said) or None) and ("start", key, its arguments, folder). A start's runs wait for it, then
+        # go to the queue's front: runs finish while later starts are made, instead of every start at once.
+        queue: deque = deque()
+        waiting: dict[str, list] = {}  # a shared start's key: the runs that wait for it
+        for base, a, key in tasks:  # in order, a shared start where its first run would be
+            if key not in shared:
+                queue.append(("run", base, a, None))
+                continue
+            if key not in waiting:
+                queue.append(("start", key, a, f"{a[3]}-{key[:8]}"))
+            waiting.setdefault(key, []).append((base, a))
+        workers = Workers(max(1, args.jobs))
+        while queue or workers:
+            while queue and workers.free():
+                item = queue.popleft()
+                kind, _, a, then = item
+                if kind == "start":
+                    workers.start(item, make_start, a[0], a[1], a[2], str(starts), then)
+                else:
+                    start = str(starts / then[0]) if then is not None else None
+                    workers.start(item, run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)
+            for (kind, first, _, then), outcome in workers.finished():
+                if kind == "start":  # its runs go next (without it, if it failed)
+                    failed = "error" in outcome
+                    runs = [("run", {**base, **({"start_error": outcome["error"]} if failed else {})}, b,
+                             None if failed else (then, outcome.get("warnings", []), b[3]))
+                            for base, b in waiting.pop(first)]
+                    queue.extendleft(reversed(runs))
                     continue
-                if key not in waiting:
-                    queue.append(("start", key, a, f"{a[3]}-{key[:8]}"))
-                waiting.setdefault(key, []).append((base, a))
-            pending: dict = {}
-            while queue or pending:
-                while queue and len(pending) < max(1, args.jobs):
-                    item = queue.popleft()
-                    kind, _, a, then = item
-                    if kind == "start":
-                        pending[pool.submit(make_start, a[0], a[1], a[2], str(starts), then)] = item
-                    else:
-                        start = str(starts / then[0]) if then is not None else None
-                        pending[pool.submit(run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)] = item
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    kind, first, a, then = pending.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as exc:  # noqa: BLE001 (a worker that died: its run's row says so)
-                        outcome = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
-                    if kind == "start":  # its runs go next (without it, if it failed)
-                        failed = "error" in outcome
-                        runs = [("run", {**base, **({"start_error": outcome["error"]} if failed else {})}, b,
-                                 None if failed else (then, outcome.get("warnings", []), b[3]))
-                                for base, b in waiting.pop(first)]
-                        queue.extendleft(reversed(runs))
-                        continue
-                    row = {**first, **outcome}
-                    if then is not None and "start" in row:  # what the start said, as said of this run
-                        folder, said, name = then
-                        row["warnings"] = capped([w.replace(folder, name) for w in said] + row.get("warnings", []))
-                    report["runs"].append(row)
-                    print(json.dumps(row), flush=True)
-                    write(report, args.out, aliases, wall)
+                row = {**first, **outcome}
+                if then is not None and "start" in row:  # what the start said, as said of this run
+                    folder, said, name = then
+                    row["warnings"] = capped([w.replace(folder, name) for w in said] + row.get("warnings", []))
+                report["runs"].append(row)
+                print(json.dumps(row), flush=True)
+                write(report, args.out, aliases, wall)
     write(report, args.out, aliases, wall)
     print(markdown(report), end="")
     return 0 if not unreadable and not any("error" in r for r in report["runs"]) else 1
+
+
+class Workers:
+    """Tasks, each in a spawned process of its own, at most ``jobs`` at a time; a task's result is what its function
+    returned, or {"error"} where the process died without one (a signal: a crash in a CUDA extension, the OOM
+    killer)."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.context = get_context("spawn")
+        self.running: dict = {}  # the result's connection: (process, what the caller named the task)
+
+    def __bool__(self) -> bool:
+        return bool(self.running)
+
+    def free(self) -> bool:
+        return len(self.running) < self.jobs
+
+    def start(self, task, fn, *args) -> None:
+        receive, send = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_worker, args=(send, fn, args), daemon=True)
+        process.start()
+        send.close()  # the child holds the only sending end: its death ends the connection
+        self.running[receive] = (process, task)
+
+    def finished(self) -> list[tuple]:
+        """(task, result) of the tasks that have ended, waiting for one at least."""
+        done = []
+        for receive in connection.wait(list(self.running)):
+            process, task = self.running.pop(receive)
+            try:
+                outcome = receive.recv()
+            except EOFError:  # nothing was sent: the process died
+                outcome = None
+            receive.close()
+            process.join()
+            if outcome is None:
+                code = process.exitcode
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+                outcome = {"error": f"the worker process died ({how}) before it returned"}
+            done.append((task, outcome))
+        return done
+
+
+def _worker(send, fn, args) -> None:
+    """A task's process: ``fn(*args)``, sent back (an exception as {"error"})."""
+    try:
+        outcome = fn(*args)
+    except BaseException as exc:  # noqa: BLE001 (the parent records it as the run's error)
+        outcome = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
+    send.send(outcome)
+    send.close()
 
 
 def start_key(scene: Path, resolved: dict) -> str:

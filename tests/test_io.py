@@ -196,6 +196,26 @@ def test_bench_runs_that_agree_up_to_init_share_one(synthetic_scene, tmp_path):
     assert cup_start > (args.work / "mug-3v-b" / "metrics.json").stat().st_mtime_ns
 
 
+def test_bench_worker_that_dies_takes_no_other_run_with_it():
+    """bench/real.py runs each task in a process of its own: one killed by a signal (a crash in a CUDA extension) is
+    that task's error, and the task beside it finishes."""
+    import math
+    import os
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from real import Workers
+
+    workers = Workers(2)
+    workers.start("crash", os.abort)
+    workers.start("fine", math.sqrt, 4.0)
+    assert not workers.free()
+    results: dict = {}
+    while workers:
+        results.update(workers.finished())
+    assert results["fine"] == 2.0
+    assert results["crash"] == {"error": "the worker process died (killed by signal 6) before it returned"}
+
+
 def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
     """bench/render_errors.py: a render one pixel off its photo gains most from the shift, one with a colour cast
     from the colour fit; a render that is right scores above the photo blurred."""
