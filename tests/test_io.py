@@ -216,6 +216,42 @@ def test_bench_worker_that_dies_takes_no_other_run_with_it():
     assert results["crash"] == {"error": "the worker process died (killed by signal 6) before it returned"}
 
 
+def test_bench_converts_a_nex_layout_llff_copy_to_the_release_layout(tmp_path):
+    """bench/captures.py: a NeX-layout LLFF copy (poses [V, 14], an off-centre principal point) becomes the release
+    layout, which recon reads with the principal point at the centre, the focal length halved and the poses kept."""
+    import imageio.v3 as iio
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from captures import llff_from_nex
+
+    source = tmp_path / "nex"
+    (source / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    poses = []
+    for i in range(3):
+        iio.imwrite(source / "images" / f"img{i + 1:03d}.png", (rng.random((30, 40, 3)) * 255).astype(np.uint8))
+        c2w = np.eye(4)[:3]
+        c2w[:, 3] = [i, 0.5 * i, -1.0]
+        poses.append(np.concatenate([c2w.ravel(), [2.0, 50.0]]))
+    np.save(source / "poses_bounds.npy", np.array(poses))
+    np.save(source / "hwf_cxcy.npy", np.array([[30.0], [40.0], [35.0], [35.0], [21.3], [14.0]]))
+    done = llff_from_nex(source, tmp_path / "llff")
+    assert done["crop"] == [3, 0, 36, 28] and done["size"] == [18, 14]
+    assert all(abs(e) <= 0.5 for e in done["centre_error_px"])
+    graph = import_scene(tmp_path / "llff", ImportOptions(downscale=8))
+    views = graph.views()
+    assert [v.name for v in views] == ["image000", "image001", "image002"]
+    cam = graph.camera_of(views[2])
+    assert (cam.width, cam.height) == (18, 14)
+    np.testing.assert_allclose(cam.K[[0, 1, 0, 1], [0, 1, 2, 2]], [17.5, 17.5, 9.0, 7.0])
+    np.testing.assert_allclose(camera_center(cam.world_to_camera), [2.0, 1.0, -1.0])  # the translation kept
+    stored = np.load(tmp_path / "llff" / "poses_bounds.npy")
+    assert stored.shape == (3, 17) and np.allclose(stored[:, 4:15:5], [[8 * 14, 8 * 18, 8 * 17.5]])
+    with pytest.raises(ValueError, match=r"2 photos for 3 poses"):
+        (source / "images" / "img003.png").unlink()
+        llff_from_nex(source, tmp_path / "again")
+
+
 def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
     """bench/render_errors.py: a render one pixel off its photo gains most from the shift, one with a colour cast
     from the colour fit; a render that is right scores above the photo blurred."""
