@@ -180,7 +180,9 @@ class InitConfig:
     its mask where masks shape the model), at depths interpolated in inverse depth from the depths around them that
     stereo kept, less those another view's kept depth shows to be empty space. 0: none. At 3 views
     (real-ablation-11-h200.json) 0.2 / 0.5 / 1.0 lowered the mean, every capture at 0.5 and 1.0: the DTU scan -1.0 /
-    -1.8 / -2.3 dB masked, fern -0.1 / -0.2 / -0.5, horns 0.0 / -0.2 / -0.5, flower 0.0 / -0.2 / -0.2."""
+    -1.8 / -2.3 dB masked, fern -0.1 / -0.2 / -0.5, horns 0.0 / -0.2 / -0.5, flower 0.0 / -0.2 / -0.2. With the
+    masks in training (object, real-ablation-22-h200.json) 0.3 / 1.0 lost too: DTU scans 24 and 65 -0.4 to -0.9, the
+    H3DS heads -0.2 to -0.6."""
     mvs_min_confirmed: float = 0.0
     """Share of the scene's SfM points (those the training views see, at least 20) that stereo must confirm, a view
     that sees one having kept a depth within 5% of its own; below it stereo is set aside, its points and depths,
