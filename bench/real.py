@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -285,6 +286,7 @@ def main() -> int:
     ap.add_argument("--note", default="")
     ap.add_argument("--table", type=Path, help="print the markdown table of an existing report and stop")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _terminated)  # a timeout's SIGTERM ends the runs too, as Ctrl-C does
     if args.table:
         print(markdown(json.loads(args.table.read_text())), end="")
         return 0
@@ -297,6 +299,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as fixes:
         scenes = [corrected(p, Path(fixes)) for p in captures_under(args.root, args.scenes)]
         return run(args, variants, common, scenes)
+
+
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Path]) -> int:
@@ -356,30 +362,33 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
                 queue.append(("start", key, a, f"{a[3]}-{key[:8]}"))
             waiting.setdefault(key, []).append((base, a))
         workers = Workers(max(1, args.jobs))
-        while queue or workers:
-            while queue and workers.free():
-                item = queue.popleft()
-                kind, _, a, then = item
-                if kind == "start":
-                    workers.start(item, make_start, a[0], a[1], a[2], str(starts), then)
-                else:
-                    start = str(starts / then[0]) if then is not None else None
-                    workers.start(item, run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)
-            for (kind, first, _, then), outcome in workers.finished():
-                if kind == "start":  # its runs go next (without it, if it failed)
-                    failed = "error" in outcome
-                    runs = [("run", {**base, **({"start_error": outcome["error"]} if failed else {})}, b,
-                             None if failed else (then, outcome.get("warnings", []), b[3]))
-                            for base, b in waiting.pop(first)]
-                    queue.extendleft(reversed(runs))
-                    continue
-                row = {**first, **outcome}
-                if then is not None and "start" in row:  # what the start said, as said of this run
-                    folder, said, name = then
-                    row["warnings"] = capped([w.replace(folder, name) for w in said] + row.get("warnings", []))
-                report["runs"].append(row)
-                print(json.dumps(row), flush=True)
-                write(report, args.out, aliases, wall)
+        try:  # an interruption (Ctrl-C, a timeout's SIGTERM) ends the runs still going
+            while queue or workers:
+                while queue and workers.free():
+                    item = queue.popleft()
+                    kind, _, a, then = item
+                    if kind == "start":
+                        workers.start(item, make_start, a[0], a[1], a[2], str(starts), then)
+                    else:
+                        start = str(starts / then[0]) if then is not None else None
+                        workers.start(item, run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)
+                for (kind, first, _, then), outcome in workers.finished():
+                    if kind == "start":  # its runs go next (without it, if it failed)
+                        failed = "error" in outcome
+                        runs = [("run", {**base, **({"start_error": outcome["error"]} if failed else {})}, b,
+                                 None if failed else (then, outcome.get("warnings", []), b[3]))
+                                for base, b in waiting.pop(first)]
+                        queue.extendleft(reversed(runs))
+                        continue
+                    row = {**first, **outcome}
+                    if then is not None and "start" in row:  # what the start said, as said of this run
+                        folder, said, name = then
+                        row["warnings"] = capped([w.replace(folder, name) for w in said] + row.get("warnings", []))
+                    report["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+                    write(report, args.out, aliases, wall)
+        finally:
+            workers.stop()
     write(report, args.out, aliases, wall)
     print(markdown(report), end="")
     return 0 if not unreadable and not any("error" in r for r in report["runs"]) else 1
@@ -407,6 +416,14 @@ class Workers:
         process.start()
         send.close()  # the child holds the only sending end: its death ends the connection
         self.running[receive] = (process, task)
+
+    def stop(self) -> None:
+        """End the tasks still running (their processes terminated)."""
+        for receive, (process, _) in list(self.running.items()):
+            process.terminate()
+            process.join()
+            receive.close()
+        self.running.clear()
 
     def finished(self) -> list[tuple]:
         """(task, result) of the tasks that have ended, waiting for one at least."""

@@ -216,6 +216,44 @@ def test_bench_worker_that_dies_takes_no_other_run_with_it():
     assert results["crash"] == {"error": "the worker process died (killed by signal 6) before it returned"}
 
 
+def test_bench_stopped_by_sigterm_ends_its_runs(tmp_path):
+    """bench/real.py under a timeout's SIGTERM: the runs still going end with it rather than go on by themselves."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        f"sys.path.insert(0, {str(bench)!r})\n"
+        "from real import Workers, _terminated\n"
+        "if __name__ == '__main__':\n"
+        "    signal.signal(signal.SIGTERM, _terminated)\n"
+        "    workers = Workers(1)\n"
+        "    workers.start('sleep', time.sleep, 120)\n"
+        "    print(next(iter(workers.running.values()))[0].pid, flush=True)\n"
+        "    try:\n"
+        "        workers.finished()\n"
+        "    finally:\n"
+        "        workers.stop()\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the worker outlived the bench")
+
+
 def test_bench_converts_a_nex_layout_llff_copy_to_the_release_layout(tmp_path):
     """bench/captures.py: a NeX-layout LLFF copy (poses [V, 14], an off-centre principal point) becomes the release
     layout, which recon reads with the principal point at the centre, the focal length halved and the poses kept."""
