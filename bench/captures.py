@@ -72,9 +72,10 @@ def llff_from_nex(source: Path, target: Path) -> dict:
 
     LLFF's ``poses_bounds.npy`` holds one focal length for a principal point at the image's centre, so each photo is
     cropped to the largest even-sided window centred on the principal point (within half a pixel), then halved by
-    2x2 means (the ``images_8`` size of the release, whose photos are 8x the height and width given in the file)
-    and written as JPEG of quality 95, named ``image000.jpg``... in the photos' sorted order, the order of the poses.
-    The rotations, translations and near / far bounds are kept.
+    2x2 means (about the size of the release's ``images_8``; the height, width and focal length in the file are 8x
+    theirs, as the release's are for its full-size photos) and written as JPEG of quality 95, named
+    ``image000.jpg``... in the photos' sorted order, the order of the poses. The rotations, translations and
+    near / far bounds are kept. A ``target`` that already holds ``images_8/`` is refused.
     """
     from PIL import Image
 
@@ -90,7 +91,9 @@ def llff_from_nex(source: Path, target: Path) -> dict:
     side_w = int(np.floor(2 * min(cx, width - cx))) // 2 * 2  # even, so that halving keeps the centre
     side_h = int(np.floor(2 * min(cy, height - cy))) // 2 * 2
     x0, y0 = int(round(cx - side_w / 2)), int(round(cy - side_h / 2))
-    (target / "images_8").mkdir(parents=True, exist_ok=True)
+    if (target / "images_8").exists():
+        raise ValueError(f"{target / 'images_8'} exists; convert into a new folder")
+    (target / "images_8").mkdir(parents=True)
     for i, photo in enumerate(photos):
         with Image.open(photo) as im:
             if im.size != (int(width), int(height)):

@@ -44,8 +44,12 @@ import tempfile
 import time
 import warnings
 from collections import Counter, deque
+from collections.abc import Callable
 from multiprocessing import connection, get_context
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -301,7 +305,7 @@ def main() -> int:
         return run(args, variants, common, scenes)
 
 
-def _terminated(signum, frame) -> None:
+def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
@@ -399,10 +403,12 @@ class Workers:
     returned, or {"error"} where the process died without one (a signal: a crash in a CUDA extension, the OOM
     killer)."""
 
+    EXIT_WAIT = 30.0  # seconds a process that has sent its result may take to exit before it is killed
+
     def __init__(self, jobs: int):
         self.jobs = jobs
         self.context = get_context("spawn")
-        self.running: dict = {}  # the result's connection: (process, what the caller named the task)
+        self.running: dict[Connection, tuple[BaseProcess, Any]] = {}  # the result's end: (process, the task)
 
     def __bool__(self) -> bool:
         return bool(self.running)
@@ -410,7 +416,7 @@ class Workers:
     def free(self) -> bool:
         return len(self.running) < self.jobs
 
-    def start(self, task, fn, *args) -> None:
+    def start(self, task: Any, fn: Callable[..., Any], *args: Any) -> None:
         receive, send = self.context.Pipe(duplex=False)
         process = self.context.Process(target=_worker, args=(send, fn, args), daemon=True)
         process.start()
@@ -421,21 +427,22 @@ class Workers:
         """End the tasks still running (their processes terminated)."""
         for receive, (process, _) in list(self.running.items()):
             process.terminate()
-            process.join()
+            _reap(process, self.EXIT_WAIT)
             receive.close()
         self.running.clear()
 
-    def finished(self) -> list[tuple]:
+    def finished(self) -> list[tuple[Any, Any]]:
         """(task, result) of the tasks that have ended, waiting for one at least."""
         done = []
         for receive in connection.wait(list(self.running)):
+            assert isinstance(receive, Connection)
             process, task = self.running.pop(receive)
             try:
                 outcome = receive.recv()
-            except EOFError:  # nothing was sent: the process died
+            except (EOFError, OSError):  # nothing, or part of a result, was sent: the process died
                 outcome = None
             receive.close()
-            process.join()
+            _reap(process, self.EXIT_WAIT)
             if outcome is None:
                 code = process.exitcode
                 how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
@@ -444,7 +451,15 @@ class Workers:
         return done
 
 
-def _worker(send, fn, args) -> None:
+def _reap(process: BaseProcess, wait: float) -> None:
+    """Wait up to ``wait`` seconds for ``process`` to exit, then kill it (an exit that hangs stalls no run)."""
+    process.join(wait)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
+def _worker(send: Connection, fn: Callable[..., Any], args: tuple) -> None:
     """A task's process: ``fn(*args)``, sent back (an exception as {"error"})."""
     try:
         outcome = fn(*args)

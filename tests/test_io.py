@@ -285,8 +285,10 @@ def test_bench_converts_a_nex_layout_llff_copy_to_the_release_layout(tmp_path):
     np.testing.assert_allclose(camera_center(cam.world_to_camera), [2.0, 1.0, -1.0])  # the translation kept
     stored = np.load(tmp_path / "llff" / "poses_bounds.npy")
     assert stored.shape == (3, 17) and np.allclose(stored[:, 4:15:5], [[8 * 14, 8 * 18, 8 * 17.5]])
+    with pytest.raises(ValueError, match=r"images_8 exists"):
+        llff_from_nex(source, tmp_path / "llff")
+    (source / "images" / "img003.png").unlink()
     with pytest.raises(ValueError, match=r"2 photos for 3 poses"):
-        (source / "images" / "img003.png").unlink()
         llff_from_nex(source, tmp_path / "again")
 
 

@@ -135,6 +135,8 @@ def test_a_run_that_prunes_every_splat_stops_with_one_line():
     trainer = Trainer(oc, frames, splats, np.zeros(3), 1.0, torch.device("cpu"), seed=0)
     with pytest.raises(StageError, match=r"step \d+ produced no splats: densification and pruning removed every one"):
         trainer.train()
+    assert len(trainer.splats["means"]) == 0 and len(trainer.views_seeing()) == 0  # counted without a render
+    assert trainer.prune() == 0
 
 
 @pytest.mark.parametrize("setting", [{"optimize.strategy": "mcmc"}, {"optimize.absgrad": True}])

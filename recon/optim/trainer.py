@@ -335,7 +335,7 @@ class Trainer:
         """How many training views give each splat at least half a pixel of blending weight."""
         counts = torch.zeros(len(self.splats["means"]), device=self.device)
         f = self.frames
-        for i in range(len(f)):
+        for i in range(len(f) if len(counts) else 0):  # no splats: nothing to render, and no gradient
             probe = torch.zeros(len(self.splats["means"]), 1, device=self.device, requires_grad=True)
             with torch.enable_grad():
                 detached = {k: v.detach() for k, v in self.splats.items()}
@@ -367,6 +367,7 @@ class Trainer:
                 except Exception:
                     self._check_finite(last_good)  # a NaN a few steps back can break later steps
                     raise
+                self.check_splats(step, last_good)  # densification's pruning
                 checkpoint = (step + 1) % oc.checkpoint_every == 0
                 if checkpoint or (step + 1) % self.log_every == 0 or step + 1 == stop:
                     self._check_finite(last_good)
@@ -382,10 +383,7 @@ class Trainer:
                         self.prune_both()
                     elif self.prunes:
                         self.prune()
-                for trainer in (self, self.partner):
-                    if trainer is not None and len(trainer.splats["means"]) == 0:
-                        self._fail(step, last_good, "no splats: densification and pruning removed every one (are the "
-                                   "training photos blank, or do the cameras not see the initial points?)")
+                self.check_splats(step, last_good)  # this stage's pruning
                 if checkpoint:
                     if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
                         self._fail(step, last_good, "non-finite parameters")
@@ -396,6 +394,13 @@ class Trainer:
                 bar.advance()
         if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
             self._fail(stop - 1, last_good, "non-finite parameters")
+
+    def check_splats(self, step: int, last_good: int) -> None:
+        """Stop the stage where pruning left this set, or its partner, without a splat: nothing would render."""
+        for trainer, which in ((self, ""), (self.partner, " in the partner set")):
+            if trainer is not None and len(trainer.splats["means"]) == 0:
+                self._fail(step, last_good, f"no splats{which}: densification and pruning removed every one (are the "
+                           "training photos blank, or do the cameras not see the initial points?)")
 
     def _check_finite(self, last_good: int) -> None:
         for trainer, what in ((self, "a non-finite loss"), (self.partner, "a non-finite loss in the partner splats")):

@@ -127,10 +127,10 @@ def _background_only(viewmats: Tensor, width: int, height: int, kind: SplatKind,
         rgb = rgb + backgrounds[:, None, None, :].to(dtype)
     zeros = torch.zeros(C, height, width, 1, device=device, dtype=dtype)
     if kind == "3dgs":
-        return Render(rgb=rgb, alpha=zeros, depth=zeros, median_depth=None)
+        return Render(rgb=rgb, alpha=zeros, depth=zeros.clone(), median_depth=None)
     normals = torch.zeros(C, height, width, 3, device=device, dtype=dtype)
-    return Render(rgb=rgb, alpha=zeros, depth=zeros, median_depth=zeros, normals=normals, depth_normals=normals,
-                  distortion=zeros)
+    return Render(rgb=rgb, alpha=zeros, depth=zeros.clone(), median_depth=zeros.clone(), normals=normals,
+                  depth_normals=normals.clone(), distortion=zeros.clone())
 
 
 def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, kind,

@@ -438,6 +438,7 @@ def distill(ctx: PriorContext, splats: dict, model: RepairModel, title: str = "p
         trainer.train(bounds[r], bounds[r + 1])
     if trainer.prunes:
         trainer.prune()
+        trainer.check_splats(steps, steps)
     return Distilled(trainer, summary, renders, repaired)
 
 
