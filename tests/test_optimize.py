@@ -116,6 +116,21 @@ def test_nan_stops_the_stage_and_keeps_the_last_good_checkpoint(synthetic_scene,
     assert [o.status for o in again.outcomes] == ["reused", "reused", "reused", "reused", "ran"]
 
 
+def test_blank_training_photos_are_named_in_a_warning():
+    import warnings
+
+    from recon.stages.optimize import warn_blank
+
+    images = torch.rand(3, 6, 8, 3)
+    images[0] = 0.0
+    images[2] = 0.5
+    with pytest.warns(UserWarning, match=r"^mug: optimize: training photos a, c are a single colour"):
+        warn_blank("mug", ["a", "b", "c"], images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_blank("mug", ["a", "b", "c"], torch.rand(3, 6, 8, 3))
+
+
 def test_a_run_that_prunes_every_splat_stops_with_one_line():
     """Pruning that removes every splat (here the masks' hull, the masks empty) stops the stage with an error that
     says so, before a render of no splats."""

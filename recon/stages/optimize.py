@@ -81,6 +81,16 @@ def validate(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> None:
                              f"{height // factor}; the optimize stage needs at least {SSIM_WINDOW} pixels on a side")
 
 
+def warn_blank(scene: str, names: list[str], images: torch.Tensor) -> None:
+    """Warn of training photos (images [V, H, W, 3] in [0, 1]) of a single colour: a blank photo teaches nothing,
+    and a set of them can leave the splats nothing to fit."""
+    spread = (images.flatten(1).amax(1) - images.flatten(1).amin(1)).tolist()
+    blank = [name for name, s in zip(names, spread) if s < 1 / 255]
+    if blank:
+        warnings.warn(f"{scene}: optimize: training photo{'s' if len(blank) > 1 else ''} {', '.join(blank)} "
+                      f"{'are' if len(blank) > 1 else 'is'} a single colour: a blank photo trains nothing", stacklevel=2)
+
+
 def _size(graph: SceneGraph, view: View) -> tuple[int, int]:
     """A view's (width, height) as the stages see it: its camera's, or its down-sampled image's."""
     if view.camera is not None:
@@ -108,6 +118,7 @@ def run(graph: SceneGraph, cfg: RunConfig, device: torch.device) -> SceneGraph:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     frames = load_frames(graph, train_views, factor, training=True)
+    warn_blank(graph.name, frames.names, frames.training_images())
     depth = graph.nodes.get(DEPTH_MVS)
     if (oc.depth_weight > 0 or oc.free_space > 0) and isinstance(depth, DepthMaps):
         frames.depths, frames.depth_confidence = stereo_depth(graph, depth, train_views, frames.width, frames.height)
