@@ -460,7 +460,16 @@ def _reap(process: BaseProcess, wait: float) -> None:
 
 
 def _worker(send: Connection, fn: Callable[..., Any], args: tuple) -> None:
-    """A task's process: ``fn(*args)``, sent back (an exception as {"error"})."""
+    """A task's process: ``fn(*args)``, sent back (an exception as {"error"}). On Linux it ends with the bench, even a
+    bench killed outright (SIGKILL), rather than go on using the GPU by itself."""
+    if sys.platform == "linux":
+        import ctypes
+        import multiprocessing
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
+        parent = multiprocessing.parent_process()
+        if parent is not None and os.getppid() != parent.pid:  # it died before that was set
+            os._exit(1)
     try:
         outcome = fn(*args)
     except BaseException as exc:  # noqa: BLE001 (the parent records it as the run's error)

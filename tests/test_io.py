@@ -216,8 +216,10 @@ def test_bench_worker_that_dies_takes_no_other_run_with_it():
     assert results["crash"] == {"error": "the worker process died (killed by signal 6) before it returned"}
 
 
-def test_bench_stopped_by_sigterm_ends_its_runs(tmp_path):
-    """bench/real.py under a timeout's SIGTERM: the runs still going end with it rather than go on by themselves."""
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_bench_stopped_by_a_signal_ends_its_runs(tmp_path, how):
+    """bench/real.py under a timeout's SIGTERM, or killed outright: the runs still going end with it rather than go
+    on by themselves."""
     import os
     import signal
     import subprocess
@@ -240,8 +242,9 @@ def test_bench_stopped_by_sigterm_ends_its_runs(tmp_path):
         "        workers.stop()\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
-    parent.send_signal(signal.SIGTERM)
-    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+    signum = getattr(signal, how)
+    parent.send_signal(signum)
+    assert parent.wait(timeout=30) == (128 + signum if how == "SIGTERM" else -signum)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
