@@ -87,8 +87,9 @@ def warn_blank(scene: str, names: list[str], images: torch.Tensor) -> None:
     spread = (images.flatten(1).amax(1) - images.flatten(1).amin(1)).tolist()
     blank = [name for name, s in zip(names, spread) if s < 1 / 255]
     if blank:
-        warnings.warn(f"{scene}: optimize: training photo{'s' if len(blank) > 1 else ''} {', '.join(blank)} "
-                      f"{'are' if len(blank) > 1 else 'is'} a single colour: a blank photo trains nothing", stacklevel=2)
+        several = len(blank) > 1
+        warnings.warn(f"{scene}: optimize: training photo{'s' if several else ''} {', '.join(blank)} "
+                      f"{'are' if several else 'is'} a single colour: a blank photo trains nothing", stacklevel=2)
 
 
 def _size(graph: SceneGraph, view: View) -> tuple[int, int]:
