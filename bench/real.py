@@ -376,18 +376,18 @@ def run(args: argparse.Namespace, variants: list, common: dict, scenes: list[Pat
                     else:
                         start = str(starts / then[0]) if then is not None else None
                         workers.start(item, run_one, a[0], a[1], a[2], str(work), a[3], a[4], start)
-                for (kind, first, _, then), outcome in workers.finished():
+                for (kind, first, a, then), outcome in workers.finished():
                     if kind == "start":  # its runs go next (without it, if it failed)
                         failed = "error" in outcome
                         runs = [("run", {**base, **({"start_error": outcome["error"]} if failed else {})}, b,
-                                 None if failed else (then, outcome.get("warnings", []), b[3]))
+                                 None if failed else (then, outcome.get("warnings", [])))
                                 for base, b in waiting.pop(first)]
                         queue.extendleft(reversed(runs))
                         continue
                     row = {**first, **outcome}
                     if then is not None and "start" in row:  # what the start said, as said of this run
-                        folder, said, name = then
-                        row["warnings"] = capped([w.replace(folder, name) for w in said] + row.get("warnings", []))
+                        folder, said = then
+                        row["warnings"] = capped([w.replace(folder, a[3]) for w in said] + row.get("warnings", []))
                     report["runs"].append(row)
                     print(json.dumps(row), flush=True)
                     write(report, args.out, aliases, wall)

@@ -383,7 +383,7 @@ class Trainer:
                         self.prune_both()
                     elif self.prunes:
                         self.prune()
-                self.check_splats(step, last_good)  # this stage's pruning
+                    self.check_splats(step, last_good)  # this stage's pruning
                 if checkpoint:
                     if not all(bool(torch.isfinite(p).all()) for p in self.splats.values()):
                         self._fail(step, last_good, "non-finite parameters")
