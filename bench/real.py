@@ -171,7 +171,8 @@ def staged(scene: str, preset: str, overrides: dict, out_root: str, name: str, u
 
 
 def describe(graph) -> dict:
-    """A run's row: its metrics (``per_view``: each held-out view's PSNRs), splats, seconds per stage (``seconds``:
+    """A run's row: its metrics (``per_view``: each held-out view's PSNRs and share of pixels no training view sees;
+    ``unfilled``: the scores before those pixels were filled, when they were), splats, seconds per stage (``seconds``:
     their sum, a shared start's included) and what its init made."""
     from recon.scene.names import metrics_id
 
@@ -190,8 +191,11 @@ def describe(graph) -> dict:
                fill_points=stereo.get("fill_points"), fill_dropped=stereo.get("fill_dropped"),
                train_views=graph.nodes[metrics_id("views")].values["train_indices"],
                test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]),
-               per_view={name: {k: v[k] for k in ("psnr", "psnr_masked") if v.get(k) is not None}
+               unseen=m.get("unseen"),
+               per_view={name: {k: v[k] for k in ("psnr", "psnr_masked", "unseen") if v.get(k) is not None}
                          for name, v in m.get("per_view", {}).items()})
+    if "unfilled" in m:  # the held-out renders were filled where no training view looked: the scores without it
+        row["unfilled"] = {k: m["unfilled"].get(k) for k in ("psnr", "psnr_masked", "ssim")}
     return row
 
 

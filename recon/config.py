@@ -371,6 +371,11 @@ class OptimizeConfig:
     """Before scoring a held-out view, fit its camera to its photo with the splats frozen (the protocol of
     pose-free methods such as InstantSplat); auto: when the training poses were estimated. Metrics without
     it are kept beside."""
+    fill_unseen: bool = False
+    """Held-out renders: where a pixel's point lies outside every training view's field of view (recon/render/fill.py),
+    its empty part shows the render around it, extended (pull-push), instead of the background: splats exist only
+    where the training photos put them, and the world goes on past their edges. Metrics without it are kept beside
+    (``unfilled``); each view records its share of such pixels (``unseen``) either way."""
     test_pose_steps: int = 200
     """Adam steps of each held-out view's alignment (at most cpu_align_steps on the CPU)."""
     test_pose_lr: float = 2e-3

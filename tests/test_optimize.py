@@ -341,6 +341,17 @@ def test_held_out_cameras_can_be_fitted_to_their_photos_before_scoring(synthetic
     assert "unaligned" not in plain and "poses" not in plain  # given cameras: neither fitted nor refined
 
 
+def test_held_out_renders_can_be_filled_where_no_training_view_looked(synthetic_scene, tmp_path):
+    metrics = run_scene(synthetic_scene, tiny(**{"optimize.fill_unseen": True}), tmp_path,
+                        until="optimize").graph.nodes["metrics/optimize"].values
+    assert set(metrics["unfilled"]["per_view"]) == set(metrics["per_view"])
+    assert all(0 <= v["unseen"] <= 1 for v in metrics["per_view"].values())
+    assert math.isfinite(metrics["psnr"]) and math.isfinite(metrics["unfilled"]["psnr"])
+    plain = run_scene(synthetic_scene, tiny(), tmp_path / "plain", until="optimize")
+    plain = plain.graph.nodes["metrics/optimize"].values
+    assert "unfilled" not in plain and 0 <= plain["unseen"] <= 1  # the share is recorded either way
+
+
 def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(synthetic_scene, tmp_path):
     switches = {"init.source": "mvs", "init.mvs_min_points": 50, "init.mvs_max_planes": 32, "init.mvs_fill": 0.5,
                 "optimize.steps": 12,

@@ -215,3 +215,57 @@ def test_gsplat_matches_the_reference(kind):
         a, b = grads["reference"][key], grads["gsplat"][key]
         rel = (a - b).norm() / a.norm().clamp_min(1e-12)
         assert rel < 2e-2, (key, float(rel))
+
+
+def test_pull_push_keeps_the_covered_pixels_and_extends_the_nearest_of_them_into_the_holes():
+    from recon.render.fill import pull_push
+
+    image = torch.zeros(16, 20, 3)
+    image[:8, :8] = torch.tensor([0.9, 0.1, 0.1])  # red above
+    image[8:, :8] = torch.tensor([0.1, 0.1, 0.9])  # blue below
+    weight = torch.zeros(16, 20)
+    weight[:, :8] = 1.0  # the right 12 columns are a hole
+    out = pull_push(image, weight)
+    assert torch.equal(out[:, :8], image[:, :8])
+    assert float(out[1, 10, 0]) > float(out[1, 10, 2]) and float(out[14, 10, 2]) > float(out[14, 10, 0])
+    assert bool(((out >= 0) & (out <= 1)).all())  # a weighted mean of the image: within its range
+    assert torch.equal(pull_push(image, torch.zeros(16, 20)), torch.zeros(16, 20, 3))
+
+
+def test_unseen_pixels_are_those_a_sideways_camera_sees_past_the_training_view():
+    """A wall at depth 4 faces a training camera; a held-out camera 1 unit to its right sees a strip of the wall beyond
+    the training view's right edge, f * 1 / 4 pixels wide."""
+    from recon.render.fill import unseen
+
+    width, height, f = 40, 30, 40.0
+    K = torch.tensor(intrinsics_matrix(f, f, width / 2, height / 2), dtype=torch.float32)
+    train = torch.eye(4)
+    held_out = torch.eye(4)
+    held_out[0, 3] = -1.0  # world-to-camera: the camera centre at x = +1
+    depth, alpha = torch.full((height, width, 1), 4.0), torch.ones(height, width, 1)
+    hole = unseen(depth, alpha, held_out, K, train[None], K[None], width, height)
+    assert bool(hole[:, width - 10:].all()) and not bool(hole[:, : width - 10].any())
+    # Where the render is empty the point lies at the median depth of the rest.
+    alpha[:, 20:] = 0.0
+    depth[:, 20:] = 0.0
+    assert torch.equal(unseen(depth, alpha, held_out, K, train[None], K[None], width, height), hole)
+    assert not bool(unseen(depth, torch.zeros_like(alpha), held_out, K, train[None], K[None], width, height).any())
+
+
+def test_filling_unseen_pixels_changes_only_their_empty_part():
+    from recon.render.fill import fill_unseen
+
+    rgb = torch.zeros(12, 16, 3)
+    rgb[:, :10] = 0.6
+    alpha = torch.ones(12, 16, 1)
+    alpha[:, 10:] = 0.0
+    alpha[:, 12:] = 0.5  # half covered, by a black splat
+    hole = torch.zeros(12, 16, dtype=torch.bool)
+    hole[:, 10:] = True
+    out = fill_unseen(rgb, alpha, hole)
+    assert torch.equal(out[:, :10], rgb[:, :10])
+    assert torch.allclose(out[:, 10:12], torch.full((12, 2, 3), 0.6))  # the render around them, extended
+    assert torch.allclose(out[:, 12:], torch.full((12, 4, 3), 0.3))  # behind the splat's uncovered half
+    assert torch.equal(fill_unseen(rgb, alpha, torch.zeros_like(hole)), rgb)
+    # A backdrop the training views saw empty extends as itself: black stays black.
+    assert torch.equal(fill_unseen(torch.zeros_like(rgb), torch.zeros_like(alpha), hole), torch.zeros_like(rgb))

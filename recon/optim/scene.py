@@ -21,6 +21,7 @@ from recon.metrics.images import image_metrics, lpips_status, mean_metrics
 from recon.metrics.poses import rotation_angle
 from recon.optim.pose_refine import align_to_image
 from recon.optim.trainer import Trainer
+from recon.render.fill import fill_unseen, unseen
 from recon.render.splats import init_splats
 from recon.scene.camera import camera_center
 from recon.scene.frames import load_frames
@@ -38,6 +39,7 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
     test = [v for v in graph.views("test") if v.camera is not None]
     per_view: dict[str, dict] = {}
     unaligned: dict[str, dict] = {}
+    unfilled: dict[str, dict] = {}
     moved: list[tuple[float, float]] = []
     if not test:
         return {"test_views": 0}
@@ -48,20 +50,29 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
         for i, view in enumerate(test):
             viewmat, K = frames.viewmats[i], frames.Ks[i]
             mask = frames.masks[i] if frames.masks is not None else None
-            image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
-            if align_steps > 0 and frames.images is not None:
-                unaligned[view.name] = image_metrics(image, frames.images[i], mask)
-                target = frames.images[i] if mask is None else frames.images[i] * mask[..., None]
+            photo = frames.images[i] if frames.images is not None else None
+            if align_steps > 0 and photo is not None:
+                unaligned[view.name] = image_metrics(trainer.render_view(viewmat, K, frames.width,
+                                                                         frames.height).clamp(0, 1), photo, mask)
+                target = photo if mask is None else photo * mask[..., None]
                 with torch.enable_grad():
                     aligned = align_to_image(trainer.render_fn(frames.width, frames.height), viewmat, K, target,
                                              trainer.radius, align_steps, trainer.oc.test_pose_lr)
                 moved.append(_pose_change(viewmat, aligned, trainer.radius))
                 viewmat = aligned
-                image = trainer.render_view(viewmat, K, frames.width, frames.height).clamp(0, 1)
+            layers = trainer.render_layers(viewmat, K, frames.width, frames.height)
+            f = trainer.frames  # the training cameras: which of this view's pixels they see
+            hole = unseen(layers.depth[0], layers.alpha[0], viewmat, K, f.viewmats.to(viewmat.device),
+                          f.Ks.to(viewmat.device), f.width, f.height)
+            image = layers.rgb[0].clamp(0, 1)
+            if trainer.oc.fill_unseen:
+                if photo is not None:
+                    unfilled[view.name] = image_metrics(image, photo, mask)
+                image = fill_unseen(layers.rgb[0], layers.alpha[0], hole).clamp(0, 1)
             render_path = graph.resolve(f"{render_dir}/{view.name}.png")
             writes.append(writer.submit(atomic_write, render_path, image_io.write_image, image.cpu().numpy()))
-            if frames.images is not None:
-                per_view[view.name] = image_metrics(image, frames.images[i], mask)
+            if photo is not None:
+                per_view[view.name] = {**image_metrics(image, photo, mask), "unseen": float(hole.float().mean())}
         for write in writes:
             write.result()  # a failed write fails the stage
     summary = mean_metrics(list(per_view.values())) if per_view else {}
@@ -73,6 +84,8 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
         out.update(unaligned={**mean_metrics(list(unaligned.values())), "per_view": unaligned},
                    test_pose_align={"steps": align_steps, "rotation_change_deg": float(rot.mean()),
                                     "translation_change": float(trans.mean())})
+    if unfilled:
+        out.update(unfilled={**mean_metrics(list(unfilled.values())), "per_view": unfilled})
     return out
 
 

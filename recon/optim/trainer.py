@@ -26,7 +26,7 @@ from recon.live import SnapshotWriter
 from recon.optim import regularizers as reg
 from recon.optim.adam import Adam
 from recon.optim.pose_refine import PoseCorrection
-from recon.render import Backend, render, resolve_backend
+from recon.render import Backend, Render, render, resolve_backend
 from recon.scene.frames import Frames
 
 
@@ -436,10 +436,21 @@ class Trainer:
     def render_view(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
         return render_on_black(self.splats, viewmat[None], K[None], width, height, self.oc, self.backend)[0]  # type: ignore[arg-type]
 
+    @torch.no_grad()
+    def render_layers(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int) -> Render:
+        """Colour on black, alpha and depth of one camera ([1, H, W, ...]), rendered as :meth:`render_view` does."""
+        return layers_on_black(self.splats, viewmat[None], K[None], width, height, self.oc, self.backend)  # type: ignore[arg-type]
+
 
 def render_on_black(splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int,
                     oc: OptimizeConfig, backend: Backend = "auto") -> Tensor:
     """Colour [C, H, W, 3] of the splats on black, rendered as the optimize settings ``oc`` train them."""
+    return layers_on_black(splats, viewmats, Ks, width, height, oc, backend).rgb
+
+
+def layers_on_black(splats: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int,
+                    oc: OptimizeConfig, backend: Backend = "auto") -> Render:
+    """Colour on black, alpha and depth of the splats, rendered as the optimize settings ``oc`` train them."""
     return render(splats, viewmats, Ks, width, height, kind=oc.kind, sh_degree=oc.sh_degree,
                   backgrounds=torch.zeros(len(viewmats), 3, device=viewmats.device), backend=backend,
-                  antialiased=oc.antialiased).rgb
+                  antialiased=oc.antialiased)
