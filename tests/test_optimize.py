@@ -133,7 +133,7 @@ def test_blank_training_photos_are_named_in_a_warning():
 
 def test_a_run_that_prunes_every_splat_stops_with_one_line():
     """Pruning that removes every splat (here the masks' hull, the masks empty) stops the stage with an error that
-    says so, before a render of no splats."""
+    says so, before a render of no splats; so does a run given no splats to start from."""
     from dataclasses import replace
 
     from recon.optim.trainer import Trainer
@@ -152,6 +152,9 @@ def test_a_run_that_prunes_every_splat_stops_with_one_line():
         trainer.train()
     assert len(trainer.splats["means"]) == 0 and len(trainer.views_seeing()) == 0  # counted without a render
     assert trainer.prune() == 0
+    empty = {k: v[:0] for k, v in splats.items()}
+    with pytest.raises(StageError, match=r"optimize \(3dgs, reference\): no initial splats to train"):
+        Trainer(oc, frames, empty, np.zeros(3), 1.0, torch.device("cpu"), seed=0)
 
 
 @pytest.mark.parametrize("setting", [{"optimize.strategy": "mcmc"}, {"optimize.absgrad": True}])

@@ -54,10 +54,13 @@ class Trainer:
         load_ply of finished ones); ``checkpoint``: where the last good state is kept while training (None: not
         kept)."""
         self.oc, self.frames, self.steps, self.device = oc, frames, oc.steps, device
+        self.backend = resolve_backend("auto", device)
+        self.title = title or f"optimize ({oc.kind}, {self.backend})"
+        if len(splats["means"]) == 0:
+            raise StageError(f"{self.title}: no initial splats to train (the initial points are empty)")
         self.center = torch.tensor(center, dtype=torch.float32)  # on the CPU: pseudo cameras are built there
         self.viewmats_cpu = frames.viewmats.cpu()
         self.radius = radius
-        self.backend = resolve_backend("auto", device)
         self.generator = torch.Generator().manual_seed(seed)
         self.device_generator = torch.Generator(device=device).manual_seed(seed)
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -94,7 +97,6 @@ class Trainer:
         self.targets: Targets | None = None
         self.target_sum = torch.zeros((), device=device)
         self.target_losses: list[float] = []  # mean weighted target term per log_every steps (with targets)
-        self.title = title or f"optimize ({oc.kind}, {self.backend})"
         # cross_view: which other training views share splats with each (drawn in proportion), and the depth each
         # view rendered last (for the occlusion test; a view is not drawn before it has one)
         self.covisible = reg.covisibility(self.splats["means"].detach(), frames.viewmats, frames.Ks, frames.width,
