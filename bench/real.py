@@ -195,7 +195,9 @@ def describe(graph) -> dict:
                per_view={name: {k: v[k] for k in ("psnr", "psnr_masked", "unseen") if v.get(k) is not None}
                          for name, v in m.get("per_view", {}).items()})
     if "unfilled" in m:  # the held-out renders were filled where no training view looked: the scores without it
-        row["unfilled"] = {k: m["unfilled"].get(k) for k in ("psnr", "psnr_masked", "ssim")}
+        row["unfilled"] = {**{k: m["unfilled"].get(k) for k in ("psnr", "psnr_masked", "ssim")},
+                           "per_view": {name: {k: v[k] for k in ("psnr", "psnr_masked") if v.get(k) is not None}
+                                        for name, v in m["unfilled"].get("per_view", {}).items()}}
     return row
 
 

@@ -353,6 +353,10 @@ def test_held_out_renders_can_be_filled_where_no_training_view_looked(synthetic_
     plain = run_scene(synthetic_scene, tiny(), tmp_path / "plain", until="optimize")
     plain = plain.graph.nodes["metrics/optimize"].values
     assert "unfilled" not in plain and 0 <= plain["unseen"] <= 1  # the share is recorded either way
+    assert metrics["unfilled"]["psnr"] == pytest.approx(plain["psnr"], abs=1e-6)  # the same splats, before the fill
+    for name, view in metrics["per_view"].items():  # a view whose every pixel some training view sees is not filled
+        if view["unseen"] == 0:
+            assert view["psnr"] == metrics["unfilled"]["per_view"][name]["psnr"]
 
 
 def test_stereo_init_and_every_weight_free_regulariser_train_to_finite_results(synthetic_scene, tmp_path):

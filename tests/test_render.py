@@ -230,6 +230,11 @@ def test_pull_push_keeps_the_covered_pixels_and_extends_the_nearest_of_them_into
     assert float(out[1, 10, 0]) > float(out[1, 10, 2]) and float(out[14, 10, 2]) > float(out[14, 10, 0])
     assert bool(((out >= 0) & (out <= 1)).all())  # a weighted mean of the image: within its range
     assert torch.equal(pull_push(image, torch.zeros(16, 20)), torch.zeros(16, 20, 3))
+    for height, width in ((7, 9), (33, 17), (5, 64)):  # an image of one colour extends as itself, whatever its size
+        weight = torch.zeros(height, width)
+        weight[:, :2] = 1.0
+        grey = torch.full((height, width, 3), 0.5)
+        assert torch.allclose(pull_push(grey, weight), grey)
 
 
 def test_unseen_pixels_are_those_a_sideways_camera_sees_past_the_training_view():

@@ -34,7 +34,10 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
     """Render every posed test view; write the renders to ``render_dir``; metrics against the images that exist.
 
     With ``align_steps``, each view's camera is first fitted to its photo with the splats frozen
-    (pose_refine.align_to_image); the metrics of the unaligned cameras are kept under ``unaligned``.
+    (pose_refine.align_to_image); the metrics of the unaligned cameras are kept under ``unaligned``. Each view
+    records the share of its pixels that no training camera sees (``unseen``, recon/render/fill.py); with
+    ``optimize.fill_unseen`` their empty part is filled from the render around them, and the metrics before the fill
+    are kept under ``unfilled`` (``unaligned`` scores the given camera's render, unfilled).
     """
     test = [v for v in graph.views("test") if v.camera is not None]
     per_view: dict[str, dict] = {}
@@ -44,6 +47,9 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
     if not test:
         return {"test_views": 0}
     frames = load_frames(graph, test, factor, with_images=all(v.image for v in test)).to(trainer.device)
+    with torch.no_grad():  # the training cameras as the splats were fitted to them: which pixels they see
+        trained_cameras = trainer.pose.correct_all(trainer.frames.viewmats.to(trainer.device),
+                                                   trainer.frames.Ks.to(trainer.device))
     # PNG encoding (tens of ms a view) runs on threads while the GPU renders the next views.
     with ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads()))) as writer:  # the CPUs' share
         writes = []
@@ -61,9 +67,8 @@ def evaluate_test_views(graph: SceneGraph, trainer: Trainer, factor: int, align_
                 moved.append(_pose_change(viewmat, aligned, trainer.radius))
                 viewmat = aligned
             layers = trainer.render_layers(viewmat, K, frames.width, frames.height)
-            f = trainer.frames  # the training cameras: which of this view's pixels they see
-            hole = unseen(layers.depth[0], layers.alpha[0], viewmat, K, f.viewmats.to(viewmat.device),
-                          f.Ks.to(viewmat.device), f.width, f.height)
+            hole = unseen(layers.depth[0], layers.alpha[0], viewmat, K, *trained_cameras, trainer.frames.width,
+                          trainer.frames.height)
             image = layers.rgb[0].clamp(0, 1)
             if trainer.oc.fill_unseen:
                 if photo is not None:

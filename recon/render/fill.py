@@ -3,11 +3,11 @@ of view, and their empty part filled from the render around them.
 
 Splats exist only where the training photos put them, so a camera that looks past the training views' edges renders
 the background there (black), where the world goes on. :func:`unseen` finds those pixels: each pixel's ray, taken to
-the render's own depth (where the render is opaque) or to the render's median depth (where it is empty), falls outside
-every training camera's image. :func:`pull_push` extends an image into the pixels it does not cover, each from the
-covered ones nearest to it (the pull-push hole filling of image-based rendering: a pyramid of weighted means, the
-coarse levels composited behind the fine ones). :func:`fill_unseen` composites that extension behind the render over
-the unseen pixels only: a backdrop the training views saw empty stays empty.
+the render's own depth (where the render is opaque) or to the median of the opaque pixels' depths (where it is empty),
+falls outside every training camera's image. :func:`pull_push` extends an image into the pixels it does not cover,
+each from the covered ones nearest to it (the pull-push hole filling of image-based rendering: a pyramid of weighted
+means, the coarse levels composited behind the fine ones). :func:`fill_unseen` composites that extension behind the
+render over the unseen pixels only: a backdrop the training views saw empty stays empty.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ def unseen(depth: Tensor, alpha: Tensor, viewmat: Tensor, K: Tensor, train_viewm
     ``depth``, ``alpha`` [H, W, 1]: the render's expected z-depth and alpha; ``viewmat`` [4, 4], ``K`` [3, 3] its
     camera; ``train_viewmats`` [V, 4, 4], ``train_Ks`` [V, 3, 3] the training cameras, whose images are
     ``train_width`` x ``train_height``. A pixel's point lies at its depth where alpha is at least ``opaque``, else at
-    the median depth of the opaque pixels (with none opaque, nothing is called unseen: there is no depth to go by).
+    the median of the opaque pixels' depths (with none opaque, nothing is called unseen: there is no depth to go by).
     """
+    assert depth.shape == alpha.shape and depth.shape[-1] == 1, (depth.shape, alpha.shape)
+    assert train_viewmats.shape[1:] == (4, 4) and train_Ks.shape == (len(train_viewmats), 3, 3)
     solid = alpha[..., 0] >= opaque
     if not bool(solid.any()):
         return torch.zeros_like(solid)
@@ -46,7 +48,7 @@ def pull_push(image: Tensor, weight: Tensor) -> Tensor:
     c = (image * weight[..., None]).permute(2, 0, 1)[None]  # [1, C, H, W], weighted
     w = weight[None, None].to(image.dtype)
     levels = [(c, w)]
-    while min(c.shape[-2:]) > 1:
+    while max(c.shape[-2:]) > 1:  # down to one cell: a top level of several would leave empty ones black
         c, w = F.avg_pool2d(c, 2, ceil_mode=True), F.avg_pool2d(w, 2, ceil_mode=True)
         levels.append((c, w))
     c, w = levels[-1]
@@ -60,6 +62,7 @@ def pull_push(image: Tensor, weight: Tensor) -> Tensor:
 def fill_unseen(rgb: Tensor, alpha: Tensor, hole: Tensor) -> Tensor:
     """``rgb`` [H, W, 3] (on black) with, behind its empty part (1 - ``alpha`` [H, W, 1]) on the pixels of ``hole``
     [H, W] (bool), the extension of the render outside ``hole`` (:func:`pull_push`)."""
+    assert rgb.shape[:2] == alpha.shape[:2] == hole.shape and alpha.shape[-1] == 1, (rgb.shape, alpha.shape, hole.shape)
     if not bool(hole.any()) or bool(hole.all()):
         return rgb
     behind = pull_push(rgb, (~hole).to(rgb.dtype))
