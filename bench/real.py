@@ -192,13 +192,16 @@ def describe(graph) -> dict:
                train_views=graph.nodes[metrics_id("views")].values["train_indices"],
                test_views=len(graph.nodes[metrics_id("views")].values["test_indices"]),
                unseen=m.get("unseen"),
-               per_view={name: {k: v[k] for k in ("psnr", "psnr_masked", "unseen") if v.get(k) is not None}
-                         for name, v in m.get("per_view", {}).items()})
+               per_view=by_view(m, ("psnr", "psnr_masked", "unseen")))
     if "unfilled" in m:  # the held-out renders were filled where no training view looked: the scores without it
         row["unfilled"] = {**{k: m["unfilled"].get(k) for k in ("psnr", "psnr_masked", "ssim")},
-                           "per_view": {name: {k: v[k] for k in ("psnr", "psnr_masked") if v.get(k) is not None}
-                                        for name, v in m["unfilled"].get("per_view", {}).items()}}
+                           "per_view": by_view(m["unfilled"], ("psnr", "psnr_masked"))}
     return row
+
+
+def by_view(metrics: dict, keys: tuple[str, ...]) -> dict:
+    """``keys`` of each held-out view in ``metrics["per_view"]``, those it has."""
+    return {name: {k: v[k] for k in keys if v.get(k) is not None} for name, v in metrics.get("per_view", {}).items()}
 
 
 def recon_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
