@@ -13,6 +13,12 @@ with one pinhole camera whose principal point is off the centre) into the LLFF r
 ``recon.io.llff`` and LLFF's protocol read (``images_8/``, about 500 pixels wide, and ``poses_bounds.npy`` [V, 17]).
 
     python bench/captures.py llff-from-nex COPY/dataset/trex OUT/llff_trex
+
+:func:`from_strecha` turns a capture of Strecha et al.'s benchmark (CVPR 2008: fountain-P11, entry-P10, Herz-Jesus-P8,
+castle-P30..., as kept in openMVG/SfM_quality_evaluation: ``images/NNNN.jpg`` at 3072x2048 with measured cameras in
+``gt_dense_cameras/NNNN.jpg.camera``) into a ``transforms.json`` beside its photos, at their size or down-sampled.
+
+    python bench/captures.py from-strecha COPY/fountain-P11 OUT/fountain_p11 [--downscale 2]
 """
 
 from __future__ import annotations
@@ -110,15 +116,82 @@ def llff_from_nex(source: Path, target: Path) -> dict:
             "focal": round(float(fx / 2), 3)}
 
 
+def read_strecha_camera(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(K [3, 3], world_to_camera [4, 4], width, height) of one ``.camera`` file.
+
+    Its 9 lines: K's three rows, the radial distortion (three zeros: the photos are undistorted), the
+    camera-to-world rotation's three rows, the camera's centre in the world, then width and height; a world point
+    ``X`` projects to ``K R^T (X - C)``.
+    """
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    if len(rows) != 9 or [len(r) for r in rows] != [3] * 8 + [2]:
+        raise ValueError(f"{path}: not a Strecha camera file (9 lines: K, distortion, R, centre, width height)")
+    numbers = np.array([[float(v) for v in r] for r in rows[:8]])
+    if np.any(numbers[3] != 0):
+        raise ValueError(f"{path}: radial distortion {numbers[3].tolist()}; only undistorted photos are read")
+    K, rotation, centre = numbers[:3], numbers[4:7], numbers[7]
+    w2c = np.eye(4)
+    w2c[:3, :3] = rotation.T
+    w2c[:3, 3] = -rotation.T @ centre
+    return K, w2c, int(rows[8][0]), int(rows[8][1])
+
+
+def from_strecha(source: Path, target: Path, downscale: int = 1) -> dict:
+    """Convert a Strecha capture (see the module's docstring) into ``target/images/`` and ``target/transforms.json``.
+
+    With ``downscale`` N > 1 each photo is area-averaged by N (recon's own down-sampling: the edges that do not
+    divide cropped, the intrinsics' first two rows divided by N) and written as JPEG of quality 95; at 1 the photos
+    are copied as they are. A ``target`` that already holds ``transforms.json`` is refused.
+    """
+    from PIL import Image
+
+    from recon.io import images as image_io
+    from recon.io import transforms
+    from recon.io.layout import new_view
+    from recon.scene.graph import Camera, SceneGraph
+
+    if downscale < 1:
+        raise ValueError(f"--downscale {downscale}: a positive integer is wanted")
+    photos = sorted((source / "images").glob("*.jpg"))
+    if not photos:
+        raise ValueError(f"{source}: no images/*.jpg")
+    if (target / transforms.FILE_NAME).exists():
+        raise ValueError(f"{target / transforms.FILE_NAME} exists; convert into a new folder")
+    (target / "images").mkdir(parents=True, exist_ok=True)
+    graph = SceneGraph(name=target.name)
+    for i, photo in enumerate(photos):
+        K, w2c, width, height = read_strecha_camera(source / "gt_dense_cameras" / f"{photo.name}.camera")
+        out = target / "images" / photo.name
+        if downscale == 1:
+            shutil.copyfile(photo, out)
+        else:
+            pixels = image_io.downsample(image_io.read_image(photo), downscale)
+            Image.fromarray(image_io.to_uint8(pixels)).save(out, quality=95)
+        K = K.copy()
+        K[:2] /= downscale
+        cam = graph.add(Camera(id=f"camera/{i:04d}", K=K, world_to_camera=w2c, width=width // downscale,
+                               height=height // downscale))
+        graph.add(new_view(i, photo.stem, out, cam.id))
+    transforms.write(graph, target / transforms.FILE_NAME)
+    return {"views": len(photos), "size": [width // downscale, height // downscale], "downscale": downscale}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="convert a copy of a capture into the layout its protocol reads")
     sub = ap.add_subparsers(dest="command", required=True)
     nex = sub.add_parser("llff-from-nex", help="a NeX-layout LLFF copy into the LLFF release layout")
     nex.add_argument("source", type=Path)
     nex.add_argument("target", type=Path)
+    strecha = sub.add_parser("from-strecha", help="a Strecha et al. capture into transforms.json beside its photos")
+    strecha.add_argument("source", type=Path)
+    strecha.add_argument("target", type=Path)
+    strecha.add_argument("--downscale", type=int, default=1, help="integer area-mean down-sampling (default 1)")
     args = ap.parse_args()
     try:
-        print(json.dumps(llff_from_nex(args.source, args.target)))
+        if args.command == "from-strecha":
+            print(json.dumps(from_strecha(args.source, args.target, args.downscale)))
+        else:
+            print(json.dumps(llff_from_nex(args.source, args.target)))
     except (OSError, ValueError) as exc:
         print(f"captures.py: error: {exc}", file=sys.stderr)
         return 2

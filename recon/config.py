@@ -33,6 +33,11 @@ class DataConfig:
 
     downscale: int = 1
     """Integer down-sampling of the images (DTU's protocol uses 4: 1600x1200 -> 400x300)."""
+    max_side: int = 1600
+    """The long side the stages train at, at most (pixels; 0: no cap): larger photos are down-sampled by the
+    smallest integer factor that brings them within it (over data.downscale when that leaves them larger), saying so
+    once. 3DGS's own training brings photos wider than 1600 to 1600; a 12-megapixel phone photo (4032x3024) trains
+    at 1344x1008."""
     light: int = 3
     """DTU/SpaRe lighting index 0-6 (3 = all lights on; 7 = DTU's 'max')."""
     strict: bool = False
@@ -584,7 +589,7 @@ FRACTION = Limit(0, 1)
 # The limits of every int and float setting, checked wherever a value is set (preset or command line); the
 # defaults are within them. Relations between settings are checked by the stage that reads them.
 LIMITS: dict[str, Limit] = {
-    "data.downscale": COUNT, "data.light": Limit(0, 7),
+    "data.downscale": COUNT, "data.max_side": AT_LEAST_0, "data.light": Limit(0, 7),
     "views.count": COUNT,
     "poses.max_features": COUNT, "poses.min_inliers": COUNT, "poses.max_image_size": Limit(16),
     "poses.upsample_below": COUNT, "poses.fewview_max_views": Limit(2),

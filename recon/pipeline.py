@@ -61,7 +61,7 @@ class RunResult:
 
 def import_options(cfg: RunConfig) -> ImportOptions:
     d = cfg.data
-    return ImportOptions(downscale=d.downscale, light=d.light, strict=d.strict, masks=d.masks,
+    return ImportOptions(downscale=d.downscale, max_side=d.max_side, light=d.light, strict=d.strict, masks=d.masks,
                          train_masks=d.train_masks, spare_split=d.spare_split)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,26 @@ def test_downscale_scales_intrinsics_and_images(synthetic_scene):
     assert cam.K[0, 0] == pytest.approx(1.8075 * 80 / 2)
     assert view.pending_image().shape == (30, 40, 3)
     assert view.pending_mask().shape == (30, 40)
+
+
+def test_max_side_brings_large_photos_within_it_by_an_integer_factor(synthetic_scene):
+    with pytest.warns(UserWarning, match=r"photos of 80x60 train at 26x20, down-sampled by 3 to bring the long side "
+                                         r"within data.max_side \(30\); --set data.max_side=0 trains at full size"):
+        graph = import_scene(synthetic_scene, ImportOptions(max_side=30))
+    view = graph.views()[0]
+    cam = graph.camera_of(view)
+    assert (cam.width, cam.height) == (26, 20) and graph.meta["downscale"] == 3
+    assert cam.K[0, 0] == pytest.approx(1.8075 * 80 / 3)
+    assert view.pending_image().shape == (20, 26, 3) and view.pending_mask().shape == (20, 26)
+    assert graph.meta["max_side"] == {"max_side": 30, "factor": 3, "asked": 1}
+    with pytest.warns(UserWarning, match="down-sampled by 3"):  # --downscale 2 leaves 40 > 30
+        assert import_scene(synthetic_scene, ImportOptions(downscale=2, max_side=30)).meta["downscale"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for options in (ImportOptions(max_side=0), ImportOptions(max_side=80), ImportOptions(downscale=2, max_side=40)):
+            graph = import_scene(synthetic_scene, options)
+            assert "max_side" not in graph.meta
+            assert graph.camera_of(graph.views()[0]).width == 80 // options.downscale
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -293,6 +314,51 @@ def test_bench_converts_a_nex_layout_llff_copy_to_the_release_layout(tmp_path):
     (source / "images" / "img003.png").unlink()
     with pytest.raises(ValueError, match=r"2 photos for 3 poses"):
         llff_from_nex(source, tmp_path / "again")
+
+
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_bench_converts_a_strecha_capture_to_transforms_json(tmp_path, downscale):
+    """bench/captures.py: a Strecha capture's cameras (camera-to-world rotation and centre) import through the
+    transforms.json written beside its photos, a world point landing where K R^T (X - C) puts it."""
+    from PIL import Image
+    from scipy.spatial.transform import Rotation
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from captures import from_strecha
+
+    def camera_file(rotation: np.ndarray, centre: np.ndarray, distortion: float = 0.0) -> str:
+        rows = [K[0], K[1], K[2], [distortion, 0, 0], rotation[0], rotation[1], rotation[2], centre]
+        return "\n".join(" ".join(f"{v:.12g}" for v in row) for row in rows) + "\n40 26\n"
+
+    source = tmp_path / "fountain-P11"
+    (source / "images").mkdir(parents=True)
+    (source / "gt_dense_cameras").mkdir()
+    K = np.array([[30.0, 0, 19.5], [0, 31.0, 12.0], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    cameras = []
+    for i in range(2):
+        rotation = Rotation.from_rotvec(rng.normal(0, 0.3, 3)).as_matrix()
+        centre = np.array([0.5 * i, -0.2, -6.0])
+        cameras.append((rotation, centre))
+        Image.fromarray((rng.random((26, 40, 3)) * 255).astype(np.uint8)).save(source / "images" / f"{i:04d}.jpg")
+        (source / "gt_dense_cameras" / f"{i:04d}.jpg.camera").write_text(camera_file(rotation, centre))
+    done = from_strecha(source, tmp_path / "fountain_p11", downscale)
+    assert done == {"views": 2, "size": [40 // downscale, 26 // downscale], "downscale": downscale}
+    graph = import_scene(tmp_path / "fountain_p11")
+    assert graph.source["layout"] == "transforms" and [v.name for v in graph.views()] == ["0000", "0001"]
+    point = np.array([0.3, 0.1, 0.0])
+    for view, (rotation, centre) in zip(graph.views(), cameras):
+        cam = graph.camera_of(view)
+        assert (cam.width, cam.height) == (40 // downscale, 26 // downscale)
+        by_hand = K @ rotation.T @ (point - centre)
+        uv, depth = project(point[None], cam.K, cam.world_to_camera)
+        np.testing.assert_allclose(uv[0], by_hand[:2] / by_hand[2] / downscale, atol=1e-6)
+        assert depth[0] == pytest.approx(by_hand[2])
+    with pytest.raises(ValueError, match="transforms.json exists"):
+        from_strecha(source, tmp_path / "fountain_p11", downscale)
+    (source / "gt_dense_cameras" / "0000.jpg.camera").write_text(camera_file(*cameras[0], distortion=0.1))
+    with pytest.raises(ValueError, match="radial distortion"):
+        from_strecha(source, tmp_path / "again", downscale)
 
 
 def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -132,12 +133,12 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
     if int(options.downscale) < 1:
         raise InputError(f"downscale must be a positive integer, got {options.downscale}")
     factor = max(1, int(options.downscale) // int(graph.source.get("downscaled", 1)))
-    for view in graph.views():
-        if view.image is not None:
-            width, height = image_io.header_size(Path(view.image))
-            if width < factor or height < factor:
-                raise InputError(f"--downscale {factor}: {view.image} is {width}x{height}, which down-sampled by "
-                                 f"{factor} has no pixels left")
+    sizes = {view.image: image_io.header_size(Path(view.image)) for view in graph.views() if view.image is not None}
+    for image, (width, height) in sizes.items():
+        if width < factor or height < factor:
+            raise InputError(f"--downscale {factor}: {image} is {width}x{height}, which down-sampled by "
+                             f"{factor} has no pixels left")
+    factor = _capped(graph, list(sizes.values()), factor, int(options.max_side))
     for view in graph.views():
         cam = graph.get(view.camera, Camera) if view.camera else None
         dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None
@@ -159,6 +160,21 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
             cam.height //= factor
     if factor > 1:
         graph.meta["downscale"] = factor
+
+
+def _capped(graph: SceneGraph, sizes: list[tuple[int, int]], factor: int, max_side: int) -> int:
+    """``factor``, or the smallest larger one that brings the longest photo's long side within ``max_side`` (0: no
+    cap), said once in a warning and kept in the graph's meta as ``max_side``."""
+    longest = max(sizes, key=max)
+    if max_side <= 0 or max(longest) // factor <= max_side:
+        return factor
+    capped = -(-max(longest) // max_side)
+    width, height = longest[0] // capped, longest[1] // capped
+    warnings.warn(f"{graph.name}: photos of {longest[0]}x{longest[1]} train at {width}x{height}, down-sampled by "
+                  f"{capped} to bring the long side within data.max_side ({max_side}); --set data.max_side=0 trains "
+                  f"at full size", stacklevel=3)
+    graph.meta["max_side"] = {"max_side": max_side, "factor": capped, "asked": factor}
+    return capped
 
 
 def _rewriter(path: Path, K: np.ndarray | None, dist: np.ndarray | None, factor: int, mask: bool):

@@ -17,6 +17,7 @@ class ImportOptions:
     """How to read a scene; see :class:`recon.config.DataConfig` for the meaning of each."""
 
     downscale: int = 1
+    max_side: int = 0
     light: int = 3
     strict: bool = False
     masks: bool = True
