@@ -311,6 +311,9 @@ def test_free_space_flags_splats_in_front_of_the_stereo_depth_only():
     flags = reg.in_free_space(means, vm, K, depths, margin=0.05)
     assert flags.tolist() == [False, False, True, False, False, False]
     assert not reg.in_free_space(means, vm, K, torch.zeros(1, 40, 40), margin=0.05).any()
+    for window in (13, 12):  # a block reaching 6 pixels over the hole judges the splat in it by the wall beside it
+        flags = reg.in_free_space(means, vm, K, depths, margin=0.05, window=window)
+        assert flags.tolist() == [False, False, True, True, False, False]
 
 
 @pytest.mark.gpu

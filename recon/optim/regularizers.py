@@ -228,6 +228,7 @@ def in_free_space(means: Tensor, viewmats: Tensor, Ks: Tensor, depths: Tensor, m
     (so that a splat just beside a near surface's silhouette is not judged by the far one behind it); splats with no
     known depth in their block are not judged."""
     C, H, W = depths.shape
+    window = window // 2 * 2 + 1  # odd, so that the block is centred on the pixel
     far = torch.where(depths > 0, depths, torch.full_like(depths, float("inf")))[:, None]
     nearest = -F.max_pool2d(-far, window, stride=1, padding=window // 2)[:, 0]
     free = torch.zeros(len(means), dtype=torch.bool, device=means.device)

@@ -302,7 +302,7 @@ class Trainer:
             doomed |= self.views_seeing() < self.oc.min_views
         if self.oc.free_space > 0 and self.frames.depths is not None:
             free = reg.in_free_space(self.splats["means"], self.frames.viewmats, self.frames.Ks, self.frames.depths,
-                                     self.oc.free_space)
+                                     self.oc.free_space, self.oc.free_space_window)
             self.free_space_pruned += int((free & ~doomed).sum())
             doomed |= free
         if not bool(doomed.any()):
