@@ -157,10 +157,10 @@ def from_strecha(source: Path, target: Path, downscale: int = 1) -> dict:
         raise ValueError(f"{source}: no images/*.jpg")
     if (target / transforms.FILE_NAME).exists():
         raise ValueError(f"{target / transforms.FILE_NAME} exists; convert into a new folder")
+    cameras = [read_strecha_camera(source / "gt_dense_cameras" / f"{photo.name}.camera") for photo in photos]
     (target / "images").mkdir(parents=True, exist_ok=True)
     graph = SceneGraph(name=target.name)
-    for i, photo in enumerate(photos):
-        K, w2c, width, height = read_strecha_camera(source / "gt_dense_cameras" / f"{photo.name}.camera")
+    for i, (photo, (K, w2c, width, height)) in enumerate(zip(photos, cameras)):
         out = target / "images" / photo.name
         if downscale == 1:
             shutil.copyfile(photo, out)

@@ -34,11 +34,12 @@ class DataConfig:
     downscale: int = 1
     """Integer down-sampling of the images (DTU's protocol uses 4: 1600x1200 -> 400x300)."""
     max_side: int = 1600
-    """The long side the stages train at, at most (pixels; 0: no cap): larger photos are down-sampled by the
-    smallest integer factor that brings them within it (over data.downscale when that leaves them larger), saying so
-    once. 3DGS's training script brings photos wider than 1600 to 1600 wide; a 12-megapixel phone photo (4032x3024)
-    trains at 1344x1008 (bench/results/run-e2e-h200.json: at full size a 3072x2048 capture took 3.2 times the time
-    and memory for the same held-out PSNR)."""
+    """The long side the stages train at, at most (pixels; 0: no cap): when the largest photo's long side is above
+    it, every photo is down-sampled by the smallest integer factor that brings that one within it (in place of
+    data.downscale's factor when that leaves it larger), said once in a warning. 3DGS's training script brings photos
+    wider than 1600 to 1600 wide; a 12-megapixel phone photo (4032x3024) trains at 1344x1008. At full size a
+    3072x2048 capture took 3.2 times the optimize time and the GPU memory (2.0 times end to end) for the same
+    held-out PSNR (bench/results/run-e2e-h200.json)."""
     light: int = 3
     """DTU/SpaRe lighting index 0-6 (3 = all lights on; 7 = DTU's 'max')."""
     strict: bool = False
@@ -293,10 +294,11 @@ class OptimizeConfig:
     cameras, before any refinement. 0.05 gained 0.2 to 0.6 dB on two DTU scans and horns at 3 views, the others level
     (bench/results/real-ablation-17-h200.json)."""
     free_space_window: int = 5
-    """Side, in pixels, of the block around a splat's pixel whose smallest stereo depth judges it (free_space; an even
-    side is taken as the next odd one). A splat with no stereo depth in its block is not judged; a wider block reaches
-    over stereo's holes and judges the splats there by the nearest surface around them. 33 lowered eight captures at
-    4 views by 0.57 dB on the mean (fountain-P11 by 2.4; bench/results/real-ablation-24-h200.json)."""
+    """Side, in pixels of the training images (the stereo depth is brought to their size), of the block around a
+    splat's pixel whose smallest stereo depth judges it (free_space; an even side is taken as the next odd one). A
+    splat with no stereo depth in its block is not judged; a wider block reaches over stereo's holes and judges the
+    splats there by the nearest surface around them. 33 lowered the mean of eight captures at 4 views (512 pixels
+    wide) by 0.57 dB, seven of the eight lower (fountain-P11 by 2.4; bench/results/real-ablation-24-h200.json)."""
     prune_every: int = 500
     """Steps between the hull, min-views, free-space and co-prunings (while densification runs)."""
     empty_dark: float = 0.0

@@ -111,7 +111,7 @@ def test_max_side_brings_large_photos_within_it_by_an_integer_factor(synthetic_s
     assert (cam.width, cam.height) == (26, 20) and graph.meta["downscale"] == 3
     assert cam.K[0, 0] == pytest.approx(1.8075 * 80 / 3)
     assert view.pending_image().shape == (20, 26, 3) and view.pending_mask().shape == (20, 26)
-    assert graph.meta["max_side"] == {"max_side": 30, "factor": 3, "asked": 1}
+    assert graph.meta["max_side"] == {"max_side": 30, "factor": 3, "downscale": 1}
     with pytest.warns(UserWarning, match="down-sampled by 3"):  # --downscale 2 leaves 40 > 30
         assert import_scene(synthetic_scene, ImportOptions(downscale=2, max_side=30)).meta["downscale"] == 3
     with warnings.catch_warnings():
@@ -120,6 +120,21 @@ def test_max_side_brings_large_photos_within_it_by_an_integer_factor(synthetic_s
             graph = import_scene(synthetic_scene, options)
             assert "max_side" not in graph.meta
             assert graph.camera_of(graph.views()[0]).width == 80 // options.downscale
+
+
+def test_max_side_down_samples_photos_of_every_size_by_one_factor(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    for name, size in (("a", (64, 40)), ("b", (30, 20))):
+        Image.new("RGB", size, (120, 80, 40)).save(tmp_path / "photos" / f"{name}.png")
+    with pytest.warns(UserWarning, match="photos of 64x40 train at 21x13, down-sampled by 3"):
+        graph = import_scene(tmp_path / "photos", ImportOptions(max_side=30))
+    assert [view.pending_image().shape[:2] for view in graph.views()] == [(13, 21), (6, 10)]
+    Image.new("RGB", (2, 2), (0, 0, 0)).save(tmp_path / "photos" / "c.png")
+    with pytest.warns(UserWarning, match="down-sampled by 3"), pytest.raises(
+            InputError, match=r"data.max_side 30: .*c.png is 2x2, which down-sampled by 3 has no pixels left"):
+        import_scene(tmp_path / "photos", ImportOptions(max_side=30))
 
 
 @pytest.mark.parametrize("binary", [False, True])

@@ -132,13 +132,13 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
     """
     if int(options.downscale) < 1:
         raise InputError(f"downscale must be a positive integer, got {options.downscale}")
-    factor = max(1, int(options.downscale) // int(graph.source.get("downscaled", 1)))
+    asked = max(1, int(options.downscale) // int(graph.source.get("downscaled", 1)))
     sizes = {view.image: image_io.header_size(Path(view.image)) for view in graph.views() if view.image is not None}
+    factor = _capped(graph, list(sizes.values()), asked, options)
     for image, (width, height) in sizes.items():
         if width < factor or height < factor:
-            raise InputError(f"--downscale {factor}: {image} is {width}x{height}, which down-sampled by "
-                             f"{factor} has no pixels left")
-    factor = _capped(graph, list(sizes.values()), factor, int(options.max_side))
+            why = f"--downscale {factor}" if factor == asked else f"data.max_side {options.max_side}"
+            raise InputError(f"{why}: {image} is {width}x{height}, which down-sampled by {factor} has no pixels left")
     for view in graph.views():
         cam = graph.get(view.camera, Camera) if view.camera else None
         dist = cam.distortion if cam is not None and has_distortion(cam.distortion) else None
@@ -162,9 +162,11 @@ def _prepare_rewrites(graph: SceneGraph, options: ImportOptions) -> None:
         graph.meta["downscale"] = factor
 
 
-def _capped(graph: SceneGraph, sizes: list[tuple[int, int]], factor: int, max_side: int) -> int:
-    """``factor``, or the smallest larger one that brings the longest photo's long side within ``max_side`` (0: no
-    cap), said once in a warning and kept in the graph's meta as ``max_side``."""
+def _capped(graph: SceneGraph, sizes: list[tuple[int, int]], factor: int, options: ImportOptions) -> int:
+    """``factor``, or, when the largest photo's long side down-sampled by it is still above ``options.max_side`` (0: no
+    cap), the smallest factor that brings it within: one factor for every photo of the scene, said once in a warning
+    and kept in the graph's meta as ``max_side``."""
+    max_side = int(options.max_side)
     longest = max(sizes, key=max)
     if max_side <= 0 or max(longest) // factor <= max_side:
         return factor
@@ -172,8 +174,8 @@ def _capped(graph: SceneGraph, sizes: list[tuple[int, int]], factor: int, max_si
     width, height = longest[0] // capped, longest[1] // capped
     warnings.warn(f"{graph.name}: photos of {longest[0]}x{longest[1]} train at {width}x{height}, down-sampled by "
                   f"{capped} to bring the long side within data.max_side ({max_side}); --set data.max_side=0 trains "
-                  f"at full size", stacklevel=3)
-    graph.meta["max_side"] = {"max_side": max_side, "factor": capped, "asked": factor}
+                  f"at full size", stacklevel=4)
+    graph.meta["max_side"] = {"max_side": max_side, "factor": capped, "downscale": int(options.downscale)}
     return capped
 
 

@@ -17,7 +17,7 @@ class ImportOptions:
     """How to read a scene; see :class:`recon.config.DataConfig` for the meaning of each."""
 
     downscale: int = 1
-    max_side: int = 0
+    max_side: int = 0  # no cap when a scene is read on its own (a benchmark's protocol); a run passes data.max_side
     light: int = 3
     strict: bool = False
     masks: bool = True
