@@ -9,8 +9,8 @@ seconds (features, matching and reconstruction). With ``--refine`` the pipeline
 goes on through the optimize stage with and without pose refinement (a GPU run).
 
 Captures are read as they lie: a DTU/IDR scan (``image/``, ``cameras*.npz``) by
-recon's importer; a COLMAP model (``sparse/0`` and ``images/``) and an LLFF capture
-(``poses_bounds.npy``, ``images_N/``, ``masks_N/``) are first written as IDR
+recon's importer; a COLMAP model (``sparse/0`` and ``images/``), a ``transforms.json``
+and an LLFF capture (``poses_bounds.npy``, ``images_N/``, ``masks_N/``) are first written as IDR
 folders in a scratch folder (links to the photos and masks, the reference cameras
 as ``world_mat = K [R | t]``), so that every capture meets the same importer;
 castle_p30's rotations, stored transposed, are corrected first (bench/captures.py).
@@ -150,14 +150,17 @@ def is_idr(capture: Path) -> bool:
 
 
 def read_reference(capture: Path, scratch: Path) -> Reference | None:
-    """Photos, masks and (K, world_to_camera) per photo of an IDR scan, an LLFF capture or a COLMAP model (a known
-    defect corrected in a copy under ``scratch``, bench/captures.py), or None for anything else."""
+    """Photos, masks and (K, world_to_camera) per photo of an IDR scan, an LLFF capture, a COLMAP model (a known
+    defect corrected in a copy under ``scratch``, bench/captures.py) or a ``transforms.json``, or None for anything
+    else."""
     if is_idr(capture):
         return read_imported(capture)
     if (capture / "poses_bounds.npy").is_file():
         return read_llff(capture)
     if (capture / "sparse" / "0").is_dir():
         return read_imported(corrected(capture, scratch))
+    if (capture / "transforms.json").is_file():
+        return read_imported(capture)
     return None
 
 
@@ -173,8 +176,8 @@ def write_with_focal(src: Path, K: np.ndarray, dst: Path) -> None:
 
 
 def read_imported(capture: Path) -> Reference:
-    """Photos, masks and (K, world_to_camera) per photo of an IDR scan or a COLMAP model, as recon imports it (in
-    its normalised frame)."""
+    """Photos, masks and (K, world_to_camera) per photo of an IDR scan, a COLMAP model or a ``transforms.json``, as
+    recon imports it (in its normalised frame)."""
     from recon.io import import_scene
 
     graph = import_scene(capture)

@@ -376,6 +376,28 @@ def test_bench_converts_a_strecha_capture_to_transforms_json(tmp_path, downscale
         from_strecha(source, tmp_path / "again", downscale)
 
 
+def test_bench_poses_reads_a_transforms_json_capture_through_an_idr_copy(synthetic_scene, tmp_path):
+    """bench/poses.py: a capture given as transforms.json is written as an IDR copy with the same photos, intrinsics
+    and relative rotations."""
+    from recon.io import transforms
+    from recon.metrics.poses import rotation_angle
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from poses import as_idr
+
+    (tmp_path / "capture").mkdir()
+    transforms.write(import_scene(synthetic_scene), tmp_path / "capture" / "transforms.json")
+    given = import_scene(tmp_path / "capture")
+    copy = import_scene(as_idr(tmp_path / "capture", tmp_path / "scenes", exif=False))
+    assert [Path(v.image).name for v in copy.views()] == [Path(v.image).name for v in given.views()]
+    first = [g.camera_of(g.views()[0]).world_to_camera[:3, :3] for g in (given, copy)]
+    for a, b in zip(given.views(), copy.views()):
+        cam_a, cam_b = given.camera_of(a), copy.camera_of(b)
+        np.testing.assert_allclose(cam_b.K, cam_a.K, atol=1e-6)
+        turn_a, turn_b = cam_a.world_to_camera[:3, :3] @ first[0].T, cam_b.world_to_camera[:3, :3] @ first[1].T
+        assert rotation_angle(turn_a @ turn_b.T) < 1e-4
+
+
 def test_bench_render_errors_tell_a_shifted_render_from_a_colour_cast():
     """bench/render_errors.py: a render one pixel off its photo gains most from the shift, one with a colour cast
     from the colour fit; a render that is right scores above the photo blurred."""
