@@ -560,3 +560,42 @@ def test_plain_from_sfm_points_falls_back_to_random_points_where_there_are_none(
     with pytest.warns(UserWarning, match="init.source=sfm does not apply .the scene has no SfM points.; using random"):
         graph = run_scene(synthetic_scene, cfg, tmp_path, until="init").graph
     assert graph.nodes["metrics/init"].values["source"] == "random" and "points/sfm" not in graph.nodes
+
+
+def test_fewview_tries_other_focal_guesses_only_for_cameras_without_exif_while_photos_stay_out(monkeypatch):
+    """Where the first focal length leaves photos out, the guesses of FOCAL_GUESSES are tried in turn for the cameras
+    without EXIF (a camera with EXIF keeps its own) until one places every photo, which is taken with its guess; a
+    guess that places more photos but not all is not."""
+    from recon.sfm import reconstruct as rec
+    from recon.sfm.fewview import FewViewOptions
+    from recon.sfm.matching import CameraPrior, Correspondences
+    from recon.sfm.model import Model
+
+    tried = []
+
+    class Placing:  # places every photo from a focal length of 0.6 to 0.9 long sides, one photo otherwise
+        def __init__(self, corr, options):
+            self.corr, self.reasons = corr, {}
+
+        def run(self):
+            guess = self.corr.cameras[0].focal / 100
+            tried.append((guess, self.corr.cameras[-1].focal))
+            placed = 3 if 0.6 <= guess <= 0.9 else (2 if guess == 1.0 else 1)
+            return Model("fewview", {i: (np.eye(3), np.eye(4)) for i in range(placed)}, np.zeros((0, 3)),
+                         np.zeros((0, 3)), 0.5)
+
+    monkeypatch.setattr(rec, "FewViewReconstruction", Placing)
+    cameras = [CameraPrior(100, 80, 120.0, False), CameraPrior(50, 40, 42.0, True)]
+    corr = Correspondences([np.zeros((0, 2))] * 3, {}, cameras, [0, 0, 1], ["a", "b", "c"], Path("."), Path("."))
+    model, _, guess = rec._fewview(corr, FewViewOptions())
+    assert model.registered == 3 and guess == 0.8
+    assert tried == [(1.2, 42.0), (0.8, 42.0)]  # stops at the first guess that places every photo; EXIF's kept
+    tried.clear()
+    monkeypatch.setattr(rec, "FOCAL_GUESSES", (1.0, 0.5))  # the one places 2 of 3, the other 1: neither is taken
+    model, _, guess = rec._fewview(corr, FewViewOptions())
+    assert model.registered == 1 and guess is None and [t[0] for t in tried] == [1.2, 1.0, 0.5]
+    tried.clear()
+    exif_only = Correspondences(corr.keypoints, {}, [CameraPrior(100, 80, 120.0, True)], [0, 0, 0], corr.names,
+                                Path("."), Path("."))
+    model, _, guess = rec._fewview(exif_only, FewViewOptions())
+    assert model.registered == 1 and guess is None and tried == [(1.2, 120.0)]

@@ -11,7 +11,7 @@ their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from recon.sfm import mappers
@@ -20,6 +20,9 @@ from recon.sfm.matching import CameraPrior, Correspondences, FeatureOptions, Pho
 from recon.sfm.model import Model, refusal
 
 MIN_FEATURES = 50
+FOCAL_GUESSES = (0.8, 1.0, 0.6)
+"""Focal lengths, in long sides, tried in turn for cameras without EXIF when the first guess (COLMAP's 1.2) leaves
+photos out: a few views can hardly correct a focal length far from the truth (phone cameras are 0.7 to 0.9)."""
 MAPPERS = ("fewview", "incremental", "global")
 
 
@@ -29,7 +32,8 @@ class Result:
 
     ``reasons`` maps a photo's index to one line; ``refused`` is set when a
     model was built but its geometry refused (:func:`recon.sfm.model.refusal`), and ``refused_placed`` holds the
-    photos that model had placed.
+    photos that model had placed. ``focal_guess`` is the focal length, in long sides, that the cameras without EXIF
+    started from when it was one of :data:`FOCAL_GUESSES` (None: their own priors).
     """
 
     model: Model | None
@@ -38,6 +42,7 @@ class Result:
     verified_pairs: int
     refused: str | None = None
     refused_placed: frozenset[int] = frozenset()
+    focal_guess: float | None = None
 
 
 def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: FeatureOptions, mapper: str,
@@ -51,16 +56,15 @@ def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: Featu
     pycolmap.logging.minloglevel = 3  # COLMAP says nothing; failures become the caller's one-line messages
     corr = match(photos, cameras, features, work / "match")
     own_reasons: dict[int, str] = {}
+    guess = None
     if mapper == "fewview":
-        few = FewViewReconstruction(corr, FewViewOptions(min_inliers=features.min_inliers))
-        model = few.run()
-        own_reasons = few.reasons
+        model, own_reasons, guess = _fewview(corr, FewViewOptions(min_inliers=features.min_inliers))
     elif mapper == "incremental":
         model = mappers.incremental(corr, features.min_inliers, work / "incremental")
     else:
         model = mappers.global_(corr, work / "global")
     counts = [len(k) for k in corr.keypoints]
-    result = Result(model, {}, counts, len(corr.pairs))
+    result = Result(model, {}, counts, len(corr.pairs), focal_guess=guess)
     if model is not None:
         focal_known = all(cameras[photos[i].camera].from_exif for i in model.cameras)
         configurations = {key: pair.configuration for key, pair in corr.pairs.items()}
@@ -73,6 +77,25 @@ def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: Featu
     placed = set(model.cameras) if model is not None else set()
     result.reasons = {i: _reason(corr, i, counts[i], own_reasons.get(i)) for i in range(len(photos)) if i not in placed}
     return result
+
+
+def _fewview(corr: Correspondences, options: FewViewOptions) -> tuple[Model | None, dict[int, str], float | None]:
+    """The few-view reconstruction, why photos stayed out of it, and the focal length guess it started from (None:
+    the cameras' own priors). When photos stay out and a camera's focal length is not from EXIF, it is tried again
+    from each of :data:`FOCAL_GUESSES` in turn for those cameras, and the first model that places every photo is
+    taken; none that does, the first model stands (one that places more but not all, or as many with a smaller
+    reprojection error, was measured less accurate: bench/results/poses-focal-guesses-cpu.json)."""
+    few = FewViewReconstruction(corr, options)
+    model, reasons = few.run(), few.reasons
+    if (model is not None and model.registered == len(corr.keypoints)) or all(c.from_exif for c in corr.cameras):
+        return model, reasons, None
+    for guess in FOCAL_GUESSES:
+        cameras = [c if c.from_exif else replace(c, focal=guess * max(c.width, c.height)) for c in corr.cameras]
+        again = FewViewReconstruction(replace(corr, cameras=cameras), options)
+        other = again.run()
+        if other is not None and other.registered == len(corr.keypoints):
+            return other, again.reasons, guess
+    return model, reasons, None
 
 
 def _reason(corr: Correspondences, i: int, features: int, detail: str | None) -> str:

@@ -12,7 +12,9 @@ recon's few-view reconstruction (a two-view start from the best verified
 pair, absolute or relative poses for the others, bundle adjustment) or one of
 COLMAP's mappers (``poses.mapper``). Photos of one size, EXIF camera and EXIF
 focal length share one camera (``SIMPLE_PINHOLE``), with EXIF's focal length
-as the prior when there is one. A geometry the photos cannot fix (a camera
+as the prior when there is one; without it, where the few-view reconstruction from
+1.2 long sides leaves photos out, it starts again from 0.8, 1.0 and 0.6 long sides
+and takes the first that places every photo (``focal_guess`` in the metrics). A geometry the photos cannot fix (a camera
 that only turned; one plane with an unknown focal length) is refused with
 one line. A view that does not register is named with the reason (too few
 features, no verified matches, or matched but not placed, and why); the run
@@ -324,11 +326,15 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
         "mapper": mapper, "features": features.describe(), "max_image_size": pc.max_image_size,
         "masks": any(p.mask is not None for p in photos), "verified_pairs": result.verified_pairs,
         "features_per_view": {v.name: n for v, n in zip(views, result.features)},
-        "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k), "focal_prior_px": c.focal,
+        "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k),
+                     "focal_prior_px": c.focal if c.from_exif or result.focal_guess is None
+                     else result.focal_guess * max(c.width, c.height),
                      "focal_prior_from_exif": c.from_exif,
                      "views": [v.name for v, of in zip(views, photo_cameras) if of == k]}
                     for k, c in enumerate(cameras)],
     }
+    if result.focal_guess is not None:
+        details["focal_guess"] = result.focal_guess
     if result.refused:
         details["refused"] = result.refused
         details["refused_placed"] = [views[i].id for i in sorted(result.refused_placed)]
