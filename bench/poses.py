@@ -213,7 +213,8 @@ def measure(scene: Path, cfg, out_root: Path, name: str, until: str) -> dict:
         return {"registered": 0, "error": f"{type(exc).__name__}: {exc}"}
     p = graph.nodes["metrics/poses"].values
     row = {"registered": p["registered"], "sfm_seconds": p["seconds"], "sfm_points": p["sfm_points"],
-           "mapper": p["mapper"], "features": p["features"], "unregistered": p["unregistered"]}
+           "mapper": p["mapper"], "features": p["features"], "unregistered": p["unregistered"],
+           "focal_guess": p.get("focal_guess")}
     given = graph.meta["poses_given"]["cameras"]
     focal_errors = [abs(graph.camera_of(v).K[0, 0] / graph.nodes[given[v.id]].K[0, 0] - 1.0)
                     for v in graph.views("train") if v.camera and v.camera.startswith("estimated/")]

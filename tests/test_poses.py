@@ -565,10 +565,10 @@ def test_plain_from_sfm_points_falls_back_to_random_points_where_there_are_none(
 def test_fewview_tries_other_focal_guesses_only_for_cameras_without_exif_while_photos_stay_out(monkeypatch):
     """Where the first focal length leaves photos out, the guesses of FOCAL_GUESSES are tried in turn for the cameras
     without EXIF (a camera with EXIF keeps its own) until one places every photo, which is taken with its guess; a
-    guess that places more photos but not all is not."""
+    guess that places more photos but not all is not, and none is tried for a left-out photo without matches."""
     from recon.sfm import reconstruct as rec
     from recon.sfm.fewview import FewViewOptions
-    from recon.sfm.matching import CameraPrior, Correspondences
+    from recon.sfm.matching import CameraPrior, Correspondences, Pair
     from recon.sfm.model import Model
 
     tried = []
@@ -586,7 +586,8 @@ def test_fewview_tries_other_focal_guesses_only_for_cameras_without_exif_while_p
 
     monkeypatch.setattr(rec, "FewViewReconstruction", Placing)
     cameras = [CameraPrior(100, 80, 120.0, False), CameraPrior(50, 40, 42.0, True)]
-    corr = Correspondences([np.zeros((0, 2))] * 3, {}, cameras, [0, 0, 1], ["a", "b", "c"], Path("."), Path("."))
+    matched = {(0, 1): Pair(np.zeros((20, 2), int), "CALIBRATED"), (1, 2): Pair(np.zeros((20, 2), int), "PLANAR")}
+    corr = Correspondences([np.zeros((0, 2))] * 3, matched, cameras, [0, 0, 1], ["a", "b", "c"], Path("."), Path("."))
     model, _, guess = rec._fewview(corr, FewViewOptions())
     assert model.registered == 3 and guess == 0.8
     assert tried == [(1.2, 42.0), (0.8, 42.0)]  # stops at the first guess that places every photo; EXIF's kept
@@ -595,7 +596,12 @@ def test_fewview_tries_other_focal_guesses_only_for_cameras_without_exif_while_p
     model, _, guess = rec._fewview(corr, FewViewOptions())
     assert model.registered == 1 and guess is None and [t[0] for t in tried] == [1.2, 1.0, 0.5]
     tried.clear()
-    exif_only = Correspondences(corr.keypoints, {}, [CameraPrior(100, 80, 120.0, True)], [0, 0, 0], corr.names,
+    unmatched = Correspondences(corr.keypoints, {(0, 1): matched[(0, 1)]}, cameras, [0, 0, 1], corr.names, Path("."),
+                                Path("."))  # photo 2, left out, has no verified match: no focal length places it
+    model, _, guess = rec._fewview(unmatched, FewViewOptions())
+    assert model.registered == 1 and guess is None and [t[0] for t in tried] == [1.2]
+    tried.clear()
+    exif_only = Correspondences(corr.keypoints, matched, [CameraPrior(100, 80, 120.0, True)], [0, 0, 0], corr.names,
                                 Path("."), Path("."))
     model, _, guess = rec._fewview(exif_only, FewViewOptions())
     assert model.registered == 1 and guess is None and tried == [(1.2, 120.0)]

@@ -21,8 +21,10 @@ from recon.sfm.model import Model, refusal
 
 MIN_FEATURES = 50
 FOCAL_GUESSES = (0.8, 1.0, 0.6)
-"""Focal lengths, in long sides, tried in turn for cameras without EXIF when the first guess (COLMAP's 1.2) leaves
-photos out: a few views can hardly correct a focal length far from the truth (phone cameras are 0.7 to 0.9)."""
+"""Focal lengths, in times the photo's long side, tried in turn for cameras without EXIF when the first guess
+(COLMAP's 1.2) leaves photos out: from a few views bundle adjustment hardly corrects a focal length far from the
+truth. A 26 to 32 mm equivalent lens, usual on phones, is 0.75 to 0.92 times the long side of a 4:3 photo; 1.0 and
+0.6 cover longer and wider lenses."""
 MAPPERS = ("fewview", "incremental", "global")
 
 
@@ -81,19 +83,30 @@ def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: Featu
 
 def _fewview(corr: Correspondences, options: FewViewOptions) -> tuple[Model | None, dict[int, str], float | None]:
     """The few-view reconstruction, why photos stayed out of it, and the focal length guess it started from (None:
-    the cameras' own priors). When photos stay out and a camera's focal length is not from EXIF, it is tried again
-    from each of :data:`FOCAL_GUESSES` in turn for those cameras, and the first model that places every photo is
-    taken; none that does, the first model stands (one that places more but not all, or as many with a smaller
-    reprojection error, was measured less accurate: bench/results/poses-focal-guesses-cpu.json)."""
+    the cameras' own priors).
+
+    When it leaves photos out (or builds no model) and a camera's focal length is not from EXIF, it is built again
+    from each of :data:`FOCAL_GUESSES` in turn for those cameras, and the first model that places every photo and
+    whose geometry is not refused is taken; if none does, the first model stands. Not tried when a photo left out
+    has no verified match, which no focal length can place. Each guess costs one more reconstruction (the
+    matches are kept). Keeping instead a model that places more photos but not all, or as many with a smaller
+    reprojection error, was measured less accurate on two runs of three it changed
+    (bench/results/poses-focal-guesses-cpu.json).
+    """
     few = FewViewReconstruction(corr, options)
     model, reasons = few.run(), few.reasons
-    if (model is not None and model.registered == len(corr.keypoints)) or all(c.from_exif for c in corr.cameras):
+    left_out = set(range(len(corr.keypoints))) - set(model.cameras if model is not None else ())
+    if not left_out or all(c.from_exif for c in corr.cameras) or any(corr.best_inliers(i) == 0 for i in left_out):
         return model, reasons, None
+    configurations = {key: pair.configuration for key, pair in corr.pairs.items()}
     for guess in FOCAL_GUESSES:
         cameras = [c if c.from_exif else replace(c, focal=guess * max(c.width, c.height)) for c in corr.cameras]
         again = FewViewReconstruction(replace(corr, cameras=cameras), options)
         other = again.run()
-        if other is not None and other.registered == len(corr.keypoints):
+        if other is None or other.registered < len(corr.keypoints):
+            continue
+        focal_known = all(corr.cameras[corr.photo_cameras[i]].from_exif for i in other.cameras)
+        if refusal(other, configurations, focal_known) is None:
             return other, again.reasons, guess
     return model, reasons, None
 

@@ -12,9 +12,10 @@ recon's few-view reconstruction (a two-view start from the best verified
 pair, absolute or relative poses for the others, bundle adjustment) or one of
 COLMAP's mappers (``poses.mapper``). Photos of one size, EXIF camera and EXIF
 focal length share one camera (``SIMPLE_PINHOLE``), with EXIF's focal length
-as the prior when there is one; without it, where the few-view reconstruction from
-1.2 long sides leaves photos out, it starts again from 0.8, 1.0 and 0.6 long sides
-and takes the first that places every photo (``focal_guess`` in the metrics). A geometry the photos cannot fix (a camera
+as the prior when there is one, else 1.2 times the long side; where the few-view
+reconstruction leaves photos out from that guess, it is built again from 0.8, 1.0
+and 0.6 times the long side and the first build that places every photo is taken
+(``focal_guess`` in the metrics; COLMAP's mappers are run once). A geometry the photos cannot fix (a camera
 that only turned; one plane with an unknown focal length) is refused with
 one line. A view that does not register is named with the reason (too few
 features, no verified matches, or matched but not placed, and why); the run
