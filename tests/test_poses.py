@@ -605,3 +605,21 @@ def test_fewview_tries_other_focal_guesses_only_for_cameras_without_exif_while_p
                                 Path("."), Path("."))
     model, _, guess = rec._fewview(exif_only, FewViewOptions())
     assert model.registered == 1 and guess is None and tried == [(1.2, 120.0)]
+
+
+def test_matching_numbers_the_photos_in_their_order(synthetic_scene, tmp_path):
+    """COLMAP numbers the photos as their features are written, and the numbering orients each pair's verification:
+    one extraction thread writes them in order, so the same photos give the same matches from run to run."""
+    import pycolmap
+
+    from recon.sfm.matching import FeatureOptions, Photo, camera_priors, match
+
+    paths = sorted((synthetic_scene / "image").iterdir())[:6]
+    priors, of = camera_priors(paths)
+    corr = match([Photo(p, None, c) for p, c in zip(paths, of)], priors, FeatureOptions(upsample=True), tmp_path)
+    db = pycolmap.Database.open(str(corr.database))
+    try:
+        numbered = sorted((im.image_id, im.name) for im in db.read_all_images())
+    finally:
+        db.close()
+    assert [name for _, name in numbered] == corr.names

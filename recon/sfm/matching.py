@@ -157,6 +157,8 @@ def match(photos: list[Photo], cameras: list[CameraPrior], options: FeatureOptio
 
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.use_gpu = False
+    extraction.num_threads = 1  # photos in order: with several threads COLMAP numbers them as they finish, and the
+    # numbering orients each pair's verification, so the same photos gave different matches and cameras run to run
     extraction.max_image_size = options.max_image_size
     extraction.sift.max_num_features = options.max_features
     extraction.sift.first_octave = -1 if options.upsample else 0
