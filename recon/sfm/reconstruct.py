@@ -68,9 +68,7 @@ def reconstruct(photos: list[Photo], cameras: list[CameraPrior], features: Featu
     counts = [len(k) for k in corr.keypoints]
     result = Result(model, {}, counts, len(corr.pairs), focal_guess=guess)
     if model is not None:
-        focal_known = all(cameras[photos[i].camera].from_exif for i in model.cameras)
-        configurations = {key: pair.configuration for key, pair in corr.pairs.items()}
-        result.refused = refusal(model, configurations, focal_known)
+        result.refused = _refused(model, corr)
         if result.refused is not None:
             result.model, result.refused_placed = None, frozenset(model.cameras)
             result.reasons = {i: f"refused: {result.refused}" if i in model.cameras
@@ -98,17 +96,27 @@ def _fewview(corr: Correspondences, options: FewViewOptions) -> tuple[Model | No
     left_out = set(range(len(corr.keypoints))) - set(model.cameras if model is not None else ())
     if not left_out or all(c.from_exif for c in corr.cameras) or any(corr.best_inliers(i) == 0 for i in left_out):
         return model, reasons, None
-    configurations = {key: pair.configuration for key, pair in corr.pairs.items()}
     for guess in FOCAL_GUESSES:
-        cameras = [c if c.from_exif else replace(c, focal=guess * max(c.width, c.height)) for c in corr.cameras]
-        again = FewViewReconstruction(replace(corr, cameras=cameras), options)
+        again = FewViewReconstruction(replace(corr, cameras=[guessed(c, guess) for c in corr.cameras]), options)
         other = again.run()
-        if other is None or other.registered < len(corr.keypoints):
-            continue
-        focal_known = all(corr.cameras[corr.photo_cameras[i]].from_exif for i in other.cameras)
-        if refusal(other, configurations, focal_known) is None:
+        if other is not None and other.registered == len(corr.keypoints) and _refused(other, corr) is None:
             return other, again.reasons, guess
     return model, reasons, None
+
+
+def guessed(camera: CameraPrior, guess: float | None) -> CameraPrior:
+    """``camera`` with its focal length at ``guess`` times its long side, unless that came from EXIF or ``guess`` is
+    None (its own prior)."""
+    if camera.from_exif or guess is None:
+        return camera
+    return replace(camera, focal=guess * max(camera.width, camera.height))
+
+
+def _refused(model: Model, corr: Correspondences) -> str | None:
+    """Why ``model``'s geometry is refused (:func:`recon.sfm.model.refusal`), or None."""
+    configurations = {key: pair.configuration for key, pair in corr.pairs.items()}
+    focal_known = all(corr.cameras[corr.photo_cameras[i]].from_exif for i in model.cameras)
+    return refusal(model, configurations, focal_known)
 
 
 def _reason(corr: Correspondences, i: int, features: int, detail: str | None) -> str:

@@ -56,7 +56,7 @@ from recon.scene.graph import Camera, Metrics, PointCloud, Provenance, Role, Sce
 from recon.scene.names import POINTS_SFM, metrics_id
 from recon.sfm.check import MAX_IMAGE_SIZE, TOLERANCE, Fit, epipolar_fit
 from recon.sfm.matching import CameraPrior, FeatureOptions, Photo, camera_priors
-from recon.sfm.reconstruct import reconstruct
+from recon.sfm.reconstruct import guessed, reconstruct
 
 NAME = "poses"
 CONFIG = "poses"
@@ -328,8 +328,7 @@ def estimate(graph: SceneGraph, views: list[View], pc: PosesConfig) -> Estimate:
         "masks": any(p.mask is not None for p in photos), "verified_pairs": result.verified_pairs,
         "features_per_view": {v.name: n for v, n in zip(views, result.features)},
         "cameras": [{"size": [c.width, c.height], "focal_px": focal.get(k),
-                     "focal_prior_px": c.focal if c.from_exif or result.focal_guess is None
-                     else result.focal_guess * max(c.width, c.height),
+                     "focal_prior_px": guessed(c, result.focal_guess).focal,
                      "focal_prior_from_exif": c.from_exif,
                      "views": [v.name for v, of in zip(views, photo_cameras) if of == k]}
                     for k, c in enumerate(cameras)],
